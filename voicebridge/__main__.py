@@ -1,0 +1,5 @@
+"""Allow `python -m voicebridge`."""
+
+from voicebridge.cli import main
+
+main()

@@ -1,0 +1,290 @@
+"""Configuration: one pydantic-settings model read from TOML, overridden by `VOICEBRIDGE_<SECTION>__<KEY>`.
+
+Precedence, lowest first: built-in defaults < the TOML file < environment < explicit overrides (CLI flags).
+The file is `--config PATH`, else `$VOICEBRIDGE_CONFIG`, else `./voicebridge.toml`, else
+`/etc/voicebridge/config.toml`, else none (defaults run everything locally).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "VOICEBRIDGE_"
+ENV_CONFIG_PATH = "VOICEBRIDGE_CONFIG"
+SYSTEM_CONFIG_PATH = Path("/etc/voicebridge/config.toml")
+LOCAL_CONFIG_NAME = "voicebridge.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as one line for the operator."""
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = ""
+    max_concurrent_calls: int = Field(30, ge=1, le=10_000)
+    drain_timeout: float = Field(30.0, ge=0)
+    state_dir: str = ""
+
+
+class ExotelConfig(Section):
+    enabled: bool = True
+    account_sid: str = ""
+    api_key: SecretStr = SecretStr("")
+    api_token: SecretStr = SecretStr("")
+    subdomain: str = "api.exotel.com"
+    webhook_auth: Literal["none", "basic", "token", "ip"] = "none"
+    webhook_username: str = ""
+    webhook_password: SecretStr = SecretStr("")
+    webhook_token: SecretStr = SecretStr("")
+    allowed_cidrs: list[str] = Field(default_factory=list)
+
+
+class TwilioConfig(Section):
+    enabled: bool = True
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    api_base: str = "https://api.twilio.com"
+
+
+class SttConfig(Section):
+    engine: Literal["whisper"] = "whisper"
+    model_path: str = ""
+    beam_size: int = Field(1, ge=1, le=10)
+    threads: int = Field(1, ge=1, le=64)
+    workers: int = Field(2, ge=1, le=64)
+    language: str = "en"
+    window_seconds: float = Field(10.0, ge=5.0, le=30.0)
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
+
+
+class TtsConfig(Section):
+    engine: Literal["piper", "azure"] = "piper"
+    voice: str = ""
+    rate: float = Field(1.0, gt=0.25, le=4.0)
+    azure_key: SecretStr = SecretStr("")
+    azure_region: str = "centralindia"
+    azure_voice: str = "en-IN-NeerjaNeural"
+    azure_style: str = ""
+    azure_host: str = ""
+
+
+class BackendConfig(Section):
+    kind: Literal["echo", "node", "openai"] = "echo"
+    url: str = ""
+    api_key: SecretStr = SecretStr("")
+    model: str = ""
+    system_prompt: str = "You are a helpful, brief phone receptionist."
+    connect_timeout: float = Field(2.0, gt=0)
+    request_timeout: float = Field(8.0, gt=0)
+
+
+class TurnConfig(Section):
+    vad_aggressiveness: int = Field(2, ge=0, le=3)
+    energy_floor_dbfs: float = Field(-55.0, ge=-90.0, le=-10.0)
+    end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
+    min_speech_ms: int = Field(200, ge=0, le=5000)
+    barge_in_min_ms: int = Field(300, ge=0, le=5000)
+    max_utterance_s: float = Field(15.0, ge=1.0, le=60.0)
+    speculative_ms: int = Field(200, ge=0, le=5000)
+
+
+class PromptsConfig(Section):
+    greeting: str = "Hello! Thanks for calling. How can I help you today?"
+    busy: str = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+    goodbye: str = "Thank you for calling. Goodbye."
+    transfer: str = "Please hold while I transfer your call."
+
+
+class CostsConfig(Section):
+    telephony_per_minute: float = Field(0.02, ge=0)
+    tts_per_minute: float = Field(0.01, ge=0)
+    stt_per_minute: float = Field(0.0, ge=0)
+    ai_per_request: float = Field(0.001, ge=0)
+    currency: str = "USD"
+
+
+class ControlConfig(Section):
+    socket_path: str = ""
+    group: str = ""
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(BaseSettings):
+    """The whole effective configuration of one voicebridge process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    exotel: ExotelConfig = Field(default_factory=ExotelConfig)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    stt: SttConfig = Field(default_factory=SttConfig)
+    tts: TtsConfig = Field(default_factory=TtsConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    turn: TurnConfig = Field(default_factory=TurnConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    costs: CostsConfig = Field(default_factory=CostsConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def control_socket_path(self) -> Path:
+        """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR."""
+        if self.control.socket_path:
+            return Path(self.control.socket_path)
+        if runtime := os.environ.get("RUNTIME_DIRECTORY"):
+            return Path(runtime.split(":")[0]) / "control.sock"
+        base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/voicebridge-{os.getuid()}"
+        return Path(base) / "voicebridge" / "control.sock"
+
+    def state_path(self) -> Path:
+        """Where durable state lives: configured, else systemd's StateDirectory, else ~/.local/state."""
+        if self.server.state_dir:
+            return Path(self.server.state_dir)
+        if state := os.environ.get("STATE_DIRECTORY"):
+            return Path(state.split(":")[0])
+        return Path.home() / ".local" / "state" / "voicebridge"
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """A settings source that hands pydantic an already-parsed TOML document."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def resolve_config_path(explicit: Path | None) -> Path | None:
+    """Pick the config file by precedence; None means built-in defaults."""
+    if explicit is not None:
+        return explicit
+    if env_path := os.environ.get(ENV_CONFIG_PATH):
+        return Path(env_path)
+    for candidate in (Path.cwd() / LOCAL_CONFIG_NAME, SYSTEM_CONFIG_PATH):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config error: {path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config error: {path}: is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config error: {path}: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error: {path}: invalid TOML: {exc}") from None
+
+
+def _describe(error: dict[str, Any], path: Path | None) -> str:
+    """One line naming where the bad value came from, the key, and what is wrong with it."""
+    location = [str(part) for part in error["loc"]]
+    key = ".".join(location)
+    env_name = ENV_PREFIX + "__".join(part.upper() for part in location)
+    if env_name in os.environ:
+        origin = f"environment {env_name}"
+    elif len(location) > 2 and ENV_PREFIX + "__".join(p.upper() for p in location[:2]) in os.environ:
+        origin = f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in location[:2])}"
+    else:
+        origin = str(path) if path else "built-in defaults"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in error and error["type"] != "missing" and not isinstance(error["input"], dict):
+        message = f"{message} (got {error['input']!r})"
+    return f"config error: {origin}: {key}: {message}"
+
+
+def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load the effective settings; raise ConfigError with a one-line message when anything is wrong."""
+    path = resolve_config_path(explicit)
+    file_data = _read_toml(path) if path else {}
+
+    class SettingsFromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _DictSource(settings_cls, file_data))
+
+    try:
+        loaded = SettingsFromFile(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], path)) from None
+    # Hand back the plain model so callers never see the per-load subclass.
+    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+
+
+def apply_overrides(settings: Settings, section: str, **values: Any) -> Settings:
+    """Return a copy with some keys of one section replaced (None values are ignored)."""
+    present = {key: value for key, value in values.items() if value is not None}
+    if not present:
+        return settings
+    updated = getattr(settings, section).model_copy(update=present)
+    return settings.model_copy(update={section: updated})
+
+
+def redacted_document(settings: Settings) -> dict[str, Any]:
+    """The effective config as a TOML-ready dict with every secret masked."""
+    document = settings.model_dump(mode="json")
+    for section_name, section in settings:
+        for key, value in section:
+            if isinstance(value, SecretStr):
+                document[section_name][key] = "********" if value.get_secret_value() else ""
+    return document
+
+
+def render_toml(settings: Settings) -> str:
+    """Effective config as TOML text, secrets redacted."""
+    return tomli_w.dumps(redacted_document(settings))
+
+
+def write_starter(path: Path, force: bool = False) -> None:
+    """Write a starter config of the defaults; refuse to overwrite an existing file without force."""
+    if path.exists() and not force:
+        raise ConfigError(f"config error: {path} already exists (use --force to overwrite)")
+    document = Settings.model_construct().model_dump(mode="json")
+    for section in document.values():
+        for key, value in section.items():
+            if value == "**********":
+                section[key] = ""
+    header = "# voicebridge configuration — see config.example.toml for what every key means.\n\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + tomli_w.dumps(document))
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot write {path}: {exc.strerror}") from None
