@@ -1,0 +1,214 @@
+"""Provider translators: pure wire JSON ⇄ event translation, no network."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from voicebridge.audio.codecs import pcm16_to_ulaw
+from voicebridge.daemon.providers import event_name, load_message, translator_for_start
+from voicebridge.daemon.providers.events import (
+    Audio,
+    Connected,
+    Dtmf,
+    MarkEcho,
+    ProtocolViolation,
+    Start,
+    Stop,
+    UnknownEvent,
+)
+from voicebridge.daemon.providers.exotel import ExotelCaller, ExotelTranslator
+from voicebridge.daemon.providers.twilio import TwilioCaller, TwilioTranslator
+
+# Verbatim shapes from PROTOCOLS.md.
+EXOTEL_START = {
+    "event": "start",
+    "sequence_number": "1",
+    "stream_sid": "MZ1",
+    "start": {
+        "stream_sid": "MZ1",
+        "call_sid": "CA1",
+        "account_sid": "AC1",
+        "from": "+919876543210",
+        "to": "+918047491899",
+        "custom_parameters": {"key1": "value1"},
+        "media_format": {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"},
+    },
+}
+TWILIO_START = {
+    "event": "start",
+    "sequenceNumber": "1",
+    "streamSid": "MZ2",
+    "start": {
+        "accountSid": "AC2",
+        "streamSid": "MZ2",
+        "callSid": "CA2",
+        "tracks": ["inbound"],
+        "customParameters": {"From": "+15550001111"},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    },
+}
+PCM = np.arange(-800, 800, 10, dtype="<i2").tobytes()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_detects_the_provider_from_start() -> None:
+    assert isinstance(translator_for_start(EXOTEL_START, 8000), ExotelTranslator)
+    assert isinstance(translator_for_start(TWILIO_START, 8000), TwilioTranslator)
+
+
+def test_exotel_start_and_events() -> None:
+    translator = ExotelTranslator()
+    start = translator.parse(EXOTEL_START)
+    assert start == Start(
+        "exotel", "MZ1", "CA1", "AC1", "+919876543210", "+918047491899", 8000, {"key1": "value1"}
+    )
+    assert translator.parse({"event": "connected"}) == Connected()
+    media = {
+        "event": "media",
+        "stream_sid": "MZ1",
+        "media": {"chunk": "2", "timestamp": "200", "payload": b64(PCM)},
+    }
+    assert translator.parse(media) == Audio(PCM, 8000)
+    assert translator.parse({"event": "dtmf", "dtmf": {"digit": "5", "duration": "100"}}) == Dtmf("5")
+    assert translator.parse({"event": "mark", "mark": {"name": "greeting-complete"}}) == MarkEcho(
+        "greeting-complete"
+    )
+    stop = {"event": "stop", "stop": {"call_sid": "CA1", "reason": "callended"}}
+    assert translator.parse(stop) == Stop("callended")
+
+
+@pytest.mark.parametrize(
+    ("media_format", "rate"),
+    [
+        ({"sample_rate": "16000Hz", "bit_rate": "16kbps"}, 16000),
+        ({"sample_rate": 24000}, 24000),
+        ({"encoding": "linear16"}, 8000),
+        ({}, 8000),
+    ],
+)
+def test_exotel_start_is_lenient(media_format: dict[str, object], rate: int) -> None:
+    # Seen in the wild: `Event`, `streamSid` in place of `stream_sid`, no top-level sid, units in strings.
+    message = {
+        "Event": "start",
+        "start": {"streamSid": "MZ9", "call_sid": "CA9", "media_format": media_format},
+    }
+    start = ExotelTranslator(8000).parse(message)
+    assert isinstance(start, Start)
+    assert (start.stream_sid, start.call_sid, start.sample_rate) == ("MZ9", "CA9", rate)
+
+
+def test_exotel_query_rate_is_the_default() -> None:
+    start = ExotelTranslator(16000).parse({"event": "start", "start": {"call_sid": "CA3"}})
+    assert isinstance(start, Start) and start.sample_rate == 16000
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ({"event": "media", "media": {"payload": "@@not-base64@@"}}, "bad_base64"),
+        ({"event": "media", "media": {"payload": b64(b"\x01\x02\x03")}}, "bad_audio"),
+        ({"event": "media", "media": {"payload": ""}}, "bad_audio"),
+        ({"event": "media", "media": {}}, "missing_field"),
+        ({"event": "media"}, "missing_field"),
+        ({"event": "dtmf", "dtmf": {"digit": "x"}}, "bad_dtmf"),
+        ({"event": "karaoke"}, "unknown_event"),
+        (
+            {"event": "start", "start": {"call_sid": "CA", "media_format": {"sample_rate": "11025"}}},
+            "bad_sample_rate",
+        ),
+        ({"event": "start", "start": {}}, "missing_field"),
+    ],
+)
+def test_exotel_violations_are_labelled(message: dict[str, object], kind: str) -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        ExotelTranslator().parse(message)
+    assert caught.value.kind == kind
+
+
+def test_unknown_events_are_a_distinct_kind() -> None:
+    with pytest.raises(UnknownEvent):
+        ExotelTranslator().parse({"event": "karaoke"})
+
+
+def test_exotel_outbound_uses_snake_case_and_pcm() -> None:
+    translator = ExotelTranslator()
+    translator.parse(EXOTEL_START)
+    media = json.loads(translator.media(PCM))
+    assert media == {"event": "media", "stream_sid": "MZ1", "media": {"payload": b64(PCM)}}
+    assert json.loads(translator.mark("turn-3")) == {
+        "event": "mark",
+        "stream_sid": "MZ1",
+        "mark": {"name": "turn-3"},
+    }
+    assert json.loads(translator.clear()) == {"event": "clear", "stream_sid": "MZ1"}
+
+
+def test_twilio_start_and_media_in_mulaw() -> None:
+    translator = TwilioTranslator()
+    start = translator.parse(TWILIO_START)
+    assert isinstance(start, Start)
+    assert (start.provider, start.stream_sid, start.call_sid, start.from_number) == (
+        "twilio",
+        "MZ2",
+        "CA2",
+        "+15550001111",
+    )
+    ulaw = pcm16_to_ulaw(PCM)
+    audio = translator.parse({"event": "media", "media": {"track": "inbound", "payload": b64(ulaw)}})
+    assert isinstance(audio, Audio) and len(audio.pcm16) == 2 * len(ulaw)
+    assert np.max(np.abs(np.frombuffer(audio.pcm16, "<i2").astype(int) - np.frombuffer(PCM, "<i2"))) < 64
+    assert translator.parse({"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": "1"}}) == Dtmf("1")
+    assert translator.parse({"event": "stop", "stop": {"callSid": "CA2"}}) == Stop("stopped")
+    with pytest.raises(UnknownEvent) as caught:
+        translator.parse({"event": "media", "media": {"track": "outbound", "payload": b64(ulaw)}})
+    assert caught.value.kind == "ignored_track"
+
+
+def test_twilio_outbound_uses_camel_case_and_mulaw() -> None:
+    translator = TwilioTranslator()
+    translator.parse(TWILIO_START)
+    media = json.loads(translator.media(PCM))
+    assert media["streamSid"] == "MZ2" and "stream_sid" not in media
+    assert base64.b64decode(media["media"]["payload"]) == pcm16_to_ulaw(PCM)
+    assert json.loads(translator.clear()) == {"event": "clear", "streamSid": "MZ2"}
+
+
+def test_load_message_rejects_non_objects() -> None:
+    assert load_message('{"event": "connected"}') == {"event": "connected"}
+    for bad in ("{not json", "[1, 2]", '"text"', ""):
+        with pytest.raises(ProtocolViolation) as caught:
+            load_message(bad)
+        assert caught.value.kind == "malformed_json"
+    assert event_name({"Event": " Media "}) == "media"
+    assert event_name({"event": 5}) == ""
+
+
+@pytest.mark.parametrize("caller_kind", ["exotel", "twilio"])
+def test_caller_and_translator_agree(caller_kind: str) -> None:
+    caller = (
+        ExotelCaller("CA7", "MZ7", sample_rate=16000)
+        if caller_kind == "exotel"
+        else TwilioCaller("CA7", "MZ7", from_number="+1555", to_number="+1666")
+    )
+    start_message = json.loads(caller.start())
+    translator = translator_for_start(start_message, 8000)
+    start = translator.parse(start_message)
+    assert isinstance(start, Start) and start.call_sid == "CA7" and start.provider == caller_kind
+    assert start.sample_rate == caller.sample_rate
+    audio = translator.parse(json.loads(caller.media(PCM)))
+    assert isinstance(audio, Audio) and len(audio.pcm16) == len(PCM)
+    assert translator.parse(json.loads(caller.dtmf("#"))) == Dtmf("#")
+    assert translator.parse(json.loads(caller.mark("m1"))) == MarkEcho("m1")
+    assert isinstance(translator.parse(json.loads(caller.stop())), Stop)
+    # And the other direction: what the daemon sends, the caller side reads back.
+    outbound = caller.parse_outbound(translator.media(PCM))
+    assert outbound.kind == "media" and len(outbound.pcm16) == len(PCM) and outbound.stream_sid == "MZ7"
+    assert caller.parse_outbound(translator.mark("turn-1")).mark_name == "turn-1"
+    assert caller.parse_outbound(translator.clear()).kind == "clear"

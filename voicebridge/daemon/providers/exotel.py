@@ -1,0 +1,227 @@
+"""Exotel Voicebot applet stream: snake_case JSON, base64 PCM16LE at 8/16/24 kHz (see PROTOCOLS.md).
+
+`ExotelTranslator` is the daemon's side; `ExotelCaller` speaks Exotel's side for the simulator and tests.
+Both are pure: strings in, strings or events out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, ulaw_to_pcm16
+from voicebridge.daemon.providers import event_name
+from voicebridge.daemon.providers.caller import OutboundMessage
+from voicebridge.daemon.providers.events import (
+    Audio,
+    Connected,
+    Dtmf,
+    InboundEvent,
+    MarkEcho,
+    ProtocolViolation,
+    ProviderName,
+    Start,
+    Stop,
+    UnknownEvent,
+)
+from voicebridge.daemon.providers.fields import digit, section, string_map, text
+from voicebridge.daemon.providers.fields import sample_rate as parse_rate
+
+EXOTEL_RATES = (8000, 16000, 24000)
+
+
+class ExotelTranslator:
+    """Exotel wire JSON ⇄ internal events for one stream."""
+
+    provider: ProviderName = "exotel"
+
+    def __init__(self, default_rate: int = 8000) -> None:
+        self.sample_rate = default_rate
+        self.stream_sid = ""
+        self._mulaw = False
+
+    def parse(self, message: dict[str, Any]) -> InboundEvent:
+        """Translate one decoded message; raises ProtocolViolation (UnknownEvent for events we ignore)."""
+        name = event_name(message)
+        if name == "media":
+            return self._media(section(message, "media"))
+        if name == "connected":
+            return Connected()
+        if name == "start":
+            return self._start(message)
+        if name == "dtmf":
+            return Dtmf(digit(text(section(message, "dtmf"), "digit", "digits")))
+        if name == "mark":
+            return MarkEcho(text(section(message, "mark"), "name"))
+        if name == "stop":
+            stop = message.get("stop")
+            return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
+        raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
+
+    def _start(self, message: dict[str, Any]) -> Start:
+        body = section(message, "start")
+        media_format = body.get("media_format") or body.get("mediaFormat") or {}
+        if not isinstance(media_format, dict):
+            media_format = {}
+        self.sample_rate = parse_rate(
+            media_format.get("sample_rate", media_format.get("sampleRate")), self.sample_rate, EXOTEL_RATES
+        )
+        encoding = text(media_format, "encoding").lower()
+        self._mulaw = "mulaw" in encoding or "pcmu" in encoding
+        if self._mulaw and self.sample_rate != 8000:
+            raise ProtocolViolation("bad_sample_rate", "μ-law audio must be 8000 Hz")
+        self.stream_sid = text(message, "stream_sid", "streamSid") or text(body, "stream_sid", "streamSid")
+        call_sid = text(body, "call_sid", "callSid", "CallSid")
+        if not call_sid and not self.stream_sid:
+            raise ProtocolViolation("missing_field", "start has neither call_sid nor stream_sid")
+        return Start(
+            provider="exotel",
+            stream_sid=self.stream_sid,
+            call_sid=call_sid,
+            account_sid=text(body, "account_sid", "accountSid"),
+            from_number=text(body, "from", "From", "call_from"),
+            to_number=text(body, "to", "To", "call_to"),
+            sample_rate=self.sample_rate,
+            custom_parameters=string_map(body.get("custom_parameters") or body.get("customParameters")),
+        )
+
+    def _media(self, media: dict[str, Any]) -> Audio:
+        payload = media.get("payload")
+        if not isinstance(payload, str):
+            raise ProtocolViolation("missing_field", "media.payload missing")
+        try:
+            audio = b64decode_payload(payload)
+        except ValueError as exc:
+            raise ProtocolViolation("bad_base64", str(exc)[:120]) from None
+        if self._mulaw:
+            audio = ulaw_to_pcm16(audio)
+        if not audio or len(audio) % 2:
+            raise ProtocolViolation("bad_audio", f"PCM16 payload of {len(audio)} bytes")
+        return Audio(audio, self.sample_rate)
+
+    def media(self, pcm16: bytes) -> str:
+        """An outbound media message (PCM16LE at the stream's rate)."""
+        return json.dumps(
+            {"event": "media", "stream_sid": self.stream_sid, "media": {"payload": b64encode_payload(pcm16)}}
+        )
+
+    def mark(self, name: str) -> str:
+        """An outbound mark, echoed by Exotel when the audio before it has played."""
+        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
+
+    def clear(self) -> str:
+        """Drop the audio Exotel has queued (barge-in)."""
+        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+class ExotelCaller:
+    """Exotel's side of the stream: the messages its platform sends, and parsing what we send back."""
+
+    def __init__(
+        self,
+        call_sid: str,
+        stream_sid: str,
+        from_number: str = "+919876543210",
+        to_number: str = "+918047491899",
+        sample_rate: int = 8000,
+        account_sid: str = "ACsimulated",
+        custom_parameters: dict[str, str] | None = None,
+    ) -> None:
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid
+        self.from_number = from_number
+        self.to_number = to_number
+        self.sample_rate = sample_rate
+        self.account_sid = account_sid
+        self.custom_parameters = custom_parameters or {}
+        self._sequence = 0
+        self._chunk = 0
+        self._timestamp_ms = 0
+
+    def _next(self) -> str:
+        self._sequence += 1
+        return str(self._sequence)
+
+    def connected(self) -> str:
+        return json.dumps({"event": "connected"})
+
+    def start(self) -> str:
+        return json.dumps(
+            {
+                "event": "start",
+                "sequence_number": self._next(),
+                "stream_sid": self.stream_sid,
+                "start": {
+                    "stream_sid": self.stream_sid,
+                    "call_sid": self.call_sid,
+                    "account_sid": self.account_sid,
+                    "from": self.from_number,
+                    "to": self.to_number,
+                    "custom_parameters": self.custom_parameters,
+                    "media_format": {
+                        "encoding": "audio/x-raw",
+                        "sample_rate": str(self.sample_rate),
+                        "bit_rate": "16",
+                    },
+                },
+            }
+        )
+
+    def media(self, pcm16: bytes) -> str:
+        self._chunk += 1
+        message = {
+            "event": "media",
+            "sequence_number": self._next(),
+            "stream_sid": self.stream_sid,
+            "media": {
+                "chunk": str(self._chunk),
+                "timestamp": str(self._timestamp_ms),
+                "payload": b64encode_payload(pcm16),
+            },
+        }
+        self._timestamp_ms += len(pcm16) * 1000 // (2 * self.sample_rate)
+        return json.dumps(message)
+
+    def dtmf(self, key: str) -> str:
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequence_number": self._next(),
+                "stream_sid": self.stream_sid,
+                "dtmf": {"digit": key, "duration": "100"},
+            }
+        )
+
+    def mark(self, name: str) -> str:
+        return json.dumps(
+            {
+                "event": "mark",
+                "sequence_number": self._next(),
+                "stream_sid": self.stream_sid,
+                "mark": {"name": name},
+            }
+        )
+
+    def stop(self, reason: str = "callended") -> str:
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequence_number": self._next(),
+                "stream_sid": self.stream_sid,
+                "stop": {"call_sid": self.call_sid, "account_sid": self.account_sid, "reason": reason},
+            }
+        )
+
+    def parse_outbound(self, raw: str) -> OutboundMessage:
+        """Decode a message the daemon sent; Exotel payloads are PCM16 at the stream's rate."""
+        message = json.loads(raw)
+        name = event_name(message)
+        sid = text(message, "stream_sid", "streamSid")
+        if name == "media":
+            payload = b64decode_payload(message["media"]["payload"])
+            return OutboundMessage("media", payload, raw_payload_bytes=len(payload), stream_sid=sid)
+        if name == "mark":
+            return OutboundMessage("mark", mark_name=str(message["mark"]["name"]), stream_sid=sid)
+        if name == "clear":
+            return OutboundMessage("clear", stream_sid=sid)
+        return OutboundMessage("other", stream_sid=sid)
