@@ -1,0 +1,39 @@
+"""DTMF digit collection as a deterministic call state: ends on '#', a digit count, or a quiet timeout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TERMINATOR = "#"
+
+
+@dataclass(slots=True)
+class DigitCollector:
+    """Gathers keypad digits for one call; the call asks it what a digit or a timeout means."""
+
+    max_digits: int = 12
+    timeout_s: float = 3.0
+    _digits: list[str] = field(default_factory=list)
+
+    @property
+    def collecting(self) -> bool:
+        return bool(self._digits)
+
+    @property
+    def pending(self) -> str:
+        return "".join(self._digits)
+
+    def press(self, digit: str) -> str | None:
+        """Add a digit; return the collected string when this digit completes the entry."""
+        if digit == TERMINATOR:
+            return self._take() if self._digits else None
+        self._digits.append(digit)
+        return self._take() if len(self._digits) >= self.max_digits else None
+
+    def expire(self) -> str | None:
+        """The quiet timeout passed: whatever was collected is the entry."""
+        return self._take() if self._digits else None
+
+    def _take(self) -> str:
+        entry, self._digits = "".join(self._digits), []
+        return entry
