@@ -1,0 +1,42 @@
+"""The small interfaces every speech engine satisfies, and what they hand back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SpeechEngineError(Exception):
+    """A speech engine could not do its job; the message is one line fit for an operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What an STT engine heard in one utterance."""
+
+    text: str
+    audio_seconds: float
+    processing_seconds: float
+    engine: str
+    no_speech_prob: float = 0.0
+
+
+class SpeechToText(Protocol):
+    """Turns one utterance of PCM16 mono audio into text, off the event loop."""
+
+    name: str
+
+    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcript:
+        """Transcribe a whole utterance; silence and noise give an empty text."""
+        ...
+
+
+class TextToSpeech(Protocol):
+    """Turns text into PCM16 mono audio at the caller's rate, a sentence (or a network chunk) at a time."""
+
+    name: str
+
+    def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        """Yield PCM16LE mono chunks at `sample_rate` as soon as each is ready."""
+        ...

