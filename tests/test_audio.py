@@ -52,7 +52,7 @@ def test_alaw_round_trip_is_within_one_quantisation_step(pcm: bytes) -> None:
 
 
 def test_g711_codes_are_a_fixed_point() -> None:
-    # Decoding then re-encoding any code gives the same code (0x7F/0xFF and 0x00/0x80 are ±0 aliases in μ-law).
+    # Decoding then re-encoding any code gives the same code (μ-law 0x7F is an alias of ±0).
     codes = bytes(range(256))
     reencoded = pcm16_to_ulaw(ulaw_to_pcm16(codes))
     assert [a for a, b in zip(codes, reencoded, strict=True) if a != b] in ([], [0x7F])

@@ -1,0 +1,45 @@
+"""The AI backend interface: caller text in, reply text out (streamed as deltas so speech starts early)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationTurn:
+    """One line of the conversation as the backend should see it (bot lines trimmed to what was heard)."""
+
+    role: Literal["caller", "bot"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    """What a backend may know about the call it is answering."""
+
+    call_sid: str
+    provider: str
+    from_number: str
+    to_number: str
+
+
+class BackendError(Exception):
+    """The backend failed or timed out for this turn."""
+
+
+class Backend(Protocol):
+    """Produces the bot's reply to what the caller said."""
+
+    name: str
+    # True when a reply can be computed speculatively and thrown away without side effects.
+    speculative_safe: bool
+
+    def reply(self, call: CallInfo, text: str, history: list[ConversationTurn]) -> AsyncIterator[str]:
+        """Yield the reply as text deltas; the caller joins and splits them into sentences."""
+        ...
+
+    def digits(self, call: CallInfo, digits: str, history: list[ConversationTurn]) -> AsyncIterator[str]:
+        """Yield the reply to a completed keypad entry (the call collects digits deterministically)."""
+        ...

@@ -1,0 +1,200 @@
+"""The daemon: app factory (routes, shared services in cleanup_ctx) and the serve loop (drain, sd_notify)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from voicebridge.backends import build_backend
+from voicebridge.config import LoggingConfig, Settings
+from voicebridge.daemon import management, webhooks
+from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.keys import (
+    BACKEND,
+    CALL_SERVICES,
+    METRICS,
+    MODELS,
+    PHRASES,
+    REGISTRY,
+    SETTINGS,
+    STT,
+    TTS,
+)
+from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.phrases import PhraseCache
+from voicebridge.daemon.registry import CallRegistry
+from voicebridge.daemon.stream import MAX_MESSAGE_BYTES, StreamSession, requested_rate
+from voicebridge.daemon.systemd import SystemdNotifier
+from voicebridge.daemon.telephony import TelephonyControl
+from voicebridge.speech.factory import build_stt, build_tts
+from voicebridge.speech.models import ModelCache
+
+logger = logging.getLogger("voicebridge.daemon")
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    """The provider's audio WebSocket; one connection is one call."""
+    try:
+        rate = requested_rate(request.query.get("sample-rate"))
+    except ValueError as exc:
+        request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None)
+    await ws.prepare(request)
+    session = StreamSession(request.app[CALL_SERVICES], ws, request.match_info.get("call_sid"), rate)
+    await session.run()
+    return ws
+
+
+async def speech_services(app: web.Application) -> AsyncIterator[None]:
+    """Load the models and fixed phrases once, before the daemon listens; release them on exit."""
+    settings = app[SETTINGS]
+    started = time.perf_counter()
+    cache = app[MODELS]
+    # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
+    stt = await asyncio.to_thread(build_stt, settings, cache)
+    tts = await asyncio.to_thread(build_tts, settings, cache)
+    phrases = PhraseCache()
+    await phrases.prepare(tts, settings.prompts)
+    backend = build_backend(settings.backend)
+    app[STT], app[TTS], app[PHRASES], app[BACKEND] = stt, tts, phrases, backend
+    app[CALL_SERVICES] = CallServices(
+        settings, stt, tts, backend, phrases, app[METRICS], app[REGISTRY], TelephonyControl(settings.twilio)
+    )
+    queue_depth = getattr(stt, "queue_depth", None)
+    if queue_depth is not None:
+        app[METRICS].track_stt_queue(lambda: int(getattr(stt, "queue_depth", 0)))
+    app[management.MODELS_LOADED] = {"stt": stt.name, "tts": tts.name, "phrases": len(phrases)}
+    logger.info(
+        "models loaded in %.2fs (stt=%s, tts=%s, backend=%s)",
+        time.perf_counter() - started,
+        stt.name,
+        tts.name,
+        backend.name,
+    )
+    yield
+    for engine in (stt, tts):
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the aiohttp application; heavy services load in its cleanup context."""
+    app = web.Application(client_max_size=1 << 20)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls)
+    app[MODELS] = ModelCache()
+    app.cleanup_ctx.append(speech_services)
+    webhooks.add_routes(app)
+    management.add_routes(app)
+    app.router.add_get("/ws/stream", stream_handler)
+    app.router.add_get("/ws/stream/{call_sid}", stream_handler)
+    return app
+
+
+class _CallSidDefault(logging.Filter):
+    """Every record gets a call_sid, '-' outside a call, so one format serves all lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "call_sid"):
+            record.call_sid = "-"
+        return True
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "call_sid": getattr(record, "call_sid", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            document["error"] = self.formatException(record.exc_info)
+        return json.dumps(document)
+
+
+def configure_logging(config: LoggingConfig) -> None:
+    """Log to stderr (journald picks it up), every line tagged with its call sid."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_CallSidDefault())
+    if config.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
+    """Run until SIGTERM/SIGINT, then drain live calls and exit; returns the process exit code."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
+        await runner.cleanup()
+        return 1
+    registry = app[REGISTRY]
+    logger.info("voicebridge listening on http://%s:%d", settings.server.host, settings.server.port)
+    notifier.ready(f"listening on {settings.server.host}:{settings.server.port}, 0 active calls")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP,
+        lambda: logger.warning(
+            "SIGHUP: config reload is not supported; restart the service to apply changes"
+        ),
+    )
+    heartbeat = asyncio.create_task(_report_status(notifier, registry))
+    await stop.wait()
+
+    logger.info(
+        "stopping: draining %d live call(s) for up to %.0fs",
+        registry.active_count,
+        settings.server.drain_timeout,
+    )
+    notifier.stopping()
+    registry.draining = True
+    await registry.drain(settings.server.drain_timeout)
+    heartbeat.cancel()
+    await runner.cleanup()
+    logger.info("stopped")
+    return 0
+
+
+async def _report_status(notifier: SystemdNotifier, registry: CallRegistry) -> None:
+    interval = notifier.watchdog_interval or 5.0
+    while True:
+        await asyncio.sleep(interval)
+        if notifier.watchdog_interval:
+            notifier.watchdog()
+        notifier.status(f"{registry.active_count} active calls" + (", draining" if registry.draining else ""))
+
+
+def run_daemon(settings: Settings, config_path: Path | None = None) -> int:
+    """Entry point for `voicebridge serve`."""
+    configure_logging(settings.logging)
+    logger.info("config: %s", config_path or "built-in defaults")
+    return asyncio.run(serve(settings, SystemdNotifier()))

@@ -1,0 +1,465 @@
+"""One phone call: the listening → thinking → speaking state machine, its tasks, and its single teardown.
+
+Caller audio arrives as internal events (the provider translators did the wire work), goes through the
+per-call turn detector, and each finished turn runs one reply task: STT on the shared engine → backend →
+TTS sentence by sentence → the outbound pacer. The reply task may start speculatively when the caller
+pauses; it is committed when the pause becomes the end of the turn, and discarded if speech resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from voicebridge.audio.resample import StreamResampler
+from voicebridge.audio.turn import (
+    DETECTOR_RATE,
+    PauseStarted,
+    SpeechResumed,
+    SpeechSustained,
+    TurnDetector,
+    TurnEnded,
+)
+from voicebridge.backends.base import Backend, CallInfo, ConversationTurn
+from voicebridge.config import Settings
+from voicebridge.daemon.digits import DigitCollector
+from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.pacer import OutboundPacer
+from voicebridge.daemon.phrases import PhraseCache
+from voicebridge.daemon.providers import Translator
+from voicebridge.daemon.providers.events import Start
+from voicebridge.daemon.registry import CallRecord, CallRegistry
+from voicebridge.daemon.sentences import SentenceSplitter, heard_text
+from voicebridge.daemon.telephony import TelephonyControl
+from voicebridge.speech.base import SpeechToText, TextToSpeech
+
+logger = logging.getLogger("voicebridge.call")
+
+# If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
+MARK_GRACE_S = 1.5
+
+
+class CallState(StrEnum):
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallServices:
+    """The shared, long-lived things a call uses; built once per daemon and injected."""
+
+    settings: Settings
+    stt: SpeechToText
+    tts: TextToSpeech
+    backend: Backend
+    phrases: PhraseCache
+    metrics: Metrics
+    registry: CallRegistry
+    telephony: TelephonyControl
+
+
+@dataclass(slots=True)
+class _Reply:
+    """The reply task of one turn and what is known of what it said."""
+
+    task: asyncio.Task[None] | None
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    played: asyncio.Event = field(default_factory=asyncio.Event)
+    sentences: list[tuple[str, float]] = field(default_factory=list)
+    mark: str = ""
+
+
+class Call:
+    """A live call; the stream handler feeds it events and the registry operates on it."""
+
+    def __init__(
+        self,
+        start: Start,
+        services: CallServices,
+        translator: Translator,
+        send_text: Callable[[str], Awaitable[None]],
+        close_socket: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.call_sid = start.call_sid
+        self.start = start
+        self.info = CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
+        self._s = services
+        self._rate = start.sample_rate
+        self._close_socket = close_socket
+        self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
+        self.state = CallState.LISTENING
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._ingress = StreamResampler(self._rate, DETECTOR_RATE)
+        self._detector = TurnDetector(services.settings.turn)
+        self._pacer = OutboundPacer(translator, send_text, self._rate, services.metrics, self._on_first_frame)
+        self._digits = DigitCollector()
+        self._digit_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reply: _Reply | None = None
+        self._unanswered = ""
+        self._turn_ended_at = 0.0
+        self._reply_seq = 0
+        self.turns = 0
+        self.history: list[ConversationTurn] = []
+        self.transcript: list[dict[str, Any]] = []
+        self.last_caller_text = ""
+        self.outcome = ""
+        self._ended = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start the pacer and play the cached greeting at once."""
+        self._spawn(self._pacer.run(), "pacer")
+        self._s.metrics.calls_active.inc()
+        greeting = self._s.phrases.audio("greeting", self._rate)
+        if greeting:
+            self._play_phrase("greeting", greeting)
+
+    async def finish(self, outcome: str) -> None:
+        """Tear the call down exactly once, whatever ended it: cancel its tasks, keep its record."""
+        if self._ended.is_set():
+            return
+        self._ended.set()
+        self.outcome = outcome
+        self.state = CallState.ENDED
+        if self._digit_timer is not None:
+            self._digit_timer.cancel()
+        current = asyncio.current_task()
+        doomed = [task for task in self._tasks if task is not current]
+        for task in doomed:
+            task.cancel()
+        await asyncio.gather(*doomed, return_exceptions=True)
+        duration = time.monotonic() - self._started_mono
+        record = CallRecord(
+            call_sid=self.call_sid,
+            provider=self.start.provider,
+            from_number=self.start.from_number,
+            to_number=self.start.to_number,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            duration_s=round(duration, 3),
+            turns=self.turns,
+            outcome=outcome,
+            transcript=list(self.transcript),
+        )
+        self._s.registry.finish(self, record)
+        self._s.metrics.calls_active.dec()
+        self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
+        self.log.info(
+            "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
+            outcome,
+            duration,
+            self.turns,
+            self._pacer.frames_sent,
+            self._pacer.late_frames,
+        )
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def hangup(self) -> None:
+        """End the call now: Exotel's flow moves on when the stream closes; Twilio is told over REST."""
+        await self.finish("hangup")
+        await self._s.telephony.hang_up(self.start)
+        await self._close_socket()
+
+    async def transfer(self, number: str) -> None:
+        """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
+        self.log.info("transferring to %s", number)
+        await self._interrupt_reply()
+        pcm = self._s.phrases.audio("transfer", self._rate)
+        if pcm:
+            await self._wait_reply_played(self._play_phrase("transfer", pcm))
+        await self.finish("transferred")
+        await self._s.telephony.transfer(self.start, number)
+        await self._close_socket()
+
+    async def end_for_shutdown(self) -> None:
+        """The daemon is stopping and the drain time ran out: say goodbye, then close."""
+        await self._interrupt_reply()
+        pcm = self._s.phrases.audio("goodbye", self._rate)
+        if pcm:
+            await self._wait_reply_played(self._play_phrase("goodbye", pcm))
+        await self.finish("shutdown")
+        await self._close_socket()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `calls list` shows of this call."""
+        return {
+            "call_sid": self.call_sid,
+            "provider": self.start.provider,
+            "from": self.start.from_number,
+            "to": self.start.to_number,
+            "state": str(self.state),
+            "duration_s": round(time.monotonic() - self._started_mono, 1),
+            "turns": self.turns,
+            "last_caller_text": self.last_caller_text,
+            "sample_rate": self._rate,
+        }
+
+    # --- inbound events ------------------------------------------------------------------------
+
+    async def on_audio(self, pcm16: bytes) -> None:
+        """Caller audio at the stream's rate: run turn detection and act on what it says."""
+        self._s.metrics.frames_in.inc()
+        for event in self._detector.feed(self._ingress.process(pcm16)):
+            if isinstance(event, SpeechSustained):
+                if self.state is not CallState.LISTENING:
+                    await self._barge_in()
+            elif isinstance(event, PauseStarted):
+                if self._reply is None:
+                    self._start_reply(self._transcribe_and_answer(event.pcm16), committed=False)
+            elif isinstance(event, SpeechResumed):
+                if self._reply is not None and not self._reply.gate.is_set():
+                    self._s.metrics.speculation.labels(fate="discarded").inc()
+                    await self._cancel_reply()
+            elif isinstance(event, TurnEnded):
+                self._on_turn_ended(event)
+
+    def _on_turn_ended(self, event: TurnEnded) -> None:
+        self._turn_ended_at = time.monotonic()
+        if self._reply is not None and not self._reply.gate.is_set():
+            self._s.metrics.speculation.labels(fate="used").inc()
+            self._commit()
+        elif self._reply is None:
+            self._start_reply(self._transcribe_and_answer(event.pcm16), committed=True)
+        # Otherwise the bot is talking and this short turn never reached barge-in length: a backchannel.
+
+    async def on_dtmf(self, digit: str) -> None:
+        """A keypad press: interrupts the bot, and completes an entry on '#', a count or a timeout."""
+        self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
+        if self.state is CallState.SPEAKING:
+            await self._barge_in()
+        if self._digit_timer is not None:
+            self._digit_timer.cancel()
+        entry = self._digits.press(digit)
+        if entry is not None:
+            await self._answer_digits(entry)
+        elif self._digits.collecting:
+            loop = asyncio.get_running_loop()
+            self._digit_timer = loop.call_later(self._digits.timeout_s, self._digits_timed_out)
+
+    def _digits_timed_out(self) -> None:
+        entry = self._digits.expire()
+        if entry is not None and not self.ended:
+            self._spawn(self._answer_digits(entry), "digits")
+
+    async def _answer_digits(self, entry: str) -> None:
+        await self._cancel_reply()
+        self._start_reply(
+            self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
+            committed=True,
+        )
+
+    def on_mark(self, name: str) -> None:
+        """The provider finished playing up to our mark."""
+        reply = self._reply
+        if reply is not None and reply.mark == name:
+            self._reply_played(reply)
+
+    # --- replies -------------------------------------------------------------------------------------
+
+    def _start_reply(self, work: Awaitable[None], committed: bool) -> None:
+        reply = _Reply(task=None)
+        self._reply = reply
+        reply.task = self._spawn(work, "reply")
+        if committed:
+            self._commit()
+
+    def _commit(self) -> None:
+        assert self._reply is not None
+        self._reply.gate.set()
+        self.state = CallState.THINKING
+
+    async def _transcribe_and_answer(self, pcm16: bytes) -> None:
+        reply = self._reply
+        assert reply is not None
+        started = time.monotonic()
+        transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE)
+        done = time.monotonic()
+        self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
+        if not self._s.backend.speculative_safe or not transcript.text:
+            await reply.gate.wait()
+        if reply.gate.is_set():
+            self._s.metrics.stage_latency.labels(stage="eot_to_stt_done").observe(
+                max(0.0, done - self._turn_ended_at)
+            )
+        text = f"{self._unanswered} {transcript.text}".strip()
+        if not transcript.text:
+            self.log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
+            self._turn_ended_at = 0.0
+            self._reply_played(reply)
+            return
+        self._unanswered = text
+        backend_started = time.monotonic()
+        deltas = self._s.backend.reply(self.info, text, list(self.history))
+        await self._answer(text, deltas, backend_started)
+
+    async def _answer(
+        self, caller_text: str, deltas: AsyncIterator[str], started: float | None = None
+    ) -> None:
+        """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
+        reply = self._reply
+        assert reply is not None
+        started = started or time.monotonic()
+        first_sentence = first_audio = True
+        async for sentences in self._sentences(deltas, SentenceSplitter()):
+            if first_sentence:
+                self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
+                first_sentence = False
+            for sentence in sentences:
+                tts_started = time.monotonic()
+                sentence_seconds = 0.0
+                async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
+                    async for pcm in audio:
+                        if first_audio:
+                            self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
+                                time.monotonic() - tts_started
+                            )
+                            # Everything up to here may have run speculatively; nothing goes out before this.
+                            await reply.gate.wait()
+                            self._begin_speaking(caller_text)
+                            first_audio = False
+                        self._pacer.play(pcm)
+                        sentence_seconds += len(pcm) / 2 / self._rate
+                reply.sentences.append((sentence, sentence_seconds))
+        await reply.gate.wait()
+        if first_audio:  # the backend said nothing
+            self._begin_speaking(caller_text)
+        spoken = " ".join(text for text, _ in reply.sentences)
+        self.history.append(ConversationTurn("bot", spoken))
+        self.transcript.append({"role": "bot", "text": spoken, "at": time.time()})
+        self._reply_seq += 1
+        reply.mark = f"reply-{self._reply_seq}"
+        self._pacer.end_reply(reply.mark)
+        await self._wait_reply_played(reply)
+
+    async def _sentences(
+        self, deltas: AsyncIterator[str], splitter: SentenceSplitter
+    ) -> AsyncIterator[list[str]]:
+        async for delta in deltas:
+            if done := splitter.feed(delta):
+                yield done
+        if rest := splitter.flush():
+            yield rest
+
+    def _begin_speaking(self, caller_text: str) -> None:
+        self.turns += 1
+        self._s.metrics.turns_total.inc()
+        self.last_caller_text = caller_text
+        self._unanswered = ""
+        self.history.append(ConversationTurn("caller", caller_text))
+        self.transcript.append({"role": "caller", "text": caller_text, "at": time.time()})
+        self._pacer.new_reply()
+        self.state = CallState.SPEAKING
+
+    def _on_first_frame(self) -> None:
+        if self._turn_ended_at and self.state is CallState.SPEAKING and self._reply is not None:
+            eot = self._s.settings.turn.end_of_turn_silence_ms / 1000
+            self._s.metrics.stage_latency.labels(stage="voice_to_voice").observe(
+                time.monotonic() - self._turn_ended_at + eot
+            )
+            self._turn_ended_at = 0.0
+
+    def _play_phrase(self, name: str, pcm: bytes) -> _Reply:
+        """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
+        text = self._s.phrases.text(name)
+        self._reply_seq += 1
+        reply = _Reply(
+            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=f"{name}-{self._reply_seq}"
+        )
+        reply.gate.set()
+        self._reply = reply
+        self._pacer.new_reply()
+        self._pacer.play(pcm)
+        self._pacer.end_reply(reply.mark)
+        self.transcript.append({"role": "bot", "text": text, "at": time.time()})
+        self.history.append(ConversationTurn("bot", text))
+        self.state = CallState.SPEAKING
+        reply.task = self._spawn(self._wait_reply_played(reply), name)
+        return reply
+
+    async def _wait_reply_played(self, reply: _Reply) -> None:
+        """Wait for the mark echo, or for the audio to have run out plus a grace period."""
+        while not reply.played.is_set() and not self.ended:
+            progress = self._pacer.progress
+            unplayed = progress.sent_seconds - progress.heard_seconds(time.monotonic())
+            try:
+                await asyncio.wait_for(
+                    reply.played.wait(),
+                    timeout=self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S,
+                )
+            except TimeoutError:
+                if self._pacer.queued_seconds == 0:
+                    self.log.debug("no echo for mark %s; treating the reply as played", reply.mark)
+                    self._reply_played(reply)
+
+    def _reply_played(self, reply: _Reply) -> None:
+        reply.played.set()
+        if self._reply is reply:
+            self._reply = None
+            if not self.ended:
+                self.state = CallState.LISTENING
+
+    async def _barge_in(self) -> None:
+        """The caller talked over the bot: stop the reply, drop queued audio, keep only what was heard."""
+        reply = self._reply
+        if reply is None:
+            return
+        self._s.metrics.barge_ins.inc()
+        speaking = self.state is CallState.SPEAKING
+        heard = await self._interrupt_reply()
+        if speaking and reply.sentences:
+            said = heard_text(reply.sentences, heard)
+            if self.history and self.history[-1].role == "bot":
+                self.history[-1] = ConversationTurn("bot", said)
+            self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
+        self.log.info("barge-in after %.2fs of the reply", heard)
+
+    async def _interrupt_reply(self) -> float:
+        heard = await self._pacer.clear() if self.state is CallState.SPEAKING else 0.0
+        await self._cancel_reply()
+        return heard
+
+    async def _cancel_reply(self) -> None:
+        reply, self._reply = self._reply, None
+        if not self.ended:
+            self.state = CallState.LISTENING
+        if reply is not None and reply.task is not asyncio.current_task():
+            reply.task.cancel()
+            await asyncio.gather(reply.task, return_exceptions=True)
+
+    # --- tasks ---------------------------------------------------------------------------------------
+
+    def _spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(work)
+        task.set_name(f"{self.call_sid}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            self._s.metrics.errors.labels(kind=type(exc).__name__).inc()
+            self.log.error("call task %s failed: %s", task.get_name(), exc, exc_info=exc)
+            if not self.ended:
+                # A broken call must not linger half-alive: end it and close its stream.
+                self._spawn(self._fail(), "fail")
+
+    async def _fail(self) -> None:
+        await self.finish("error")
+        await self._close_socket()

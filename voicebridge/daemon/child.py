@@ -1,0 +1,91 @@
+"""Run `voicebridge serve` as a child process on a free loopback port (tests, benchmarks, the simulator)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DaemonProcess:
+    """A `voicebridge serve` child process on a loopback port, logging to a file."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log_path: Path
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the daemon has logged so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM (drain) and wait for the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def start_daemon(
+    workdir: Path, overrides: dict[str, dict[str, Any]] | None = None, ready_timeout: float = 180.0
+) -> DaemonProcess:
+    """Start the daemon with a config built from `overrides`; return once /ready answers 200."""
+    port = free_port()
+    config: dict[str, dict[str, Any]] = {
+        "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")}
+    }
+    for section, values in (overrides or {}).items():
+        config.setdefault(section, {}).update(values)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"daemon-{port}.toml"
+    config_path.write_text(tomli_w.dumps(config))
+    log_path = workdir / f"daemon-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBRIDGE_")}
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voicebridge", "serve", "--config", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+            text=True,
+        )
+    daemon = DaemonProcess(process, port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log()}")
+        try:
+            with urllib.request.urlopen(f"{daemon.http}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return daemon
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"daemon did not become ready in {ready_timeout:.0f}s:\n{daemon.log()}")

@@ -1,0 +1,24 @@
+"""Typed keys for the shared services stored on the aiohttp application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from voicebridge.backends.base import Backend
+from voicebridge.config import Settings
+from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.phrases import PhraseCache
+from voicebridge.daemon.registry import CallRegistry
+from voicebridge.speech.base import SpeechToText, TextToSpeech
+from voicebridge.speech.models import ModelCache
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+REGISTRY = web.AppKey("registry", CallRegistry)
+MODELS = web.AppKey("models", ModelCache)
+STT = web.AppKey("stt", SpeechToText)
+TTS = web.AppKey("tts", TextToSpeech)
+BACKEND = web.AppKey("backend", Backend)
+PHRASES = web.AppKey("phrases", PhraseCache)
+CALL_SERVICES = web.AppKey("call_services", CallServices)

@@ -1,0 +1,118 @@
+"""Health probes, metrics, and the HTTP management API (the registry operations the control socket uses)."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from voicebridge import __version__
+from voicebridge.daemon.keys import BACKEND, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
+from voicebridge.daemon.registry import UnknownCall
+
+# E.164-ish: an optional +, then 3 to 16 digits. Transfer targets outside this are refused.
+PHONE_NUMBER = re.compile(r"^\+?[0-9]{3,16}$")
+MODELS_LOADED = web.AppKey("models_loaded", dict)
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def health_document(app: web.Application) -> dict[str, Any]:
+    """What /health reports: engines and versions, models, calls, capacity, uptime, draining."""
+    settings = app[SETTINGS]
+    tts_package = "azure-cognitiveservices-speech" if app[TTS].name == "azure" else "piper-tts"
+    return {
+        "status": "draining" if app[REGISTRY].draining else "ok",
+        "version": __version__,
+        "engines": {
+            "stt": {"name": app[STT].name, "version": _package_version("faster-whisper")},
+            "tts": {"name": app[TTS].name, "version": _package_version(tts_package)},
+            "backend": {"name": app[BACKEND].name},
+        },
+        "models_loaded": app.get(MODELS_LOADED, {}),
+        "model_loads": dict(app[MODELS].loads),
+        **app[REGISTRY].status(),
+        "max_concurrent_calls": settings.server.max_concurrent_calls,
+    }
+
+
+async def health(request: web.Request) -> web.Response:
+    """Detailed status for humans and dashboards."""
+    return web.json_response(health_document(request.app))
+
+
+async def live(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    return web.json_response({"live": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: models loaded, not draining, below capacity."""
+    registry = request.app[REGISTRY]
+    loaded = bool(request.app.get(MODELS_LOADED))
+    reasons = [
+        reason
+        for reason, failing in (
+            ("models not loaded", not loaded),
+            ("draining", registry.draining),
+            ("at capacity", registry.active_count >= registry.capacity),
+        )
+        if failing
+    ]
+    return web.json_response({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def calls_active(request: web.Request) -> web.Response:
+    """Every live call."""
+    return web.json_response({"calls": request.app[REGISTRY].list_active()})
+
+
+async def call_hangup(request: web.Request) -> web.Response:
+    """End a live call."""
+    call_sid = request.match_info["call_sid"]
+    try:
+        await request.app[REGISTRY].hangup(call_sid)
+    except UnknownCall:
+        return web.json_response({"ok": False, "error": f"no live call {call_sid}"}, status=404)
+    return web.json_response({"ok": True, "call_sid": call_sid, "action": "hangup"})
+
+
+async def call_transfer(request: web.Request) -> web.Response:
+    """Transfer a live call to a number given as JSON `{"number": "+91…"}`."""
+    call_sid = request.match_info["call_sid"]
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"ok": False, "error": 'body must be JSON {"number": ...}'}, status=400)
+    number = body.get("number", "") if isinstance(body, dict) else ""
+    if not isinstance(number, str) or not PHONE_NUMBER.match(number):
+        return web.json_response({"ok": False, "error": "number must look like +919876543210"}, status=400)
+    try:
+        await request.app[REGISTRY].transfer(call_sid, number)
+    except UnknownCall:
+        return web.json_response({"ok": False, "error": f"no live call {call_sid}"}, status=404)
+    return web.json_response({"ok": True, "call_sid": call_sid, "action": "transfer", "number": number})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register probes, metrics and the management API."""
+    app.router.add_get("/health", health)
+    app.router.add_get("/live", live)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/calls/active", calls_active)
+    app.router.add_post("/api/calls/{call_sid}/hangup", call_hangup)
+    app.router.add_post("/api/calls/{call_sid}/transfer", call_transfer)

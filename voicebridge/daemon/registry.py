@@ -1,0 +1,205 @@
+"""Live calls, capacity and drain: the one implementation behind the management API and control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+PENDING_TTL_S = 300.0
+FINISHED_KEPT = 1000
+
+
+class UnknownCall(LookupError):
+    """No live call has that sid."""
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A call announced by a webhook whose audio stream has not connected yet."""
+
+    call_sid: str
+    from_number: str = ""
+    to_number: str = ""
+    provider: str = "exotel"
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What is kept of a call after it ended."""
+
+    call_sid: str
+    provider: str
+    from_number: str
+    to_number: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    turns: int
+    outcome: str
+    transcript: list[dict[str, Any]]
+    status_callbacks: list[dict[str, str]] = field(default_factory=list)
+    recording_url: str = ""
+    transfer_to: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LiveCall(Protocol):
+    """What the registry needs of a live call."""
+
+    call_sid: str
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    async def hangup(self) -> None: ...
+
+    async def transfer(self, number: str) -> None: ...
+
+    async def end_for_shutdown(self) -> None: ...
+
+
+class CallRegistry:
+    """Tracks every call of this process from webhook to record; enforces capacity and draining."""
+
+    def __init__(self, max_concurrent_calls: int) -> None:
+        self.capacity = max_concurrent_calls
+        self.draining = False
+        self._pending: dict[str, PendingCall] = {}
+        self._active: dict[str, LiveCall] = {}
+        self._finished: OrderedDict[str, CallRecord] = OrderedDict()
+        self._callbacks: dict[str, dict[str, dict[str, str]]] = {}
+        self._recordings: dict[str, str] = {}
+        self._transfers: dict[str, str] = {}
+        self._changed = asyncio.Event()
+        self.started = time.monotonic()
+
+    # --- admission -------------------------------------------------------------------------------
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def has_capacity(self) -> bool:
+        """True when a new call may be admitted now."""
+        return not self.draining and len(self._active) < self.capacity
+
+    def register_pending(self, pending: PendingCall) -> None:
+        """Remember a call a webhook announced, so its stream can be matched to From/To."""
+        now = time.monotonic()
+        for sid in [sid for sid, p in self._pending.items() if now - p.created > PENDING_TTL_S]:
+            del self._pending[sid]
+        self._pending[pending.call_sid] = pending
+
+    def take_pending(self, call_sid: str) -> PendingCall | None:
+        """The webhook's view of a call whose stream just started, if there was one."""
+        return self._pending.pop(call_sid, None)
+
+    def admit(self, call: LiveCall) -> bool:
+        """Add a live call if there is room; False means refuse it."""
+        if not self.has_capacity() or call.call_sid in self._active:
+            return False
+        self._active[call.call_sid] = call
+        self._changed.set()
+        return True
+
+    def finish(self, call: LiveCall, record: CallRecord) -> None:
+        """Move a call from live to finished, attaching what webhooks said about it."""
+        if self._active.get(call.call_sid) is call:
+            del self._active[call.call_sid]
+        record.status_callbacks = list(self._callbacks.get(record.call_sid, {}).values())
+        record.recording_url = self._recordings.get(record.call_sid, record.recording_url)
+        record.transfer_to = self._transfers.get(record.call_sid, record.transfer_to)
+        self._finished[record.call_sid] = record
+        while len(self._finished) > FINISHED_KEPT:
+            self._finished.popitem(last=False)
+        self._changed.set()
+
+    # --- webhook facts, idempotent by call sid ---------------------------------------------------
+
+    def record_callback(self, call_sid: str, kind: str, fields: dict[str, str]) -> bool:
+        """Store a status/recording callback once per (sid, kind, status); False when it was a retry."""
+        key = f"{kind}:{fields.get('Status') or fields.get('EventType') or fields.get('RecordingUrl', '')}"
+        seen = self._callbacks.setdefault(call_sid, {})
+        if key in seen:
+            return False
+        seen[key] = {"kind": kind, **fields}
+        if kind == "recording" and fields.get("RecordingUrl"):
+            self._recordings[call_sid] = fields["RecordingUrl"]
+        finished = self._finished.get(call_sid)
+        if finished is not None:
+            finished.status_callbacks = list(seen.values())
+            finished.recording_url = self._recordings.get(call_sid, finished.recording_url)
+        return True
+
+    def callbacks(self, call_sid: str) -> list[dict[str, str]]:
+        return list(self._callbacks.get(call_sid, {}).values())
+
+    def set_transfer(self, call_sid: str, number: str) -> None:
+        self._transfers[call_sid] = number
+
+    def transfer_destination(self, call_sid: str) -> str | None:
+        """Where the Connect applet should dial for this call, if we transferred it."""
+        return self._transfers.get(call_sid)
+
+    # --- the operations both management doors offer ----------------------------------------------
+
+    def list_active(self) -> list[dict[str, Any]]:
+        """A snapshot of every live call."""
+        return [call.snapshot() for call in self._active.values()]
+
+    def show(self, call_sid: str) -> dict[str, Any]:
+        """One call, live or recently finished."""
+        if call := self._active.get(call_sid):
+            return call.snapshot()
+        if record := self._finished.get(call_sid):
+            return {**record.as_dict(), "state": "ended"}
+        raise UnknownCall(call_sid)
+
+    async def hangup(self, call_sid: str) -> None:
+        """End a live call."""
+        call = self._active.get(call_sid)
+        if call is None:
+            raise UnknownCall(call_sid)
+        await call.hangup()
+
+    async def transfer(self, call_sid: str, number: str) -> None:
+        """Hand a live call to a human at `number`."""
+        call = self._active.get(call_sid)
+        if call is None:
+            raise UnknownCall(call_sid)
+        self.set_transfer(call_sid, number)
+        await call.transfer(number)
+
+    def status(self) -> dict[str, Any]:
+        """Counts for health output and the control socket."""
+        return {
+            "active_calls": len(self._active),
+            "capacity": self.capacity,
+            "draining": self.draining,
+            "finished_calls_kept": len(self._finished),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+    def finished(self, call_sid: str) -> CallRecord | None:
+        return self._finished.get(call_sid)
+
+    # --- drain -----------------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting calls, wait up to `timeout` for live ones to end, then end the rest politely."""
+        self.draining = True
+        deadline = time.monotonic() + timeout
+        while self._active and (remaining := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+            except TimeoutError:
+                break
+        leftovers = list(self._active.values())
+        if leftovers:
+            await asyncio.gather(*(call.end_for_shutdown() for call in leftovers), return_exceptions=True)

@@ -1,0 +1,194 @@
+"""The audio WebSocket: one connection = one call. Routes wire messages through the provider translator.
+
+Every bad message is logged and counted and the call goes on; the daemon never dies of a caller's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+from aiohttp import WSMsgType, web
+
+from voicebridge.daemon.call import Call, CallServices
+from voicebridge.daemon.pacer import OutboundPacer
+from voicebridge.daemon.providers import Translator, event_name, load_message, translator_for_start
+from voicebridge.daemon.providers.events import (
+    Audio,
+    Connected,
+    Dtmf,
+    MarkEcho,
+    ProtocolViolation,
+    Start,
+    Stop,
+    UnknownEvent,
+)
+
+logger = logging.getLogger("voicebridge.stream")
+
+MAX_MESSAGE_BYTES = 1 << 20
+SUPPORTED_RATES = (8000, 16000, 24000)
+
+
+class StreamSession:
+    """Reads one provider WebSocket, creates the Call on `start`, and feeds it events until the end."""
+
+    def __init__(
+        self, services: CallServices, ws: web.WebSocketResponse, path_sid: str | None, default_rate: int
+    ) -> None:
+        self._s = services
+        self._ws = ws
+        self._path_sid = path_sid
+        self._default_rate = default_rate
+        self._translator: Translator | None = None
+        self._call: Call | None = None
+        self.log = logging.LoggerAdapter(logger, {"call_sid": path_sid or "-"})
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; the call is finalised whatever ended it."""
+        try:
+            async for message in self._ws:
+                if message.type is WSMsgType.TEXT:
+                    await self._on_text(message.data)
+                elif message.type is WSMsgType.BINARY:
+                    self._reject(ProtocolViolation("binary_frame", f"{len(message.data)} bytes"))
+                elif message.type is WSMsgType.ERROR:
+                    self.log.warning("websocket error: %s", self._ws.exception())
+                    break
+                if self._call is not None and self._call.ended:
+                    break
+        finally:
+            if self._call is not None and not self._call.ended:
+                code = self._ws.close_code
+                outcome = (
+                    "completed" if code in (None, 1000, 1001) and not self._ws.exception() else "dropped"
+                )
+                if outcome == "dropped":
+                    self.log.warning("stream dropped (close code %s); finalising the call", code)
+                await asyncio.shield(self._call.finish(outcome))
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            message = load_message(text)
+            if self._translator is None:
+                await self._before_start(message)
+                return
+            event = self._translator.parse(message)
+        except ProtocolViolation as violation:
+            self._reject(violation)
+            return
+        call = self._call
+        if call is None:
+            return
+        if isinstance(event, Audio):
+            await call.on_audio(event.pcm16)
+        elif isinstance(event, MarkEcho):
+            call.on_mark(event.name)
+        elif isinstance(event, Dtmf):
+            await call.on_dtmf(event.digit)
+        elif isinstance(event, Stop):
+            call.log.info("provider stopped the stream (%s)", event.reason or "no reason")
+            await call.finish("completed")
+            await self._close()
+        elif isinstance(event, Start):
+            self._reject(ProtocolViolation("duplicate_start", "start after start"))
+
+    async def _before_start(self, message: dict[str, object]) -> None:
+        name = event_name(message)
+        if name == "connected":
+            return
+        if name != "start":
+            kind = "media_before_start" if name == "media" else "event_before_start"
+            raise ProtocolViolation(kind, name or "no event name")
+        translator = translator_for_start(message, self._default_rate)
+        start = translator.parse(message)
+        if isinstance(start, Connected) or not isinstance(start, Start):
+            raise ProtocolViolation("bad_start", "start did not parse as a start event")
+        self._translator = translator
+        await self._begin(self._complete_start(start), translator)
+
+    def _complete_start(self, start: Start) -> Start:
+        if self._path_sid and start.call_sid and self._path_sid != start.call_sid:
+            self.log.warning(
+                "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid
+            )
+        pending = self._s.registry.take_pending(start.call_sid or self._path_sid or "")
+        if pending is None:
+            return start
+        # The webhook's numbers are Exotel's call record; the stream's copies may be stripped or absent.
+        from_number = pending.from_number or start.from_number
+        to_number = pending.to_number or start.to_number
+        return Start(
+            provider=start.provider,
+            stream_sid=start.stream_sid,
+            call_sid=start.call_sid or pending.call_sid,
+            account_sid=start.account_sid,
+            from_number=from_number,
+            to_number=to_number,
+            sample_rate=start.sample_rate,
+            custom_parameters=start.custom_parameters,
+        )
+
+    async def _begin(self, start: Start, translator: Translator) -> None:
+        self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
+        call = Call(start, self._s, translator, self._send, self._close)
+        if not self._s.registry.admit(call):
+            reason = "draining" if self._s.registry.draining else "capacity"
+            self._s.metrics.calls_rejected.labels(reason=reason).inc()
+            self.log.warning("refusing call: %s", reason)
+            await self._play_busy(start, translator)
+            await self._close()
+            return
+        self._call = call
+        call.log.info(
+            "call started: provider=%s from=%s to=%s rate=%d",
+            start.provider,
+            start.from_number or "?",
+            start.to_number or "?",
+            start.sample_rate,
+        )
+        call.begin()
+
+    async def _play_busy(self, start: Start, translator: Translator) -> None:
+        pcm = self._s.phrases.audio("busy", start.sample_rate)
+        if not pcm:
+            return
+        pacer = OutboundPacer(translator, self._send, start.sample_rate, self._s.metrics)
+        pacer.play(pcm)
+        pacer.end_reply("busy")
+        runner = asyncio.create_task(pacer.run())
+        try:
+            await asyncio.sleep(len(pcm) / 2 / start.sample_rate + 0.3)
+        finally:
+            runner.cancel()
+            with suppress(asyncio.CancelledError):
+                await runner
+
+    def _reject(self, violation: ProtocolViolation) -> None:
+        self._s.metrics.protocol_rejections.labels(kind=violation.kind).inc()
+        level = logging.DEBUG if isinstance(violation, UnknownEvent) else logging.WARNING
+        self.log.log(level, "rejected message: %s", violation)
+
+    async def _send(self, text: str) -> None:
+        if self._ws.closed:
+            return
+        try:
+            await self._ws.send_str(text)
+        except (ConnectionResetError, RuntimeError) as exc:
+            # The caller went away mid-send; the read loop sees the close and finalises the call.
+            self.log.debug("send after close ignored: %s", exc)
+
+    async def _close(self) -> None:
+        if not self._ws.closed:
+            await self._ws.close(code=1000)
+
+
+def requested_rate(raw: str | None) -> int:
+    """The `sample-rate` query parameter Exotel passes (default 8000), or ValueError."""
+    if not raw:
+        return 8000
+    rate = int(raw.lower().removesuffix("hz"))
+    if rate not in SUPPORTED_RATES:
+        raise ValueError(f"unsupported sample-rate {raw}")
+    return rate

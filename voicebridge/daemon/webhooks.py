@@ -1,0 +1,173 @@
+"""Provider webhooks: Exotel's Voicebot/Passthru/Status/Recording/Connect URLs and Twilio's incoming call."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlencode
+from xml.sax.saxutils import escape, quoteattr
+
+from aiohttp import web
+
+from voicebridge.daemon.keys import METRICS, REGISTRY, SETTINGS
+from voicebridge.daemon.registry import PendingCall
+
+logger = logging.getLogger("voicebridge.webhooks")
+
+
+async def request_fields(request: web.Request) -> dict[str, str]:
+    """Query, form or JSON parameters as one flat dict of strings (Exotel uses all three)."""
+    fields: dict[str, str] = {key: value for key, value in request.query.items()}
+    if request.method == "POST" and request.can_read_body:
+        if request.content_type == "application/json":
+            try:
+                body: Any = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise web.HTTPBadRequest(text="invalid JSON body") from None
+            if not isinstance(body, dict):
+                raise web.HTTPBadRequest(text="JSON body must be an object")
+            fields.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in body.items()})
+        else:
+            form = await request.post()
+            fields.update({key: str(value) for key, value in form.items()})
+    # Exotel wraps some values in quotes ("digits"); strip them once here.
+    return {key: value.strip().strip('"') for key, value in fields.items()}
+
+
+def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> str:
+    """The wss:// URL of our audio socket for one call, built on `server.public_url` when set."""
+    public = request.app[SETTINGS].server.public_url.rstrip("/")
+    if public:
+        base = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    else:
+        base = f"{'wss' if request.secure else 'ws'}://{request.host}"
+    suffix = f"?{urlencode(query)}" if query else ""
+    return f"{base}/ws/stream/{call_sid}{suffix}"
+
+
+def _count(request: web.Request, endpoint: str, result: str) -> None:
+    request.app[METRICS].webhooks.labels(endpoint=endpoint, result=result).inc()
+
+
+async def exotel_incoming(request: web.Request) -> web.Response:
+    """Voicebot applet's dynamic URL: remember the call and answer with its stream URL."""
+    fields = await request_fields(request)
+    call_sid = fields.get("CallSid", "")
+    if not call_sid:
+        _count(request, "exotel_incoming", "bad_request")
+        raise web.HTTPBadRequest(text="CallSid is required")
+    registry = request.app[REGISTRY]
+    registry.register_pending(
+        PendingCall(
+            call_sid,
+            fields.get("From") or fields.get("CallFrom", ""),
+            fields.get("To") or fields.get("CallTo", ""),
+        )
+    )
+    query = {"sample-rate": fields["sample-rate"]} if "sample-rate" in fields else {}
+    _count(request, "exotel_incoming", "ok")
+    return web.json_response({"url": stream_url(request, call_sid, query)})
+
+
+async def exotel_passthru(request: web.Request) -> web.Response:
+    """Gate before the Voicebot applet: 200 proceeds to the bot, 302 takes the flow's other path."""
+    fields = await request_fields(request)
+    call_sid = fields.get("CallSid", "")
+    registry = request.app[REGISTRY]
+    stream_fields = {k: v for k, v in fields.items() if k.startswith("Stream")}
+    if call_sid and stream_fields:
+        # Placed after the Voicebot applet, the passthru reports how the stream ended.
+        registry.record_callback(call_sid, "passthru", stream_fields)
+    if not registry.has_capacity():
+        reason = "draining" if registry.draining else "capacity"
+        request.app[METRICS].calls_rejected.labels(reason=reason).inc()
+        logger.warning(
+            "passthru refused %s: %s", call_sid or "?", reason, extra={"call_sid": call_sid or "-"}
+        )
+        _count(request, "exotel_passthru", reason)
+        return web.Response(status=302, text=reason)
+    _count(request, "exotel_passthru", "ok")
+    return web.Response(status=200, text="ok")
+
+
+async def _callback(request: web.Request, kind: str) -> web.Response:
+    fields = await request_fields(request)
+    call_sid = fields.get("CallSid", "")
+    if not call_sid:
+        _count(request, f"exotel_{kind}", "bad_request")
+        raise web.HTTPBadRequest(text="CallSid is required")
+    stored = request.app[REGISTRY].record_callback(call_sid, kind, fields)
+    _count(request, f"exotel_{kind}", "stored" if stored else "duplicate")
+    logger.info(
+        "%s callback %s", kind, "stored" if stored else "duplicate ignored", extra={"call_sid": call_sid}
+    )
+    return web.json_response({"ok": True, "duplicate": not stored})
+
+
+async def exotel_status(request: web.Request) -> web.Response:
+    """StatusCallback: stored once per CallSid and status, however often Exotel retries."""
+    return await _callback(request, "status")
+
+
+async def exotel_recording(request: web.Request) -> web.Response:
+    """Recording callback: the recording URL is kept on the call."""
+    return await _callback(request, "recording")
+
+
+async def exotel_transfer(request: web.Request) -> web.Response:
+    """Connect applet's dynamic URL: where to dial for a call we transferred."""
+    fields = await request_fields(request)
+    call_sid = fields.get("CallSid", "")
+    number = request.app[REGISTRY].transfer_destination(call_sid)
+    if number is None:
+        _count(request, "exotel_transfer", "unknown")
+        return web.json_response({"error": f"no transfer requested for call {call_sid or '?'}"}, status=404)
+    _count(request, "exotel_transfer", "ok")
+    return web.json_response(
+        {
+            "fetch_after_attempt": False,
+            "destination": {"numbers": [number]},
+            "record": True,
+            "recording_channels": "dual",
+            "max_ringing_duration": 45,
+            "max_conversation_duration": 3600,
+            "music_on_hold": {"type": "operator_tone"},
+        }
+    )
+
+
+async def twilio_incoming(request: web.Request) -> web.Response:
+    """Twilio voice webhook: TwiML that connects the call's audio to our stream."""
+    fields = await request_fields(request)
+    call_sid = fields.get("CallSid", "")
+    registry = request.app[REGISTRY]
+    if not registry.has_capacity() or not call_sid:
+        _count(request, "twilio_incoming", "busy" if call_sid else "bad_request")
+        busy = request.app[SETTINGS].prompts.busy
+        twiml = f"<Response><Say>{escape(busy)}</Say><Hangup/></Response>"
+        return web.Response(text=_xml(twiml), content_type="text/xml")
+    from_number, to_number = fields.get("From", ""), fields.get("To", "")
+    registry.register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
+    parameters = "".join(
+        f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
+        for name, value in (("From", from_number), ("To", to_number), ("CallSid", call_sid))
+    )
+    url = stream_url(request, call_sid, {})
+    twiml = f"<Response><Connect><Stream url={quoteattr(url)}>{parameters}</Stream></Connect></Response>"
+    _count(request, "twilio_incoming", "ok")
+    return web.Response(text=_xml(twiml), content_type="text/xml")
+
+
+def _xml(body: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?>{body}'
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every webhook route."""
+    app.router.add_route("*", "/webhooks/exotel/incoming", exotel_incoming)
+    app.router.add_route("*", "/webhooks/exotel/passthru", exotel_passthru)
+    app.router.add_post("/webhooks/exotel/status", exotel_status)
+    app.router.add_post("/webhooks/exotel/recording", exotel_recording)
+    app.router.add_get("/webhooks/exotel/transfer", exotel_transfer)
+    app.router.add_post("/webhooks/twilio/incoming", twilio_incoming)
