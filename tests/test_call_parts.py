@@ -8,7 +8,6 @@ import pytest
 
 from voicebridge.audio.resample import resample_once
 from voicebridge.audio.turn import (
-    BlipDiscarded,
     PauseStarted,
     SpeechResumed,
     SpeechStarted,

@@ -32,7 +32,9 @@ def test_defaults_run_everything_locally() -> None:
     assert settings.server.host == "127.0.0.1"
 
 
-def test_precedence_defaults_then_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_defaults_then_file_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "vb.toml"
     path.write_text("[stt]\nbeam_size = 3\nthreads = 2\n[server]\nport = 9001\n")
     from_file = load_settings(path)
@@ -144,7 +146,9 @@ def test_cli_config_init_show_and_bad_config(tmp_path: Path) -> None:
     again = run_cli("config", "init", "vb.toml", cwd=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
 
-    shown = run_cli("config", "show", "--config", "vb.toml", cwd=tmp_path, env={"VOICEBRIDGE_TTS__AZURE_KEY": "K-123"})
+    shown = run_cli(
+        "config", "show", "--config", "vb.toml", cwd=tmp_path, env={"VOICEBRIDGE_TTS__AZURE_KEY": "K-123"}
+    )
     assert shown.returncode == 0, shown.stderr
     assert "K-123" not in shown.stdout and 'azure_key = "********"' in shown.stdout
 

@@ -34,7 +34,9 @@ app.add_typer(config_app, name="config")
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML config file (else $VOICEBRIDGE_CONFIG, ./voicebridge.toml, …)."),
+    typer.Option(
+        "--config", "-c", help="TOML config file (else $VOICEBRIDGE_CONFIG, ./voicebridge.toml, …)."
+    ),
 ]
 
 
@@ -157,7 +159,9 @@ def stt(
 
 @config_app.command("init")
 def config_init(
-    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("voicebridge.toml"),
+    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path(
+        "voicebridge.toml"
+    ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a starter config with every key at its default."""
@@ -170,7 +174,9 @@ def config_show(config: ConfigOption = None) -> None:
     """Print the effective configuration as TOML, secrets redacted."""
     settings: Settings = load_settings(config)
     source = resolve_config_path(config)
-    typer.echo(f"# effective configuration (file: {source or 'none, built-in defaults'}; env overrides applied)")
+    typer.echo(
+        f"# effective configuration (file: {source or 'none, built-in defaults'}; env overrides applied)"
+    )
     typer.echo(render_toml(settings), nl=False)
 
 
