@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 
 from voicebridge.config import Settings
 from voicebridge.daemon.child import start_daemon
@@ -47,9 +48,21 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+def trim_trailing_quiet(pcm16: bytes, rate: int = 8000, floor_dbfs: float = -45.0) -> bytes:
+    """Cut the voice's fade-out so "last speech sample" means the last audible one, not Piper's tail."""
+    samples = np.frombuffer(pcm16, "<i2").astype(np.float64)
+    window = rate // 100
+    floor = (10 ** (floor_dbfs / 20) * 32768) ** 2
+    end = len(samples)
+    while end > window and np.mean(samples[end - window : end] ** 2) < floor:
+        end -= window
+    return pcm16[: end * 2]
+
+
 async def render(sentences: list[str]) -> list[bytes]:
     engine = PiperTTS(Settings().tts, ModelCache())
-    return [b"".join([p async for p in engine.synthesize(text, 8000)]) for text in sentences]
+    rendered = [b"".join([p async for p in engine.synthesize(text, 8000)]) for text in sentences]
+    return [trim_trailing_quiet(pcm) for pcm in rendered]
 
 
 async def stage_means(http: str) -> dict[str, tuple[float, int]]:
@@ -66,9 +79,15 @@ async def stage_means(http: str) -> dict[str, tuple[float, int]]:
     }
 
 
-async def run(ws_base: str, http: str, turns: int, provider: str) -> None:
+async def run(ws_base: str, http: str, turns: int, provider: str, chunk_ms: int) -> None:
     speech = await render([SENTENCES[i % len(SENTENCES)] for i in range(turns)])
-    caller = SimulatedCaller(f"{ws_base}/ws/stream/CA-bench", provider=provider, call_sid="CA-bench")  # type: ignore[arg-type]
+    caller = SimulatedCaller(
+        f"{ws_base}/ws/stream/CA-bench",
+        provider=provider,  # type: ignore[arg-type]
+        call_sid="CA-bench",
+        chunk_ms=chunk_ms,
+    )
+    print(f"{provider} caller, {chunk_ms} ms media chunks paced in real time")
     sent_start = time.monotonic()
     await caller.connect()
     await caller.listen_until_mark(timeout=30)
@@ -107,16 +126,17 @@ def main() -> None:
     )
     parser.add_argument("--turns", type=int, default=12)
     parser.add_argument("--provider", choices=["exotel", "twilio"], default="exotel")
+    parser.add_argument("--chunk-ms", type=int, default=100, help="inbound media chunk size (Exotel: 20-100)")
     parser.add_argument("--url", help="existing daemon, e.g. ws://127.0.0.1:8080 (default: start one)")
     args = parser.parse_args()
     if args.url:
         http = args.url.replace("ws://", "http://").replace("wss://", "https://")
-        asyncio.run(run(args.url, http, args.turns, args.provider))
+        asyncio.run(run(args.url, http, args.turns, args.provider, args.chunk_ms))
         return
     with tempfile.TemporaryDirectory() as workdir:
         daemon = start_daemon(Path(workdir))
         try:
-            asyncio.run(run(daemon.ws, daemon.http, args.turns, args.provider))
+            asyncio.run(run(daemon.ws, daemon.http, args.turns, args.provider, args.chunk_ms))
         finally:
             daemon.terminate()
 

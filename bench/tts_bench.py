@@ -15,9 +15,11 @@ from pathlib import Path
 # Runs from a checkout: the Azure fake lives under tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.fakes.azure_speech import FakeAzureSpeech
 from voicebridge.config import Settings, TtsConfig
 from voicebridge.speech.base import TextToSpeech
 from voicebridge.speech.models import ModelCache
+from voicebridge.speech.tts.azure import AzureTTS
 from voicebridge.speech.tts.piper import PiperTTS
 
 TEXTS = [
@@ -60,12 +62,6 @@ async def main(runs: int) -> None:
     await measure(piper, 1)  # warm-up: onnxruntime's first run allocates
     report("piper", *await measure(piper, runs))
 
-    try:
-        from tests.fakes.azure_speech import FakeAzureSpeech
-        from voicebridge.speech.tts.azure import AzureTTS
-    except ImportError as exc:
-        print(f"azure    skipped: {exc}")
-        return
     async with FakeAzureSpeech() as fake:
         azure = AzureTTS(TtsConfig(engine="azure", azure_key="bench", azure_host=fake.host_url))
         await measure(azure, 1)

@@ -1,0 +1,131 @@
+"""A local fake of Azure Speech's synthesis websocket (the USP protocol the real SDK speaks).
+
+The SDK connects to `/cognitiveservices/websocket/v1` with the `USP` subprotocol and sends text messages
+of header lines, a blank line and a body: `speech.config`, `synthesis.context` (with the output format) and
+`ssml`. The service answers text `turn.start`, binary `audio` messages (2-byte big-endian header length,
+headers, then audio) and text `turn.end`. We answer with a sine tone at the requested rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import socket
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+FORMAT_RATES = {
+    "raw-8khz-16bit-mono-pcm": 8000,
+    "raw-16khz-16bit-mono-pcm": 16000,
+    "raw-24khz-16bit-mono-pcm": 24000,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _parse(text: str) -> tuple[dict[str, str], str]:
+    head, _, body = text.partition("\r\n\r\n")
+    headers = {}
+    for line in head.split("\r\n"):
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers, body
+
+
+def _text_message(path: str, request_id: str, body: str) -> str:
+    return (
+        f"X-RequestId:{request_id}\r\nPath:{path}\r\nContent-Type:application/json; charset=utf-8\r\n"
+        f"X-Timestamp:2026-01-01T00:00:00.000Z\r\n\r\n{body}"
+    )
+
+
+def _audio_message(request_id: str, pcm: bytes) -> bytes:
+    header = f"X-RequestId:{request_id}\r\nPath:audio\r\nContent-Type:audio/x-wav\r\n".encode()
+    return len(header).to_bytes(2, "big") + header + pcm
+
+
+@dataclass
+class FakeAzureSpeech:
+    """Async context manager serving the fake on a free loopback port; records what the SDK sent."""
+
+    pieces: int = 3
+    piece_seconds: float = 0.3
+    piece_delay: float = 0.0
+    tone_hz: float = 440.0
+    fail_with_close: bool = False
+    ssml_received: list[str] = field(default_factory=list)
+    formats_received: list[str] = field(default_factory=list)
+    keys_received: list[str] = field(default_factory=list)
+    connections: int = 0
+    stopped_early: int = 0
+
+    def __post_init__(self) -> None:
+        self.port = _free_port()
+        self.host_url = f"ws://127.0.0.1:{self.port}"
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> FakeAzureSpeech:
+        app = web.Application()
+        app.router.add_get("/cognitiveservices/websocket/v1", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.connections += 1
+        self.keys_received.append(request.headers.get("Ocp-Apim-Subscription-Key", ""))
+        ws = web.WebSocketResponse(protocols=("USP",))
+        await ws.prepare(request)
+        output_format = "raw-8khz-16bit-mono-pcm"
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                continue
+            headers, body = _parse(message.data)
+            path = headers.get("path", "")
+            if path == "synthesis.context":
+                output_format = json.loads(body)["synthesis"]["audio"]["outputFormat"]
+            elif path == "ssml":
+                self.ssml_received.append(body)
+                self.formats_received.append(output_format)
+                if self.fail_with_close:
+                    await ws.close(code=1011, message=b"fake service failure")
+                    break
+                await self._synthesise(ws, headers.get("x-requestid", ""), output_format)
+        return ws
+
+    async def _synthesise(self, ws: web.WebSocketResponse, request_id: str, output_format: str) -> None:
+        rate = FORMAT_RATES.get(output_format, 8000)
+        await ws.send_str(_text_message("turn.start", request_id, '{"context":{"serviceTag":"fake"}}'))
+        samples = int(rate * self.piece_seconds)
+        for index in range(self.pieces):
+            if ws.closed:
+                self.stopped_early += 1
+                return
+            start = index * samples
+            t = (np.arange(start, start + samples)) / rate
+            tone = (np.sin(2 * math.pi * self.tone_hz * t) * 8000).astype("<i2").tobytes()
+            await ws.send_bytes(_audio_message(request_id, tone))
+            if self.piece_delay:
+                await asyncio.sleep(self.piece_delay)
+        await ws.send_str(_text_message("turn.end", request_id, "{}"))
+
+
+def ssml_text(ssml: str) -> str:
+    """The text content of an SSML document (tags stripped, entities left as sent)."""
+    return re.sub(r"<[^>]+>", "", ssml)

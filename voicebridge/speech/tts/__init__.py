@@ -1,0 +1,1 @@
+"""Text-to-speech engines: Piper (local, the default) and Azure (cloud)."""
