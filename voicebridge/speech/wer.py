@@ -11,11 +11,15 @@ _NUMBER_WORDS = (
 
 
 def normalise_words(text: str) -> list[str]:
-    """Lower-case words without punctuation; small numbers spelled out so "10" matches "ten"."""
-    words = re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
-    return [
-        _NUMBER_WORDS[int(word)] if word.isdigit() and int(word) <= 20 else word.strip("'") for word in words
-    ]
+    """Lower-case words, no punctuation; numbers spelled out ("10" is "ten", "456" is "four five six")."""
+    words: list[str] = []
+    for word in re.findall(r"[a-z0-9']+", text.lower().replace("-", " ")):
+        if word.isdigit():
+            number = int(word)
+            words += [_NUMBER_WORDS[number]] if number <= 20 else [_NUMBER_WORDS[int(d)] for d in word]
+        else:
+            words.append(word.strip("'"))
+    return words
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
