@@ -163,3 +163,10 @@ def test_cli_config_init_show_and_bad_config(tmp_path: Path) -> None:
 def test_cli_version() -> None:
     result = run_cli("--version", cwd=REPO)
     assert result.returncode == 0 and result.stdout.startswith("voicebridge ")
+
+
+def test_unenforced_webhook_auth_is_refused_not_silently_accepted(tmp_path: Path) -> None:
+    config = tmp_path / "vb.toml"
+    config.write_text('[exotel]\nwebhook_auth = "token"\n')
+    with pytest.raises(ConfigError, match=r"exotel\.webhook_auth.*not enforced yet"):
+        load_settings(config)

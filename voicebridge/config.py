@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "VOICEBRIDGE_"
@@ -52,6 +52,16 @@ class ExotelConfig(Section):
     webhook_password: SecretStr = SecretStr("")
     webhook_token: SecretStr = SecretStr("")
     allowed_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("webhook_auth")
+    @classmethod
+    def _auth_is_enforced(cls, value: str) -> str:
+        # Refuse rather than accept a protection the daemon does not enforce yet.
+        if value != "none":
+            raise ValueError(
+                f"{value!r} is not enforced yet; use 'none' and allow-list Exotel's IPs at your proxy"
+            )
+        return value
 
 
 class TwilioConfig(Section):
