@@ -75,6 +75,7 @@ class _Reply:
     played: asyncio.Event = field(default_factory=asyncio.Event)
     sentences: list[tuple[str, float]] = field(default_factory=list)
     mark: str = ""
+    caller_text: str = ""
 
 
 class Call:
@@ -301,7 +302,9 @@ class Call:
             self._turn_ended_at = 0.0
             self._reply_played(reply)
             return
-        self._unanswered = text
+        # Not yet "unanswered": a speculative reply dropped because speech resumed is re-transcribed from
+        # the same utterance audio, so carrying its text too would say it twice.
+        reply.caller_text = text
         backend_started = time.monotonic()
         deltas = self._s.backend.reply(self.info, text, list(self.history))
         await self._answer(text, deltas, backend_started)
@@ -419,6 +422,9 @@ class Call:
             return
         self._s.metrics.barge_ins.inc()
         speaking = self.state is CallState.SPEAKING
+        if self.state is CallState.THINKING and reply.gate.is_set() and reply.caller_text:
+            # The caller's finished turn was never answered: it prefixes their next one.
+            self._unanswered = reply.caller_text
         heard = await self._interrupt_reply()
         if speaking and reply.sentences:
             said = heard_text(reply.sentences, heard)
