@@ -3,12 +3,14 @@
 The SDK connects to `/cognitiveservices/websocket/v1` with the `USP` subprotocol and sends text messages
 of header lines, a blank line and a body: `speech.config`, `synthesis.context` (with the output format) and
 `ssml`. The service answers text `turn.start`, binary `audio` messages (2-byte big-endian header length,
-headers, then audio) and text `turn.end`. We answer with a sine tone at the requested rate.
+headers, then audio) and text `turn.end`; the SDK then reports `telemetry`. We answer with a sine tone
+at the requested rate. The SDK stops a synthesis (and ends a synthesizer) by closing the websocket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import re
@@ -61,17 +63,22 @@ class FakeAzureSpeech:
     piece_seconds: float = 0.3
     piece_delay: float = 0.0
     tone_hz: float = 440.0
+    split_odd: bool = False
     fail_with_close: bool = False
+    fail_message: str = "fake service failure"
     ssml_received: list[str] = field(default_factory=list)
     formats_received: list[str] = field(default_factory=list)
     keys_received: list[str] = field(default_factory=list)
+    paths_received: list[str] = field(default_factory=list)
     connections: int = 0
+    pieces_sent: int = 0
     stopped_early: int = 0
 
     def __post_init__(self) -> None:
         self.port = _free_port()
         self.host_url = f"ws://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
 
     async def __aenter__(self) -> FakeAzureSpeech:
         app = web.Application()
@@ -85,6 +92,9 @@ class FakeAzureSpeech:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._runner is not None
+        # The SDK keeps its socket open while a synthesizer lives; close them or cleanup waits a minute.
+        for ws in list(self._sockets):
+            await ws.close()
         await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
@@ -92,38 +102,51 @@ class FakeAzureSpeech:
         self.keys_received.append(request.headers.get("Ocp-Apim-Subscription-Key", ""))
         ws = web.WebSocketResponse(protocols=("USP",))
         await ws.prepare(request)
+        self._sockets.add(ws)
         output_format = "raw-8khz-16bit-mono-pcm"
+        turn: asyncio.Task[None] | None = None
+        # Audio goes out from a task so this loop keeps reading: the SDK stops a synthesis by closing the
+        # socket, and an unanswered close frame would stall it (~1 s) as it would never happen in Azure.
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 continue
             headers, body = _parse(message.data)
             path = headers.get("path", "")
+            self.paths_received.append(path)
             if path == "synthesis.context":
                 output_format = json.loads(body)["synthesis"]["audio"]["outputFormat"]
             elif path == "ssml":
                 self.ssml_received.append(body)
                 self.formats_received.append(output_format)
                 if self.fail_with_close:
-                    await ws.close(code=1011, message=b"fake service failure")
+                    await ws.close(code=1011, message=self.fail_message.encode())
                     break
-                await self._synthesise(ws, headers.get("x-requestid", ""), output_format)
+                request_id = headers.get("x-requestid", "")
+                turn = asyncio.create_task(self._synthesise(ws, request_id, output_format))
+        if turn is not None and not turn.done():
+            self.stopped_early += 1
+            turn.cancel()
+        self._sockets.discard(ws)
         return ws
 
     async def _synthesise(self, ws: web.WebSocketResponse, request_id: str, output_format: str) -> None:
         rate = FORMAT_RATES.get(output_format, 8000)
-        await ws.send_str(_text_message("turn.start", request_id, '{"context":{"serviceTag":"fake"}}'))
         samples = int(rate * self.piece_seconds)
-        for index in range(self.pieces):
-            if ws.closed:
-                self.stopped_early += 1
-                return
-            start = index * samples
-            t = (np.arange(start, start + samples)) / rate
-            tone = (np.sin(2 * math.pi * self.tone_hz * t) * 8000).astype("<i2").tobytes()
-            await ws.send_bytes(_audio_message(request_id, tone))
-            if self.piece_delay:
-                await asyncio.sleep(self.piece_delay)
-        await ws.send_str(_text_message("turn.end", request_id, "{}"))
+        try:
+            await ws.send_str(_text_message("turn.start", request_id, '{"context":{"serviceTag":"fake"}}'))
+            for index in range(self.pieces):
+                t = np.arange(index * samples, (index + 1) * samples) / rate
+                tone = (np.sin(2 * math.pi * self.tone_hz * t) * 8000).astype("<i2").tobytes()
+                # A network service owes us no sample alignment: optionally split a sample across messages.
+                cuts = [0, len(tone) // 2 | 1, len(tone)] if self.split_odd else [0, len(tone)]
+                for begin, end in itertools.pairwise(cuts):
+                    await ws.send_bytes(_audio_message(request_id, tone[begin:end]))
+                self.pieces_sent += 1
+                if self.piece_delay:
+                    await asyncio.sleep(self.piece_delay)
+            await ws.send_str(_text_message("turn.end", request_id, "{}"))
+        except ConnectionError:  # the client went away mid-turn (a stopped synthesis)
+            pass
 
 
 def ssml_text(ssml: str) -> str:

@@ -7,6 +7,7 @@ each `synthesizing` chunk as it lands so the first audio leaves before the sente
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,22 @@ class _Done:
         self.audio = audio
 
 
+class _Live:
+    """The synthesizer of one utterance while it speaks, shared with a stop under a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.synthesizer: speechsdk.SpeechSynthesizer | None = None
+        self.closed = False
+
+
+def _stop(live: _Live) -> None:
+    with live.lock:
+        synthesizer = live.synthesizer
+    if synthesizer is not None:
+        synthesizer.stop_speaking_async().get()
+
+
 def build_ssml(text: str, config: TtsConfig) -> str:
     """SSML for one utterance: voice, optional speaking style, speaking rate; the text XML-escaped."""
     language = "-".join(config.azure_voice.split("-")[:2]) or "en-US"
@@ -46,85 +63,113 @@ def build_ssml(text: str, config: TtsConfig) -> str:
 
 
 class AzureTTS:
-    """Azure neural voices; one SpeechConfig per process, one synthesizer per utterance (they are cheap)."""
+    """Azure neural voices: one SpeechConfig per output rate, one (cheap) synthesizer per utterance."""
 
     name = "azure"
 
-    def __init__(self, config: TtsConfig, workers: int = 4) -> None:
+    def __init__(self, config: TtsConfig, workers: int = 32) -> None:
         key = config.azure_key.get_secret_value()
         if not key:
             raise SpeechEngineError("Azure TTS needs tts.azure_key (or VOICEBRIDGE_TTS__AZURE_KEY)")
         self._config = config
         self._key = key
-        self.endpoint = config.azure_host or f"region {config.azure_region}"
+        self.endpoint = config.azure_host or f"{config.azure_region}.tts.speech.microsoft.com"
+        self._speech_configs: dict[int, speechsdk.SpeechConfig] = {}
+        # A worker waits on the network for a whole utterance, so size for concurrent calls, not cores.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azure-tts")
+        # Stops run apart from the workers: a barge-in must not queue behind busy syntheses.
+        self._stopper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="azure-tts-stop")
 
     def _speech_config(self, sample_rate: int) -> speechsdk.SpeechConfig:
-        if self._config.azure_host:
-            speech_config = speechsdk.SpeechConfig(host=self._config.azure_host, subscription=self._key)
-        else:
-            speech_config = speechsdk.SpeechConfig(subscription=self._key, region=self._config.azure_region)
-        speech_config.set_speech_synthesis_output_format(FORMATS[sample_rate])
-        return speech_config
+        # The output format lives on the SpeechConfig, so keep one per rate; synthesizers copy it.
+        if sample_rate not in self._speech_configs:
+            config = self._config
+            if config.azure_host:
+                speech_config = speechsdk.SpeechConfig(host=config.azure_host, subscription=self._key)
+            else:
+                speech_config = speechsdk.SpeechConfig(subscription=self._key, region=config.azure_region)
+            speech_config.set_speech_synthesis_output_format(FORMATS[sample_rate])
+            self._speech_configs[sample_rate] = speech_config
+        return self._speech_configs[sample_rate]
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        """Yield PCM16 at `sample_rate` as the service streams it."""
+        """Yield PCM16 at `sample_rate` as the service streams it, in chunks of at least 20 ms."""
         if sample_rate not in FORMATS:
             raise SpeechEngineError(f"Azure TTS cannot produce {sample_rate} Hz (8000, 16000 or 24000)")
         if not text.strip():
             return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        synthesizer = speechsdk.SpeechSynthesizer(
-            speech_config=self._speech_config(sample_rate), audio_config=None
-        )
-        finished = threading.Event()
+        speech_config = self._speech_config(sample_rate)
+        live = _Live()
 
         def on_chunk(event: Any) -> None:
             # SDK callback thread: hand the chunk to the loop, never touch asyncio objects here.
-            if not finished.is_set() and event.result.audio_data:
+            if not live.closed and event.result.audio_data:
                 loop.call_soon_threadsafe(queue.put_nowait, bytes(event.result.audio_data))
 
-        synthesizer.synthesizing.connect(on_chunk)
-
         def run() -> None:
+            # The synthesizer lives and dies in this thread: its destructor closes the websocket and waits
+            # for the close handshake (a round trip, ~1 s if unanswered), which must never block the loop.
+            synthesizer: speechsdk.SpeechSynthesizer | None = None
             done = _Done()
             try:
+                synthesizer = speechsdk.SpeechSynthesizer(speech_config=speech_config, audio_config=None)
+                synthesizer.synthesizing.connect(on_chunk)
+                with live.lock:
+                    if live.closed:  # closed before a worker was free: don't start at all
+                        return
+                    live.synthesizer = synthesizer
                 result = synthesizer.speak_ssml_async(build_ssml(text, self._config)).get()
-                if result.reason == speechsdk.ResultReason.Canceled and not finished.is_set():
+                if result.reason == speechsdk.ResultReason.Canceled and not live.closed:
                     details = result.cancellation_details
-                    error = self._error(details.reason, details.error_details)
+                    error = self._error(f"{details.reason}: {details.error_details}")
                     loop.call_soon_threadsafe(queue.put_nowait, error)
                 else:
                     done = _Done(bytes(result.audio_data or b""))
             except Exception as exc:  # the SDK's own failures reach the consumer as one line
-                loop.call_soon_threadsafe(queue.put_nowait, SpeechEngineError(f"Azure TTS failed: {exc}"))
+                loop.call_soon_threadsafe(queue.put_nowait, self._error(str(exc)))
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, done)
+                with live.lock:
+                    live.synthesizer = None
+                if synthesizer is not None:
+                    synthesizer.synthesizing.disconnect_all()
 
-        worker = loop.run_in_executor(self._executor, run)
+        loop.run_in_executor(self._executor, run)  # run() reports everything, errors too, via the queue
+        min_bytes = sample_rate // 50 * 2  # 20 ms of PCM16: fewer, fuller frames for the pacer
         delivered = 0
+        pending = b""
         try:
             while not isinstance(item := await queue.get(), _Done):
                 if isinstance(item, Exception):
                     raise item
                 assert isinstance(item, bytes)
                 delivered += len(item)
-                yield item
+                pending += item
+                if len(pending) >= min_bytes:
+                    cut = len(pending) & ~1  # whole samples only
+                    yield pending[:cut]
+                    pending = pending[cut:]
             # The SDK can fire the last `synthesizing` event after the result completes: send what it missed.
-            if len(item.audio) > delivered:
-                yield item.audio[delivered:]
+            tail = pending + item.audio[delivered:]
+            if len(tail) >= 2:
+                yield tail[: len(tail) & ~1]
         finally:
-            finished.set()
-            if not worker.done():
-                # Closed early (barge-in): stop the service sending; the worker returns once it has.
-                await loop.run_in_executor(self._executor, lambda: synthesizer.stop_speaking_async().get())
-            synthesizer.synthesizing.disconnect_all()
+            with live.lock:
+                live.closed = True
+                speaking = live.synthesizer is not None
+            if speaking:
+                # Closed early (barge-in): stop the service sending, without making the caller wait for
+                # the socket to close; the worker returns once it has.
+                with contextlib.suppress(RuntimeError):  # after close(): the process is going away
+                    self._stopper.submit(_stop, live)
 
-    def _error(self, reason: object, details: str) -> SpeechEngineError:
+    def _error(self, details: str) -> SpeechEngineError:
         condensed = " ".join((details or "no details").split()).replace(self._key, "********")
-        return SpeechEngineError(f"Azure TTS ({self.endpoint}) failed: {reason}: {condensed[:240]}")
+        return SpeechEngineError(f"Azure TTS ({self.endpoint}) failed: {condensed[:300]}")
 
     def close(self) -> None:
-        """Release the worker threads."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Release the worker threads; syntheses already started or queued still finish (none hangs)."""
+        self._executor.shutdown(wait=False)
+        self._stopper.shutdown(wait=False)
