@@ -17,6 +17,7 @@ from voicebridge.backends import build_backend
 from voicebridge.config import LoggingConfig, Settings
 from voicebridge.daemon import management, webhooks
 from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,
     CALL_SERVICES,
@@ -146,14 +147,27 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    registry = app[REGISTRY]
+    control = ControlServer(
+        registry,
+        settings.control_socket_path(),
+        lambda: management.health_document(app),
+        group=settings.control.group,
+    )
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     try:
+        # The socket first: a second daemon on the same socket is refused before it takes a port.
+        await control.start()
         await site.start()
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
+    except ControlSocketError as exc:
+        logger.error("%s", exc)
         await runner.cleanup()
         return 1
-    registry = app[REGISTRY]
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
+        await control.close()
+        await runner.cleanup()
+        return 1
     logger.info("voicebridge listening on http://%s:%d", settings.server.host, settings.server.port)
     notifier.ready(f"listening on {settings.server.host}:{settings.server.port}, 0 active calls")
 
@@ -179,6 +193,7 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     registry.draining = True
     await registry.drain(settings.server.drain_timeout)
     heartbeat.cancel()
+    await control.close()
     await runner.cleanup()
     logger.info("stopped")
     return 0

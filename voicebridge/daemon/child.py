@@ -31,6 +31,7 @@ class DaemonProcess:
     process: subprocess.Popen[str]
     port: int
     log_path: Path
+    control_socket: Path
 
     @property
     def http(self) -> str:
@@ -57,7 +58,8 @@ def start_daemon(
     """Start the daemon with a config built from `overrides`; return once /ready answers 200."""
     port = free_port()
     config: dict[str, dict[str, Any]] = {
-        "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")}
+        "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")},
+        "control": {"socket_path": str(workdir / f"control-{port}.sock")},
     }
     for section, values in (overrides or {}).items():
         config.setdefault(section, {}).update(values)
@@ -75,7 +77,7 @@ def start_daemon(
             cwd=workdir,
             text=True,
         )
-    daemon = DaemonProcess(process, port, log_path)
+    daemon = DaemonProcess(process, port, log_path, Path(config["control"]["socket_path"]))
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -10,10 +11,16 @@ from typing import Any, Protocol
 
 PENDING_TTL_S = 300.0
 FINISHED_KEPT = 1000
+# E.164-ish: an optional +, then 3 to 16 digits. Transfer targets outside this are refused.
+PHONE_NUMBER = re.compile(r"^\+?[0-9]{3,16}$")
 
 
 class UnknownCall(LookupError):
     """No live call has that sid."""
+
+
+class InvalidNumber(ValueError):
+    """A transfer target that is not a phone number."""
 
 
 @dataclass(slots=True)
@@ -169,6 +176,8 @@ class CallRegistry:
 
     async def transfer(self, call_sid: str, number: str) -> None:
         """Hand a live call to a human at `number`."""
+        if not PHONE_NUMBER.match(number):
+            raise InvalidNumber(f"{number!r} is not a phone number (expected like +919876543210)")
         call = self._active.get(call_sid)
         if call is None:
             raise UnknownCall(call_sid)

@@ -1,0 +1,11 @@
+"""Operator subcommands of `voicebridge` (calls, simulate, doctor), each in its own module."""
+
+from __future__ import annotations
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line; `exit_code` 2 for bad input, 1 for a failed operation."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -1,0 +1,213 @@
+"""The control socket: newline-delimited JSON over a Unix socket, for `voicebridge calls` on the same box.
+
+Each request is one line `{"version": 1, "op": "...", ...}` and gets one line back
+`{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false, "code": "...", "error": "..."}`.
+The operations are the registry's, the same ones the HTTP management API calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
+
+PROTOCOL_VERSION = 1
+# A request is a sid and a phone number; anything near this is not an operator typing.
+MAX_REQUEST_BYTES = 64 * 1024
+OPERATIONS = ("list", "show", "hangup", "transfer", "status")
+
+logger = logging.getLogger("voicebridge.control")
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be served (another daemon owns it, or the path is unusable)."""
+
+
+class _RequestError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ControlServer:
+    """Serves the registry's operations on a 0600 Unix socket; removes the socket file on close."""
+
+    def __init__(
+        self,
+        registry: CallRegistry,
+        path: Path,
+        status: Callable[[], dict[str, Any]],
+        group: str = "",
+    ) -> None:
+        self._registry = registry
+        self._path = path
+        self._status = status
+        self._group = group
+        self._server: asyncio.Server | None = None
+        self._inode: int | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def start(self) -> None:
+        """Create the directory and socket (refusing if a live daemon already answers on it)."""
+        gid = self._group_id()
+        try:
+            self._path.parent.mkdir(mode=0o750 if gid is not None else 0o700, parents=True, exist_ok=True)
+            self._remove_stale()
+            self._server = await asyncio.start_unix_server(
+                self._serve_client, path=str(self._path), limit=MAX_REQUEST_BYTES
+            )
+            # Operators only: the socket can end and transfer calls.
+            if gid is not None:
+                os.chown(self._path, -1, gid)
+                os.chmod(self._path, 0o660)
+            else:
+                os.chmod(self._path, 0o600)
+            self._inode = self._path.stat().st_ino
+        except OSError as exc:
+            raise ControlSocketError(f"control socket {self._path}: {exc.strerror or exc}") from None
+        logger.info("control socket at %s", self._path)
+
+    async def close(self) -> None:
+        """Stop serving and remove the socket file, if it is still the one we created."""
+        if self._server is None:
+            return
+        self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        with contextlib.suppress(OSError):
+            if self._path.stat().st_ino == self._inode:
+                self._path.unlink()
+        self._server = None
+
+    def _group_id(self) -> int | None:
+        if not self._group:
+            return None
+        try:
+            return grp.getgrnam(self._group).gr_gid
+        except KeyError:
+            raise ControlSocketError(f"control.group {self._group!r} is not a group on this host") from None
+
+    def _remove_stale(self) -> None:
+        """A socket file left by a crashed daemon is removed; one a live daemon answers on is not."""
+        try:
+            mode = self._path.lstat().st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(mode):
+            raise ControlSocketError(f"control socket {self._path} exists and is not a socket; remove it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self._path))
+        except OSError:
+            logger.info("removing stale control socket %s", self._path)
+            self._path.unlink()
+            return
+        finally:
+            probe.close()
+        raise ControlSocketError(
+            f"another voicebridge answers on {self._path}; stop it or set control.socket_path"
+        )
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await self._send(writer, self._failure(None, "too_large", "request line too long"))
+                    break
+                if not line:
+                    break
+                response = await self._respond(line)
+                await self._send(writer, response)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _send(self, writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
+        writer.write(json.dumps(response).encode() + b"\n")
+        await writer.drain()
+
+    async def _respond(self, line: bytes) -> dict[str, Any]:
+        request_id = None
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise _RequestError("bad_request", "a request is one JSON object per line")
+            request_id = request.get("id")
+            if request.get("version") != PROTOCOL_VERSION:
+                raise _RequestError(
+                    "bad_version",
+                    f"unsupported version {request.get('version')!r}; this daemon speaks 1",
+                )
+            result = await self._dispatch(request)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._failure(request_id, "bad_request", "request is not valid JSON")
+        except _RequestError as exc:
+            return self._failure(request_id, exc.code, str(exc))
+        except UnknownCall as exc:
+            return self._failure(request_id, "unknown_call", f"no live call {exc.args[0]}")
+        except InvalidNumber as exc:
+            return self._failure(request_id, "bad_number", str(exc))
+        response: dict[str, Any] = {"version": PROTOCOL_VERSION, "ok": True, "result": result}
+        if request_id is not None:
+            response["id"] = request_id
+        return response
+
+    async def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        registry = self._registry
+        if op == "list":
+            return {"calls": registry.list_active()}
+        if op == "status":
+            return self._status()
+        if op not in OPERATIONS:
+            raise _RequestError("unknown_op", f"unknown op {op!r}; one of {', '.join(OPERATIONS)}")
+        call_sid = _string(request, "call_sid")
+        if op == "show":
+            return registry.show(call_sid)
+        if op == "hangup":
+            await registry.hangup(call_sid)
+            logger.info("hangup requested over the control socket", extra={"call_sid": call_sid})
+            return {"call_sid": call_sid, "action": "hangup"}
+        number = _string(request, "number")
+        await registry.transfer(call_sid, number)
+        logger.info("transfer requested over the control socket", extra={"call_sid": call_sid})
+        return {"call_sid": call_sid, "action": "transfer", "number": number}
+
+    @staticmethod
+    def _failure(request_id: Any, code: str, message: str) -> dict[str, Any]:
+        response: dict[str, Any] = {"version": PROTOCOL_VERSION, "ok": False, "code": code, "error": message}
+        if request_id is not None:
+            response["id"] = request_id
+        return response
+
+
+def _string(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise _RequestError("bad_request", f"{request.get('op')} needs {key!r} (a string)")
+    return value
