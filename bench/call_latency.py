@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-import numpy as np
 
+from voicebridge.audio.levels import trim_trailing_quiet
 from voicebridge.config import Settings
 from voicebridge.daemon.child import start_daemon
 from voicebridge.simulate import SimulatedCaller
@@ -46,17 +46,6 @@ def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
-
-
-def trim_trailing_quiet(pcm16: bytes, rate: int = 8000, floor_dbfs: float = -45.0) -> bytes:
-    """Cut the voice's fade-out so "last speech sample" means the last audible one, not Piper's tail."""
-    samples = np.frombuffer(pcm16, "<i2").astype(np.float64)
-    window = rate // 100
-    floor = (10 ** (floor_dbfs / 20) * 32768) ** 2
-    end = len(samples)
-    while end > window and np.mean(samples[end - window : end] ** 2) < floor:
-        end -= window
-    return pcm16[: end * 2]
 
 
 async def render(sentences: list[str]) -> list[bytes]:

@@ -30,6 +30,7 @@ class ReceivedFrame:
     at: float
     pcm16: bytes
     wire_bytes: int
+    plays_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -37,6 +38,7 @@ class CallerLog:
     """Everything the daemon sent to this caller, in order, with arrival times (monotonic)."""
 
     frames: list[ReceivedFrame] = field(default_factory=list)
+    sent: list[tuple[float, bytes]] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
     clears: list[float] = field(default_factory=list)
     events: list[tuple[float, str]] = field(default_factory=list)
@@ -104,6 +106,8 @@ class SimulatedCaller:
         self._pending_echoes: set[asyncio.TimerHandle] = set()
         self._mark_seen = asyncio.Event()
         self._echo_tasks: set[asyncio.Future[None]] = set()
+        self._silence_task: asyncio.Task[float] | None = None
+        self.started_at = 0.0
 
     async def __aenter__(self) -> SimulatedCaller:
         await self.connect()
@@ -144,17 +148,28 @@ class SimulatedCaller:
                 due = started + (index + 1) * self._chunk_s
                 if (delay := due - loop.time()) > 0:
                     await asyncio.sleep(delay)
-            await self.send_text(self.wire.media(pcm16[offset : offset + self._chunk_bytes]))
+            chunk = pcm16[offset : offset + self._chunk_bytes]
+            await self.send_text(self.wire.media(chunk))
             sent_at = time.monotonic()
+            self.log.sent.append((sent_at, chunk))
         return sent_at
 
     async def say(self, speech: bytes, trailing_silence_s: float = 1.5) -> float:
         """Speak a turn (then silence, as a line carries); return when the last speech sample was sent."""
+        await self.end_trailing_silence()
         speech_end = await self.stream(speech)
         silence = bytes(int(self.sample_rate * trailing_silence_s) * 2)
         self._mark_seen.clear()
         self._silence_task = asyncio.create_task(self.stream(silence))
         return speech_end
+
+    async def end_trailing_silence(self) -> None:
+        """Stop the silence `say` left running, so the next turn can start at once (a barge-in)."""
+        if self._silence_task is not None:
+            self._silence_task.cancel()
+            with suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
+                await self._silence_task
+            self._silence_task = None
 
     async def keep_silent(self, seconds: float) -> None:
         """Send line silence for a while (a real line never stops sending)."""
@@ -208,11 +223,7 @@ class SimulatedCaller:
         if self._reader is not None:
             with suppress(asyncio.CancelledError):
                 await self._reader
-        silence = getattr(self, "_silence_task", None)
-        if silence is not None:
-            silence.cancel()
-            with suppress(asyncio.CancelledError, ConnectionResetError, RuntimeError):
-                await silence
+        await self.end_trailing_silence()
         if self._session is not None:
             await self._session.close()
         self.closed.set()
@@ -234,8 +245,9 @@ class SimulatedCaller:
         now = time.monotonic()
         self.log.events.append((now, message.kind))
         if message.kind == "media":
-            self.log.frames.append(ReceivedFrame(now, message.pcm16, message.raw_payload_bytes))
-            self._play_until = max(self._play_until, now) + len(message.pcm16) / 2 / self.sample_rate
+            plays_at = max(self._play_until, now)
+            self.log.frames.append(ReceivedFrame(now, message.pcm16, message.raw_payload_bytes, plays_at))
+            self._play_until = plays_at + len(message.pcm16) / 2 / self.sample_rate
         elif message.kind == "mark":
             # The provider echoes a mark once everything queued before it has played.
             delay = max(0.0, self._play_until - now)
