@@ -13,6 +13,10 @@ import typer
 from rich.console import Console
 
 from voicebridge import __version__
+from voicebridge.commands import CliError
+from voicebridge.commands.calls import calls_app
+from voicebridge.commands.doctor import doctor
+from voicebridge.commands.simulate import simulate
 from voicebridge.config import (
     ConfigError,
     Settings,
@@ -31,6 +35,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Create and inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(calls_app, name="calls")
+app.command("simulate")(simulate)
+app.command("doctor")(doctor)
 
 ConfigOption = Annotated[
     Path | None,
@@ -38,10 +45,6 @@ ConfigOption = Annotated[
         "--config", "-c", help="TOML config file (else $VOICEBRIDGE_CONFIG, ./voicebridge.toml, …)."
     ),
 ]
-
-
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 2."""
 
 
 def _stderr() -> Console:
@@ -191,7 +194,10 @@ def main() -> None:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         sys.exit(2)
-    except (CliError, AudioFileError, SpeechEngineError, BackendError) as exc:
+    except CliError as exc:
+        typer.echo(f"voicebridge: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except (AudioFileError, SpeechEngineError, BackendError) as exc:
         typer.echo(f"voicebridge: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
