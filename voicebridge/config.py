@@ -11,9 +11,18 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 ENV_PREFIX = "VOICEBRIDGE_"
@@ -101,6 +110,34 @@ class BackendConfig(Section):
     system_prompt: str = "You are a helpful, brief phone receptionist."
     connect_timeout: float = Field(2.0, gt=0)
     request_timeout: float = Field(8.0, gt=0)
+    # A dead backend should not turn every caller away: allow calls when the budget check cannot be made.
+    allow_when_unreachable: bool = True
+    # After this many failed requests in a row the backend is left alone for breaker_reset_s seconds, so
+    # turns fail fast to the apology instead of each waiting out a timeout.
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_reset_s: float = Field(30.0, gt=0)
+    # Attempts, the first included, for requests safe to repeat (reads, the budget check); a caller
+    # message is sent once.
+    retries: int = Field(3, ge=1, le=10)
+
+    @model_validator(mode="after")
+    def _url_fits_kind(self) -> BackendConfig:
+        if self.kind == "echo":
+            return self
+        try:
+            parts = urlsplit(self.url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        # The URL is not quoted back: a malformed one may carry credentials.
+        if not valid:
+            raise ValueError(
+                f"backend.url must be an http(s) URL such as https://api.example.com when backend.kind "
+                f"is {self.kind!r}"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("backend.url must not contain credentials; put the key in backend.api_key")
+        return self
 
 
 class TurnConfig(Section):
@@ -118,6 +155,18 @@ class PromptsConfig(Section):
     busy: str = "Sorry, all our lines are busy right now. Please call again in a few minutes."
     goodbye: str = "Thank you for calling. Goodbye."
     transfer: str = "Please hold while I transfer your call."
+    apology: str = "Sorry, I could not get an answer just now. Could you say that again?"
+
+
+class CallsConfig(Section):
+    # 0 means no limit; the backend's business config or budget may set a lower one per call.
+    max_call_minutes: float = Field(0.0, ge=0)
+    # Where a call goes after `max_backend_failures` failed turns in a row; empty: say goodbye instead.
+    fallback_number: str = ""
+    max_backend_failures: int = Field(2, ge=1, le=100)
+    # Calls allowed per From number per window; 0 turns the limit off.
+    rate_limit_calls: int = Field(0, ge=0)
+    rate_limit_window_s: float = Field(3600.0, gt=0)
 
 
 class CostsConfig(Section):
@@ -154,6 +203,7 @@ class Settings(BaseSettings):
     turn: TurnConfig = Field(default_factory=TurnConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     costs: CostsConfig = Field(default_factory=CostsConfig)
+    calls: CallsConfig = Field(default_factory=CallsConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

@@ -25,6 +25,15 @@ class CallInfo:
     to_number: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyAction:
+    """What the backend wants done after its reply has been spoken (see docs/backend-api.md)."""
+
+    kind: Literal["hangup", "transfer", "collect_digits"]
+    number: str = ""
+    max_digits: int = 0
+
+
 class BackendError(Exception):
     """The backend failed or timed out for this turn."""
 
@@ -36,10 +45,22 @@ class Backend(Protocol):
     # True when a reply can be computed speculatively and thrown away without side effects.
     speculative_safe: bool
 
-    def reply(self, call: CallInfo, text: str, history: list[ConversationTurn]) -> AsyncIterator[str]:
-        """Yield the reply as text deltas; the caller joins and splits them into sentences."""
+    async def start(self) -> None:
+        """Open connections (called once, before the daemon listens)."""
         ...
 
-    def digits(self, call: CallInfo, digits: str, history: list[ConversationTurn]) -> AsyncIterator[str]:
+    async def close(self) -> None:
+        """Release connections (called once, at shutdown)."""
+        ...
+
+    def reply(
+        self, call: CallInfo, text: str, history: list[ConversationTurn]
+    ) -> AsyncIterator[str | ReplyAction]:
+        """Yield the reply as text deltas (and at most one action, last); raise BackendError on failure."""
+        ...
+
+    def digits(
+        self, call: CallInfo, digits: str, history: list[ConversationTurn]
+    ) -> AsyncIterator[str | ReplyAction]:
         """Yield the reply to a completed keypad entry (the call collects digits deterministically)."""
         ...

@@ -13,6 +13,12 @@ class EchoBackend:
     name = "echo"
     speculative_safe = True
 
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
     async def reply(self, call: CallInfo, text: str, history: list[ConversationTurn]) -> AsyncIterator[str]:
         """Yield the echo reply as one delta."""
         yield f"You said: {text.strip()}"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from voicebridge.daemon.keys import (
     CALL_SERVICES,
     METRICS,
     MODELS,
+    OUTBOX,
     PHRASES,
     REGISTRY,
     SETTINGS,
@@ -30,6 +32,7 @@ from voicebridge.daemon.keys import (
     TTS,
 )
 from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.registry import CallRegistry
 from voicebridge.daemon.stream import MAX_MESSAGE_BYTES, StreamSession, requested_rate
@@ -66,9 +69,22 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
     phrases = PhraseCache()
     await phrases.prepare(tts, settings.prompts)
     backend = build_backend(settings.backend)
-    app[STT], app[TTS], app[PHRASES], app[BACKEND] = stt, tts, phrases, backend
+    await backend.start()
+    # Records go to the backend when it takes them (node); otherwise they are kept in the file.
+    sink = backend if isinstance(backend, RecordSink) else None
+    outbox = Outbox(settings.state_path() / "outbox.sqlite3", sink)
+    await outbox.open()
+    app[STT], app[TTS], app[PHRASES], app[BACKEND], app[OUTBOX] = stt, tts, phrases, backend, outbox
     app[CALL_SERVICES] = CallServices(
-        settings, stt, tts, backend, phrases, app[METRICS], app[REGISTRY], TelephonyControl(settings.twilio)
+        settings,
+        stt,
+        tts,
+        backend,
+        phrases,
+        app[METRICS],
+        app[REGISTRY],
+        TelephonyControl(settings.twilio),
+        outbox,
     )
     queue_depth = getattr(stt, "queue_depth", None)
     if queue_depth is not None:
@@ -82,6 +98,8 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         backend.name,
     )
     yield
+    await outbox.close()
+    await backend.close()
     for engine in (stt, tts):
         close = getattr(engine, "close", None)
         if close is not None:
@@ -146,7 +164,13 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     """Run until SIGTERM/SIGINT, then drain live calls and exit; returns the process exit code."""
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except (OSError, sqlite3.Error) as exc:
+        # An unusable state directory or outbox file: one line, not a traceback.
+        logger.error("cannot start: %s", exc)
+        await runner.cleanup()
+        return 1
     registry = app[REGISTRY]
     control = ControlServer(
         registry,

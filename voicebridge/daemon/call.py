@@ -26,14 +26,17 @@ from voicebridge.audio.turn import (
     TurnDetector,
     TurnEnded,
 )
-from voicebridge.backends.base import Backend, CallInfo, ConversationTurn
+from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.config import Settings
+from voicebridge.daemon.costs import CallUsage
 from voicebridge.daemon.digits import DigitCollector
 from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.pacer import OutboundPacer
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.providers import Translator
 from voicebridge.daemon.providers.events import Start
+from voicebridge.daemon.records import CallRecorder
 from voicebridge.daemon.registry import CallRecord, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
 from voicebridge.daemon.telephony import TelephonyControl
@@ -64,6 +67,7 @@ class CallServices:
     metrics: Metrics
     registry: CallRegistry
     telephony: TelephonyControl
+    outbox: Outbox
 
 
 @dataclass(slots=True)
@@ -76,6 +80,7 @@ class _Reply:
     sentences: list[tuple[str, float]] = field(default_factory=list)
     mark: str = ""
     caller_text: str = ""
+    action: ReplyAction | None = None
 
 
 class Call:
@@ -88,6 +93,7 @@ class Call:
         translator: Translator,
         send_text: Callable[[str], Awaitable[None]],
         close_socket: Callable[[], Awaitable[None]],
+        max_minutes: float | None = None,
     ) -> None:
         self.call_sid = start.call_sid
         self.start = start
@@ -115,6 +121,12 @@ class Call:
         self.last_caller_text = ""
         self.outcome = ""
         self._ended = asyncio.Event()
+        self.usage = CallUsage()
+        self._backend_failures = 0
+        self._recorder = CallRecorder(services.outbox, services.settings, self.info)
+        limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
+        self._max_minutes = min(limits) if limits else 0.0
+        self._time_limit: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -125,6 +137,14 @@ class Call:
         greeting = self._s.phrases.audio("greeting", self._rate)
         if greeting:
             self._play_phrase("greeting", greeting)
+        if self._max_minutes:
+            self._time_limit = asyncio.get_running_loop().call_later(
+                self._max_minutes * 60, lambda: self._spawn(self._say_goodbye_and_end("time_limit"), "limit")
+            )
+
+    async def record_started(self) -> None:
+        """The call's `started` event, durably in the outbox."""
+        await self._recorder.started()
 
     async def finish(self, outcome: str) -> None:
         """Tear the call down exactly once, whatever ended it: cancel its tasks, keep its record."""
@@ -135,6 +155,8 @@ class Call:
         self.state = CallState.ENDED
         if self._digit_timer is not None:
             self._digit_timer.cancel()
+        if self._time_limit is not None:
+            self._time_limit.cancel()
         current = asyncio.current_task()
         doomed = [task for task in self._tasks if task is not current]
         for task in doomed:
@@ -154,6 +176,8 @@ class Call:
             transcript=list(self.transcript),
         )
         self._s.registry.finish(self, record)
+        self.usage.duration_s = duration
+        await self._recorder.ended(outcome, self.usage, self.transcript)
         self._s.metrics.calls_active.dec()
         self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         self.log.info(
@@ -188,11 +212,18 @@ class Call:
 
     async def end_for_shutdown(self) -> None:
         """The daemon is stopping and the drain time ran out: say goodbye, then close."""
+        await self._say_goodbye_and_end("shutdown")
+
+    async def _say_goodbye_and_end(self, outcome: str) -> None:
+        if self.ended:
+            return
+        self.log.info("ending the call politely: %s", outcome)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("goodbye", self._rate)
         if pcm:
             await self._wait_reply_played(self._play_phrase("goodbye", pcm))
-        await self.finish("shutdown")
+        await self.finish(outcome)
+        await self._s.telephony.hang_up(self.start)
         await self._close_socket()
 
     def snapshot(self) -> dict[str, Any]:
@@ -258,6 +289,7 @@ class Call:
 
     async def _answer_digits(self, entry: str) -> None:
         await self._cancel_reply()
+        self.usage.ai_requests += 1
         self._start_reply(
             self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
             committed=True,
@@ -288,6 +320,7 @@ class Call:
         assert reply is not None
         started = time.monotonic()
         transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE)
+        self.usage.stt_seconds += transcript.audio_seconds
         done = time.monotonic()
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
         if not self._s.backend.speculative_safe or not transcript.text:
@@ -306,18 +339,52 @@ class Call:
         # the same utterance audio, so carrying its text too would say it twice.
         reply.caller_text = text
         backend_started = time.monotonic()
+        self.usage.ai_requests += 1
         deltas = self._s.backend.reply(self.info, text, list(self.history))
         await self._answer(text, deltas, backend_started)
 
     async def _answer(
-        self, caller_text: str, deltas: AsyncIterator[str], started: float | None = None
+        self, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float | None = None
     ) -> None:
         """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
         reply = self._reply
         assert reply is not None
-        started = started or time.monotonic()
+        try:
+            await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
+            self._backend_failures = 0
+        except BackendError as exc:
+            self._backend_failures += 1
+            self._s.metrics.errors.labels(kind="backend").inc()
+            self.log.warning("backend failed (%d in a row): %s", self._backend_failures, exc)
+            if self._backend_failures >= self._s.settings.calls.max_backend_failures:
+                await reply.gate.wait()
+                self._spawn(self._give_up_on_backend(), "fallback")
+                return
+            apology = self._s.phrases.audio("apology", self._rate)
+            await reply.gate.wait()
+            if self.state is not CallState.SPEAKING:
+                self._begin_speaking(caller_text)
+            if apology:
+                self._pacer.play(apology)
+                text = self._s.phrases.text("apology")
+                reply.sentences.append((text, len(apology) / 2 / self._rate))
+                self.usage.tts_seconds += len(apology) / 2 / self._rate
+        await self._finish_reply(reply)
+
+    async def _give_up_on_backend(self) -> None:
+        """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
+        number = self._s.settings.calls.fallback_number
+        if number:
+            self._s.registry.set_transfer(self.call_sid, number)
+            await self.transfer(number)
+        else:
+            await self._say_goodbye_and_end("backend_failed")
+
+    async def _speak_reply(
+        self, reply: _Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
+    ) -> None:
         first_sentence = first_audio = True
-        async for sentences in self._sentences(deltas, SentenceSplitter()):
+        async for sentences in self._sentences(deltas, SentenceSplitter(), reply):
             if first_sentence:
                 self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
                 first_sentence = False
@@ -337,9 +404,12 @@ class Call:
                         self._pacer.play(pcm)
                         sentence_seconds += len(pcm) / 2 / self._rate
                 reply.sentences.append((sentence, sentence_seconds))
+                self.usage.tts_seconds += sentence_seconds
         await reply.gate.wait()
         if first_audio:  # the backend said nothing
             self._begin_speaking(caller_text)
+
+    async def _finish_reply(self, reply: _Reply) -> None:
         spoken = " ".join(text for text, _ in reply.sentences)
         self.history.append(ConversationTurn("bot", spoken))
         self.transcript.append({"role": "bot", "text": spoken, "at": time.time()})
@@ -347,11 +417,30 @@ class Call:
         reply.mark = f"reply-{self._reply_seq}"
         self._pacer.end_reply(reply.mark)
         await self._wait_reply_played(reply)
+        if reply.action is not None and not self.ended:
+            await self._act(reply.action)
+
+    async def _act(self, action: ReplyAction) -> None:
+        """Carry out what the backend asked for once its reply has been heard."""
+        self.log.info("backend action: %s", action.kind)
+        if action.kind == "hangup":
+            # The reply was the goodbye; end the call as the provider's hangup would.
+            await self.finish("completed")
+            await self._s.telephony.hang_up(self.start)
+            await self._close_socket()
+        elif action.kind == "transfer" and action.number:
+            self._s.registry.set_transfer(self.call_sid, action.number)
+            await self.transfer(action.number)
+        elif action.kind == "collect_digits" and action.max_digits > 0:
+            self._digits.max_digits = action.max_digits
 
     async def _sentences(
-        self, deltas: AsyncIterator[str], splitter: SentenceSplitter
+        self, deltas: AsyncIterator[str | ReplyAction], splitter: SentenceSplitter, reply: _Reply
     ) -> AsyncIterator[list[str]]:
         async for delta in deltas:
+            if isinstance(delta, ReplyAction):
+                reply.action = delta
+                continue
             if done := splitter.feed(delta):
                 yield done
         if rest := splitter.flush():
@@ -386,6 +475,7 @@ class Call:
         self._reply = reply
         self._pacer.new_reply()
         self._pacer.play(pcm)
+        self.usage.tts_seconds += len(pcm) / 2 / self._rate
         self._pacer.end_reply(reply.mark)
         self.transcript.append({"role": "bot", "text": text, "at": time.time()})
         self.history.append(ConversationTurn("bot", text))

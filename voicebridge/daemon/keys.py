@@ -8,6 +8,7 @@ from voicebridge.backends.base import Backend
 from voicebridge.config import Settings
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.registry import CallRegistry
 from voicebridge.speech.base import SpeechToText, TextToSpeech
@@ -22,3 +23,4 @@ TTS = web.AppKey("tts", TextToSpeech)
 BACKEND = web.AppKey("backend", Backend)
 PHRASES = web.AppKey("phrases", PhraseCache)
 CALL_SERVICES = web.AppKey("call_services", CallServices)
+OUTBOX = web.AppKey("outbox", Outbox)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,8 @@ class PendingCall:
     to_number: str = ""
     provider: str = "exotel"
     created: float = field(default_factory=time.monotonic)
+    # From the budget check: the call is ended politely when these run out.
+    minutes_left: float | None = None
 
 
 @dataclass(slots=True)
@@ -84,6 +86,9 @@ class CallRegistry:
         self._transfers: dict[str, str] = {}
         self._changed = asyncio.Event()
         self.started = time.monotonic()
+        self._denied: OrderedDict[str, str] = OrderedDict()
+        self._allowed_minutes: OrderedDict[str, float] = OrderedDict()
+        self._recent_calls: dict[str, deque[float]] = {}
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -104,7 +109,45 @@ class CallRegistry:
 
     def take_pending(self, call_sid: str) -> PendingCall | None:
         """The webhook's view of a call whose stream just started, if there was one."""
-        return self._pending.pop(call_sid, None)
+        pending = self._pending.pop(call_sid, None)
+        minutes = self._allowed_minutes.pop(call_sid, None)
+        if pending is None and minutes is not None:
+            pending = PendingCall(call_sid)
+        if pending is not None and minutes is not None:
+            pending.minutes_left = minutes
+        return pending
+
+    def deny(self, call_sid: str, reason: str) -> None:
+        """Remember that a call was refused at the gate, so its stream is refused too."""
+        self._denied[call_sid] = reason
+        while len(self._denied) > FINISHED_KEPT:
+            self._denied.popitem(last=False)
+
+    def allow_minutes(self, call_sid: str, minutes: float) -> None:
+        """The budget's cap for a call that has not connected its stream yet."""
+        self._allowed_minutes[call_sid] = minutes
+        while len(self._allowed_minutes) > FINISHED_KEPT:
+            self._allowed_minutes.popitem(last=False)
+
+    def denied(self, call_sid: str) -> str | None:
+        """Why this call was refused at the gate, or None."""
+        return self._denied.get(call_sid)
+
+    def within_rate_limit(self, from_number: str, limit: int, window_s: float) -> bool:
+        """Count a call from `from_number`; False when it is over `limit` calls in the last `window_s`."""
+        if limit <= 0 or not from_number:
+            return True
+        now = time.monotonic()
+        recent = self._recent_calls.setdefault(from_number, deque())
+        while recent and now - recent[0] > window_s:
+            recent.popleft()
+        if len(recent) >= limit:
+            return False
+        recent.append(now)
+        # Forget callers quiet for a whole window so the table cannot grow without bound.
+        for number in [n for n, times in self._recent_calls.items() if now - times[-1] > window_s]:
+            del self._recent_calls[number]
+        return True
 
     def admit(self, call: LiveCall) -> bool:
         """Add a live call if there is room; False means refuse it."""

@@ -43,6 +43,7 @@ class StreamSession:
         self._default_rate = default_rate
         self._translator: Translator | None = None
         self._call: Call | None = None
+        self._minutes_left: float | None = None
         self.log = logging.LoggerAdapter(logger, {"call_sid": path_sid or "-"})
 
     async def run(self) -> None:
@@ -116,6 +117,7 @@ class StreamSession:
         pending = self._s.registry.take_pending(start.call_sid or self._path_sid or "")
         if pending is None:
             return start
+        self._minutes_left = pending.minutes_left
         # The webhook's numbers are Exotel's call record; the stream's copies may be stripped or absent.
         from_number = pending.from_number or start.from_number
         to_number = pending.to_number or start.to_number
@@ -132,7 +134,13 @@ class StreamSession:
 
     async def _begin(self, start: Start, translator: Translator) -> None:
         self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
-        call = Call(start, self._s, translator, self._send, self._close)
+        if (reason := self._s.registry.denied(start.call_sid)) is not None:
+            # Refused at the gate (budget, rate limit): no audio of this call is processed.
+            self._s.metrics.calls_rejected.labels(reason="denied").inc()
+            self.log.warning("refusing stream of a call denied at the gate: %s", reason)
+            await self._ws.close(code=1008, message=b"call denied")
+            return
+        call = Call(start, self._s, translator, self._send, self._close, max_minutes=self._minutes_left)
         if not self._s.registry.admit(call):
             reason = "draining" if self._s.registry.draining else "capacity"
             self._s.metrics.calls_rejected.labels(reason=reason).inc()
@@ -149,6 +157,7 @@ class StreamSession:
             start.sample_rate,
         )
         call.begin()
+        await call.record_started()
 
     async def _play_busy(self, start: Start, translator: Translator) -> None:
         pcm = self._s.phrases.audio("busy", start.sample_rate)

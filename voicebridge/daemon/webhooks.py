@@ -10,7 +10,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
-from voicebridge.daemon.keys import METRICS, REGISTRY, SETTINGS
+from voicebridge.daemon.admission import gate_call
+from voicebridge.daemon.keys import METRICS, OUTBOX, REGISTRY, SETTINGS
 from voicebridge.daemon.registry import PendingCall
 
 logger = logging.getLogger("voicebridge.webhooks")
@@ -58,6 +59,9 @@ async def exotel_incoming(request: web.Request) -> web.Response:
         _count(request, "exotel_incoming", "bad_request")
         raise web.HTTPBadRequest(text="CallSid is required")
     registry = request.app[REGISTRY]
+    if (reason := registry.denied(call_sid)) is not None:
+        _count(request, "exotel_incoming", "denied")
+        raise web.HTTPForbidden(text=f"call refused: {reason}")
     registry.register_pending(
         PendingCall(
             call_sid,
@@ -87,6 +91,15 @@ async def exotel_passthru(request: web.Request) -> web.Response:
         )
         _count(request, "exotel_passthru", reason)
         return web.Response(status=302, text=reason)
+    from_number = fields.get("From") or fields.get("CallFrom", "")
+    to_number = fields.get("To") or fields.get("CallTo", "")
+    if (
+        call_sid
+        and not stream_fields
+        and (reason := await gate_call(request.app, call_sid, from_number, to_number, "exotel"))
+    ):
+        _count(request, "exotel_passthru", "denied")
+        return web.Response(status=302, text=reason)
     _count(request, "exotel_passthru", "ok")
     return web.Response(status=200, text="ok")
 
@@ -97,7 +110,21 @@ async def _callback(request: web.Request, kind: str) -> web.Response:
     if not call_sid:
         _count(request, f"exotel_{kind}", "bad_request")
         raise web.HTTPBadRequest(text="CallSid is required")
-    stored = request.app[REGISTRY].record_callback(call_sid, kind, fields)
+    request.app[REGISTRY].record_callback(call_sid, kind, fields)
+    # Stored durably before Exotel hears 200; the key makes its retries the same record.
+    detail = fields.get("Status") or fields.get("EventType") or fields.get("RecordingUrl", "")
+    try:
+        stored = await request.app[OUTBOX].add(
+            f"{call_sid}:{kind}:{detail}",
+            call_sid,
+            "callback",
+            f"/v1/calls/{call_sid}/callbacks",
+            {"kind": kind, "fields": fields},
+        )
+    except Exception as exc:  # not stored: a 500 makes the provider retry rather than lose it
+        logger.error("could not store %s callback: %s", kind, exc, extra={"call_sid": call_sid})
+        _count(request, f"exotel_{kind}", "error")
+        raise web.HTTPInternalServerError(text="could not store the callback; retry") from None
     _count(request, f"exotel_{kind}", "stored" if stored else "duplicate")
     logger.info(
         "%s callback %s", kind, "stored" if stored else "duplicate ignored", extra={"call_sid": call_sid}
@@ -148,6 +175,11 @@ async def twilio_incoming(request: web.Request) -> web.Response:
         twiml = f"<Response><Say>{escape(busy)}</Say><Hangup/></Response>"
         return web.Response(text=_xml(twiml), content_type="text/xml")
     from_number, to_number = fields.get("From", ""), fields.get("To", "")
+    if await gate_call(request.app, call_sid, from_number, to_number, "twilio"):
+        _count(request, "twilio_incoming", "denied")
+        return web.Response(
+            text=_xml('<Response><Reject reason="rejected"/></Response>'), content_type="text/xml"
+        )
     registry.register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
     parameters = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"

@@ -1,0 +1,103 @@
+"""A real daemon's records: every call's events, cost and conversation in the SQLite outbox; the gate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from voicebridge.daemon.child import DaemonProcess, start_daemon
+from voicebridge.simulate import SimulatedCaller
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def gated_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProcess, Path]]:
+    workdir = tmp_path_factory.mktemp("records")
+    process = start_daemon(
+        workdir,
+        {"prompts": {"greeting": "Hello."}, "calls": {"rate_limit_calls": 2, "rate_limit_window_s": 600}},
+    )
+    yield process, workdir / "state" / "outbox.sqlite3"
+    process.terminate()
+
+
+def rows(path: Path, call_sid: str) -> dict[str, tuple[str, dict]]:
+    with sqlite3.connect(path) as db:
+        found = db.execute("SELECT key, state, payload FROM records WHERE call_sid = ?", (call_sid,))
+        return {key: (state, json.loads(payload)) for key, state, payload in found}
+
+
+async def post(url: str, form: dict[str, str]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(url, data=form, allow_redirects=False) as r:
+        return r.status, await r.text()
+
+
+async def test_a_call_leaves_its_events_cost_and_conversation_in_the_outbox(
+    gated_daemon: tuple[DaemonProcess, Path], speak: Callable[[str, int], bytes]
+) -> None:
+    daemon, outbox = gated_daemon
+    call_sid = "CA-records-1"
+    async with SimulatedCaller(f"{daemon.ws}/ws/stream/{call_sid}", call_sid=call_sid) as caller:
+        await caller.listen_until_mark(timeout=20)
+        result = await caller.turn(speak("Please call me back tomorrow.", 8000), timeout=30)
+        assert result.mark_at is not None, daemon.log()
+        await caller.stop()
+    for _ in range(50):
+        stored = rows(outbox, call_sid)
+        if f"{call_sid}:conversation" in stored:
+            break
+        await asyncio.sleep(0.1)
+    assert set(stored) == {
+        f"{call_sid}:event:started",
+        f"{call_sid}:event:ended",
+        f"{call_sid}:cost",
+        f"{call_sid}:conversation",
+    }
+    # The echo backend has nowhere to deliver to: the records are kept locally.
+    assert {state for state, _ in stored.values()} == {"local"}
+    assert stored[f"{call_sid}:event:ended"][1]["outcome"] == "completed"
+    cost = stored[f"{call_sid}:cost"][1]
+    assert cost["minutes"] == 1 and cost["items"]["telephony"] == 0.02 and cost["ai_requests"] >= 1
+    assert cost["tts_seconds"] > 1.0 and cost["items"]["tts"] > 0
+    turns = stored[f"{call_sid}:conversation"][1]["turns"]
+    assert [turn["role"] for turn in turns] == ["bot", "caller", "bot"]
+    assert "call me back" in turns[1]["text"].lower() and turns[2]["heard"].startswith("You said")
+
+
+async def test_duplicate_status_callbacks_are_stored_once(gated_daemon: tuple[DaemonProcess, Path]) -> None:
+    daemon, outbox = gated_daemon
+    form = {"CallSid": "CA-records-2", "Status": "completed", "Duration": "42"}
+    answers = [await post(f"{daemon.http}/webhooks/exotel/status", form) for _ in range(3)]
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert [json.loads(body)["duplicate"] for _, body in answers] == [False, True, True]
+    stored = rows(outbox, "CA-records-2")
+    assert list(stored) == ["CA-records-2:status:completed"]
+    assert stored["CA-records-2:status:completed"][1]["fields"]["Duration"] == "42"
+
+
+async def test_the_rate_limit_refuses_the_third_call_and_its_stream(
+    gated_daemon: tuple[DaemonProcess, Path],
+) -> None:
+    daemon, _ = gated_daemon
+    passthru = f"{daemon.http}/webhooks/exotel/passthru"
+    answers = [
+        await post(passthru, {"CallSid": f"CA-rate-{n}", "From": "+919811111111", "To": "+918000000002"})
+        for n in range(3)
+    ]
+    assert [status for status, _ in answers] == [200, 200, 302]
+    # Another caller is not affected.
+    other = await post(passthru, {"CallSid": "CA-rate-x", "From": "+919822222222", "To": "+918000000002"})
+    assert other[0] == 200
+    # The refused call gets no stream: the socket is closed before any audio is processed.
+    async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-rate-2", call_sid="CA-rate-2") as caller:
+        await asyncio.wait_for(caller.closed.wait(), 10)
+        assert caller.close_code == 1008 and not caller.log.frames
+    status, _ = await post(f"{daemon.http}/webhooks/exotel/incoming", {"CallSid": "CA-rate-2"})
+    assert status == 403
