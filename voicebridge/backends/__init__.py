@@ -1,15 +1,35 @@
-"""AI backends behind one interface (echo built in; node and openai follow)."""
+"""AI backends behind one interface: echo (built in), node (the business's API) and openai."""
 
-from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn
+from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.backends.echo import EchoBackend
+from voicebridge.backends.http import BackendHttp, BackendUnavailable, CircuitBreaker
+from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
+from voicebridge.backends.openai import OpenAIBackend, auth_headers
 from voicebridge.config import BackendConfig
 
 
 def build_backend(config: BackendConfig) -> Backend:
-    """The backend named by `backend.kind`."""
-    if config.kind == "echo":
-        return EchoBackend()
-    raise BackendError(f"backend kind {config.kind!r} is not available in this build yet; use 'echo'")
+    """The backend named by `backend.kind`; node and openai get their own HTTP client (call start())."""
+    if config.kind == "node":
+        return NodeBackend(config, BackendHttp(config))
+    if config.kind == "openai":
+        return OpenAIBackend(config, BackendHttp(config, auth_headers=auth_headers(config)))
+    return EchoBackend()
 
 
-__all__ = ["Backend", "BackendError", "CallInfo", "ConversationTurn", "EchoBackend", "build_backend"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendHttp",
+    "BackendUnavailable",
+    "BudgetDecision",
+    "BusinessSettings",
+    "CallInfo",
+    "CircuitBreaker",
+    "ConversationTurn",
+    "EchoBackend",
+    "NodeBackend",
+    "OpenAIBackend",
+    "ReplyAction",
+    "build_backend",
+]

@@ -1,0 +1,220 @@
+"""The business's own API as the backend (`backend.kind = "node"`), per docs/backend-api.md.
+
+Besides replies it answers the budget check before a call, the business settings for a called number,
+and takes every call record from the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.http import BackendHttp
+from voicebridge.config import BackendConfig
+
+logger = logging.getLogger("voicebridge.backend.node")
+
+DeliveryResult = Literal["delivered", "rejected", "retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessSettings:
+    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
+
+    greeting: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    system_prompt: str | None = None
+    transfer_number: str | None = None
+    max_call_minutes: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    """The backend's answer to `POST /v1/budget/check`."""
+
+    allow: bool
+    reason: str = ""
+    minutes_left: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number (bool is not one, though Python thinks so), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str | None:
+    # An empty string means "not set" just like a missing key: fall back to the daemon's config.
+    return value if isinstance(value, str) and value else None
+
+
+def parse_action(value: Any) -> ReplyAction | None:
+    """The reply's `action`, validated; a malformed or unknown one is logged and ignored."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "hangup":
+        return ReplyAction("hangup")
+    if kind == "transfer":
+        number = value.get("number")
+        if isinstance(number, str) and number.strip():
+            return ReplyAction("transfer", number=number.strip())
+        logger.warning("backend asked for a transfer without a number; ignored")
+        return None
+    if kind == "collect_digits":
+        count = value.get("max_digits")
+        if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+            return ReplyAction("collect_digits", max_digits=count)
+        logger.warning("backend asked to collect digits without a positive max_digits; ignored")
+        return None
+    # Ignoring rather than failing keeps an older daemon working with a newer backend.
+    logger.warning("backend sent an unknown action %.40r; ignored", kind)
+    return None
+
+
+class NodeBackend:
+    """Replies, budget checks, business settings and record delivery over the backend contract."""
+
+    name = "node"
+    # A caller message may change the backend's state (bookings, counters): never send one speculatively.
+    speculative_safe = False
+
+    def __init__(self, config: BackendConfig, http: BackendHttp) -> None:
+        self._config = config
+        self._http = http
+
+    async def start(self) -> None:
+        """Open the HTTP client."""
+        await self._http.start()
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        await self._http.close()
+
+    @staticmethod
+    def _call_path(call_sid: str, endpoint: str) -> str:
+        return f"/v1/calls/{quote(call_sid, safe='')}/{endpoint}"
+
+    @staticmethod
+    def _history(history: list[ConversationTurn]) -> list[dict[str, str]]:
+        return [{"role": turn.role, "text": turn.text} for turn in history]
+
+    async def reply(
+        self, call: CallInfo, text: str, history: list[ConversationTurn]
+    ) -> AsyncIterator[str | ReplyAction]:
+        """Stream the backend's reply to a caller message; sent once, never repeated."""
+        body = {
+            "turn": sum(turn.role == "caller" for turn in history) + 1,
+            "text": text,
+            "from": call.from_number,
+            "to": call.to_number,
+            "history": self._history(history),
+        }
+        async with aclosing(self._answer(self._call_path(call.call_sid, "messages"), body)) as items:
+            async for item in items:
+                yield item
+
+    async def digits(
+        self, call: CallInfo, digits: str, history: list[ConversationTurn]
+    ) -> AsyncIterator[str | ReplyAction]:
+        """Stream the backend's reply to a completed keypad entry."""
+        body = {
+            "digits": digits,
+            "from": call.from_number,
+            "to": call.to_number,
+            "history": self._history(history),
+        }
+        async with aclosing(self._answer(self._call_path(call.call_sid, "dtmf"), body)) as items:
+            async for item in items:
+                yield item
+
+    async def _answer(self, path: str, body: dict[str, Any]) -> AsyncIterator[str | ReplyAction]:
+        """Yield deltas then the action, from either answer shape (one JSON object or NDJSON lines)."""
+        async with aclosing(self._http.stream_ndjson(path, body)) as items:
+            async for item in items:
+                if "reply" in item:  # the single-object answer
+                    reply = item["reply"]
+                    if not isinstance(reply, str | None):
+                        raise BackendError(f"backend POST {path}: reply is not a string")
+                    if reply:
+                        yield reply
+                    done = item
+                else:
+                    delta = item.get("delta")
+                    if not isinstance(delta, str | None):
+                        raise BackendError(f"backend POST {path}: delta is not a string")
+                    if delta:
+                        yield delta
+                    if item.get("done") is not True:
+                        continue
+                    done = item
+                if action := parse_action(done.get("action")):
+                    yield action
+                return
+        # Whatever was said so far stands; the caller hears the apology for the rest.
+        raise BackendError(f"backend POST {path}: stream ended before its done line")
+
+    async def business(self, to_number: str) -> BusinessSettings | None:
+        """Settings for the called number; None when there are none or they cannot be fetched (logged)."""
+        path = f"/v1/business?to={quote(to_number, safe='')}"
+        try:
+            status, data = await self._http.request_json("GET", path, idempotent=True)
+        except BackendError as exc:
+            logger.warning("business settings unavailable, using the config's: %s", exc)
+            return None
+        if status == 404:
+            return None
+        if not 200 <= status < 300 or not isinstance(data, dict):
+            logger.warning("business settings unusable (HTTP %d), using the config's", status)
+            return None
+        minutes = _number(data.get("max_call_minutes"))
+        return BusinessSettings(
+            greeting=_text(data.get("greeting")),
+            voice=_text(data.get("voice")),
+            language=_text(data.get("language")),
+            system_prompt=_text(data.get("system_prompt")),
+            transfer_number=_text(data.get("transfer_number")),
+            max_call_minutes=minutes if minutes and minutes > 0 else None,
+        )
+
+    async def budget_check(
+        self, call_sid: str, from_number: str, to_number: str, provider: str
+    ) -> BudgetDecision:
+        """Ask whether a call may go ahead; BackendError when the backend gives no usable answer."""
+        path = "/v1/budget/check"
+        body = {"call_sid": call_sid, "from": from_number, "to": to_number, "provider": provider}
+        # Only reads the budget, so the contract lets it be repeated on connection errors.
+        status, data = await self._http.request_json("POST", path, body, idempotent=True)
+        if not 200 <= status < 300:
+            raise BackendError(f"backend POST {path}: HTTP {status}")
+        if not isinstance(data, dict) or not isinstance(data.get("allow"), bool):
+            raise BackendError(f"backend POST {path}: answer has no boolean 'allow'")
+        reason = data.get("reason")
+        minutes = _number(data.get("minutes_left"))
+        return BudgetDecision(
+            allow=data["allow"],
+            reason=reason if isinstance(reason, str) else "",
+            minutes_left=max(0.0, minutes) if minutes is not None else None,
+        )
+
+    async def deliver(self, path: str, payload: dict[str, Any], idempotency_key: str) -> DeliveryResult:
+        """Deliver one outbox record once; the outbox owns retrying (2xx, permanent 4xx, else retry)."""
+        try:
+            status, _ = await self._http.request_json(
+                "POST", path, payload, idempotent=False, idempotency_key=idempotency_key
+            )
+        except BackendError as exc:  # unreachable, timed out, or the breaker is open
+            logger.debug("delivery of %s failed: %s", idempotency_key, exc)
+            return "retry"
+        if 200 <= status < 300:
+            return "delivered"
+        if 400 <= status < 500 and status not in (408, 429):
+            return "rejected"
+        return "retry"
