@@ -159,7 +159,7 @@ def test_port_in_use_dead_backend_and_missing_azure_key_each_fail(tmp_path: Path
         "fix": "stop whatever holds it or set server.port",
     }
     assert checks["backend"]["status"] == "fail"
-    assert f"{dead}/health unreachable: connection refused" in checks["backend"]["detail"]
+    assert f"{dead}/v1/health unreachable: connection refused" in checks["backend"]["detail"]
     assert checks["tts"]["status"] == "fail" and "tts.azure_key" in checks["tts"]["detail"]
     assert "VOICEBRIDGE_TTS__AZURE_KEY" in checks["tts"]["fix"]
     assert checks["stt"]["status"] == "pass"  # one broken part does not hide the others

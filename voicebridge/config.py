@@ -177,6 +177,12 @@ class CostsConfig(Section):
     currency: str = "USD"
 
 
+class OutboxConfig(Section):
+    # Delivery retries back off from retry_base_s, doubling, to at most retry_cap_s (with full jitter).
+    retry_base_s: float = Field(1.0, gt=0)
+    retry_cap_s: float = Field(60.0, gt=0)
+
+
 class ControlConfig(Section):
     socket_path: str = ""
     group: str = ""
@@ -204,6 +210,7 @@ class Settings(BaseSettings):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     costs: CostsConfig = Field(default_factory=CostsConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 

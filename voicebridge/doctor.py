@@ -282,7 +282,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def check_backend(settings: Settings) -> Check:
-    """Reach the AI backend (node: /health, openai: /models) with its API key; echo is built in."""
+    """Reach the AI backend (node: /v1/health, openai: /models) with its API key; echo is built in."""
     name = "backend"
     backend = settings.backend
     if backend.kind == "echo":
@@ -299,9 +299,15 @@ def check_backend(settings: Settings) -> Check:
         return Check(name, "fail", "backend.url is not an http(s) URL", fix)
     if "@" in parts.netloc:  # never printed, and the key belongs in backend.api_key anyway
         return Check(name, "fail", "backend.url contains credentials (user:password@)", fix)
-    probe = backend.url.rstrip("/") + ("/health" if backend.kind == "node" else "/models")
     key = backend.api_key.get_secret_value()
-    request = urllib.request.Request(probe, headers={"Authorization": f"Bearer {key}"} if key else {})
+    # The node contract (docs/backend-api.md) sends X-Api-Key; OpenAI-compatible servers want a bearer token.
+    if backend.kind == "node":
+        probe = backend.url.rstrip("/") + "/v1/health"
+        headers = {"X-Api-Key": key, "X-Voicebridge-Version": "1"} if key else {"X-Voicebridge-Version": "1"}
+    else:
+        probe = backend.url.rstrip("/") + "/models"
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(probe, headers=headers)
     # No proxy from the environment: the daemon's aiohttp client does not use one either.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
     started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -10,6 +11,9 @@ from voicebridge.backends.base import BackendError
 from voicebridge.daemon.keys import BACKEND, METRICS, REGISTRY, SETTINGS
 
 logger = logging.getLogger("voicebridge.admission")
+
+# Exotel's Passthru waits a few seconds for its answer; a hanging backend must not outlast it.
+BUDGET_TIMEOUT_S = 3.0
 
 
 async def gate_call(
@@ -26,14 +30,17 @@ async def gate_call(
         )
     elif (budget_check := getattr(app[BACKEND], "budget_check", None)) is not None:
         try:
-            decision = await budget_check(call_sid, from_number, to_number, provider)
-        except BackendError as exc:
+            decision = await asyncio.wait_for(
+                budget_check(call_sid, from_number, to_number, provider), BUDGET_TIMEOUT_S
+            )
+        except (BackendError, TimeoutError) as exc:
+            problem = str(exc) or f"no answer in {BUDGET_TIMEOUT_S:.0f}s"
             if not settings.backend.allow_when_unreachable:
-                reason, label = f"budget check failed: {exc}", "budget_unavailable"
+                reason, label = f"budget check failed: {problem}", "budget_unavailable"
             else:
                 # A dead backend should not turn every caller away; the call's apology path covers it.
                 logger.warning(
-                    "budget check failed, allowing the call: %s", exc, extra={"call_sid": call_sid}
+                    "budget check failed, allowing the call: %s", problem, extra={"call_sid": call_sid}
                 )
         else:
             if not decision.allow:

@@ -17,6 +17,7 @@ from aiohttp import web
 from voicebridge.backends import build_backend
 from voicebridge.config import LoggingConfig, Settings
 from voicebridge.daemon import management, webhooks
+from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
@@ -72,7 +73,12 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
     await backend.start()
     # Records go to the backend when it takes them (node); otherwise they are kept in the file.
     sink = backend if isinstance(backend, RecordSink) else None
-    outbox = Outbox(settings.state_path() / "outbox.sqlite3", sink)
+    outbox = Outbox(
+        settings.state_path() / "outbox.sqlite3",
+        sink,
+        retry_base_s=settings.outbox.retry_base_s,
+        retry_cap_s=settings.outbox.retry_cap_s,
+    )
     await outbox.open()
     app[STT], app[TTS], app[PHRASES], app[BACKEND], app[OUTBOX] = stt, tts, phrases, backend, outbox
     app[CALL_SERVICES] = CallServices(
@@ -85,6 +91,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         app[REGISTRY],
         TelephonyControl(settings.twilio),
         outbox,
+        BusinessDirectory(backend),
     )
     queue_depth = getattr(stt, "queue_depth", None)
     if queue_depth is not None:

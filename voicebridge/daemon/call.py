@@ -27,7 +27,9 @@ from voicebridge.audio.turn import (
     TurnEnded,
 )
 from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.node import BusinessSettings
 from voicebridge.config import Settings
+from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.costs import CallUsage
 from voicebridge.daemon.digits import DigitCollector
 from voicebridge.daemon.metrics import Metrics
@@ -68,6 +70,7 @@ class CallServices:
     registry: CallRegistry
     telephony: TelephonyControl
     outbox: Outbox
+    business: BusinessDirectory
 
 
 @dataclass(slots=True)
@@ -124,22 +127,32 @@ class Call:
         self.usage = CallUsage()
         self._backend_failures = 0
         self._recorder = CallRecorder(services.outbox, services.settings, self.info)
-        limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
-        self._max_minutes = min(limits) if limits else 0.0
+        self._minute_limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
+        self._fallback_number = services.settings.calls.fallback_number
         self._time_limit: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """Start the pacer and play the cached greeting at once."""
+    def apply_business(self, business: BusinessSettings | None) -> None:
+        """The called number's settings from the backend: its transfer number and call length limit."""
+        if business is None:
+            return
+        if business.transfer_number:
+            self._fallback_number = business.transfer_number
+        if business.max_call_minutes:
+            self._minute_limits.append(business.max_call_minutes)
+
+    def begin(self, greeting: str = "greeting") -> None:
+        """Start the pacer and play the (pre-rendered) greeting phrase at once."""
         self._spawn(self._pacer.run(), "pacer")
         self._s.metrics.calls_active.inc()
-        greeting = self._s.phrases.audio("greeting", self._rate)
-        if greeting:
-            self._play_phrase("greeting", greeting)
-        if self._max_minutes:
+        audio = self._s.phrases.audio(greeting, self._rate)
+        if audio:
+            self._play_phrase(greeting, audio)
+        if self._minute_limits:
             self._time_limit = asyncio.get_running_loop().call_later(
-                self._max_minutes * 60, lambda: self._spawn(self._say_goodbye_and_end("time_limit"), "limit")
+                min(self._minute_limits) * 60,
+                lambda: self._spawn(self._say_goodbye_and_end("time_limit"), "limit"),
             )
 
     async def record_started(self) -> None:
@@ -373,7 +386,7 @@ class Call:
 
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
-        number = self._s.settings.calls.fallback_number
+        number = self._fallback_number
         if number:
             self._s.registry.set_transfer(self.call_sid, number)
             await self.transfer(number)

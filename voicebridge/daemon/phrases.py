@@ -7,6 +7,8 @@ from voicebridge.config import PromptsConfig
 from voicebridge.speech.base import TextToSpeech
 
 CALL_RATES = (8000, 16000, 24000)
+# Per-business phrases (greetings from the backend) kept at most this many, oldest dropped first.
+CUSTOM_KEPT = 100
 # Render once at the highest call rate and derive the others: one synthesis per phrase.
 RENDER_RATE = 24000
 
@@ -17,18 +19,32 @@ class PhraseCache:
     def __init__(self) -> None:
         self._audio: dict[tuple[str, int], bytes] = {}
         self._text: dict[str, str] = {}
+        self._custom: list[str] = []
 
     async def prepare(self, tts: TextToSpeech, prompts: PromptsConfig) -> None:
         """Synthesise every configured phrase; called once while the daemon starts."""
         for name, text in prompts.model_dump().items():
-            if not text.strip():
-                continue
-            pcm = b"".join([piece async for piece in tts.synthesize(text, RENDER_RATE)])
-            self._text[name] = text
-            for rate in CALL_RATES:
-                self._audio[(name, rate)] = (
-                    pcm if rate == RENDER_RATE else resample_once(pcm, RENDER_RATE, rate)
-                )
+            if text.strip():
+                await self._render(tts, name, text)
+
+    async def custom(self, tts: TextToSpeech, text: str) -> str:
+        """The name of a phrase saying `text` (a business's greeting), rendered on first use."""
+        name = f"custom:{text}"
+        if name not in self._text:
+            await self._render(tts, name, text)
+            self._custom.append(name)
+            if len(self._custom) > CUSTOM_KEPT:
+                old = self._custom.pop(0)
+                del self._text[old]
+                for rate in CALL_RATES:
+                    self._audio.pop((old, rate), None)
+        return name
+
+    async def _render(self, tts: TextToSpeech, name: str, text: str) -> None:
+        pcm = b"".join([piece async for piece in tts.synthesize(text, RENDER_RATE)])
+        self._text[name] = text
+        for rate in CALL_RATES:
+            self._audio[(name, rate)] = pcm if rate == RENDER_RATE else resample_once(pcm, RENDER_RATE, rate)
 
     def audio(self, name: str, sample_rate: int) -> bytes:
         """The phrase at a call rate, or b"" when that phrase is not configured."""

@@ -149,6 +149,11 @@ class StreamSession:
             await self._close()
             return
         self._call = call
+        business = await self._s.business.settings_for(start.to_number)
+        call.apply_business(business)
+        greeting = "greeting"
+        if business is not None and business.greeting:
+            greeting = await self._s.phrases.custom(self._s.tts, business.greeting)
         call.log.info(
             "call started: provider=%s from=%s to=%s rate=%d",
             start.provider,
@@ -156,7 +161,7 @@ class StreamSession:
             start.to_number or "?",
             start.sample_rate,
         )
-        call.begin()
+        call.begin(greeting)
         await call.record_started()
 
     async def _play_busy(self, start: Start, translator: Translator) -> None:
