@@ -251,3 +251,29 @@ async def test_budget_deny_refuses_the_call_at_the_gate_and_its_stream(
         assert "budget: blocked caller" in daemon.log()
     finally:
         daemon.terminate()
+
+
+async def test_repeated_backend_failures_hand_the_call_to_the_fallback_number(
+    node: NodeBackend, tmp_path: Path, speak: Callable[[str, int], bytes]
+) -> None:
+    config = backend_config(node)
+    config["calls"] = {"max_backend_failures": 2, "fallback_number": "+919800000001"}
+    daemon = start_daemon(tmp_path / "d", config)
+    try:
+        node.stop()
+        status, url = await place_call(daemon, "CA-node-fallback")
+        assert status == 200
+        async with SimulatedCaller(url, call_sid="CA-node-fallback") as caller:
+            await caller.listen_until_mark(timeout=20)
+            first = await caller.turn(speak("What are your opening hours?", 8000), timeout=30)
+            assert first.mark_at is not None  # the apology
+            await caller.say(speak("Hello, can you hear me?", 8000), trailing_silence_s=20)
+            await asyncio.wait_for(caller.closed.wait(), 30)  # transfer line, then the stream closes
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"{daemon.http}/webhooks/exotel/transfer", params={"CallSid": "CA-node-fallback"}
+            ) as response:
+                assert (await response.json())["destination"]["numbers"] == ["+919800000001"]
+        assert "backend failed (2 in a row)" in daemon.log()
+    finally:
+        daemon.terminate()

@@ -101,3 +101,25 @@ async def test_the_rate_limit_refuses_the_third_call_and_its_stream(
         assert caller.close_code == 1008 and not caller.log.frames
     status, _ = await post(f"{daemon.http}/webhooks/exotel/incoming", {"CallSid": "CA-rate-2"})
     assert status == 403
+
+
+async def test_a_call_over_its_minutes_is_ended_with_the_goodbye(
+    tmp_path: Path, transcribe: Callable[[bytes, int], str]
+) -> None:
+    daemon = start_daemon(tmp_path, {"prompts": {"greeting": "Hello."}, "calls": {"max_call_minutes": 0.1}})
+    try:
+        async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-limit", call_sid="CA-limit") as caller:
+            await caller.keep_silent(5.0)
+            goodbye_from = caller.log.frames[-1].at + 0.01 if caller.log.frames else 0.0
+            silence = asyncio.create_task(caller.keep_silent(20.0))
+            await asyncio.wait_for(caller.closed.wait(), 20)
+            silence.cancel()
+        heard = transcribe(caller.log.audio_between(goodbye_from), 8000).lower()
+        assert "goodbye" in heard, heard
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{daemon.http}/api/calls/active") as response:
+                assert (await response.json())["calls"] == []
+        rows_ = rows(tmp_path / "state" / "outbox.sqlite3", "CA-limit")
+        assert rows_["CA-limit:event:ended"][1]["outcome"] == "time_limit"
+    finally:
+        daemon.terminate()
