@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 
 from voicebridge.daemon.child import DaemonProcess, start_daemon
@@ -121,5 +123,37 @@ async def test_a_call_over_its_minutes_is_ended_with_the_goodbye(
                 assert (await response.json())["calls"] == []
         rows_ = rows(tmp_path / "state" / "outbox.sqlite3", "CA-limit")
         assert rows_["CA-limit:event:ended"][1]["outcome"] == "time_limit"
+    finally:
+        daemon.terminate()
+
+
+async def test_local_recording_has_the_caller_left_and_the_bot_right(
+    tmp_path: Path, speak: Callable[[str, int], bytes]
+) -> None:
+    daemon = start_daemon(tmp_path, {"prompts": {"greeting": "Hello."}, "calls": {"record_locally": True}})
+    try:
+        url = f"{daemon.ws}/ws/stream/CA-recorded"
+        async with SimulatedCaller(url, call_sid="CA-recorded") as caller:
+            await caller.listen_until_mark(timeout=20)
+            result = await caller.turn(speak("Please book a table for two.", 8000), timeout=30)
+            assert result.mark_at is not None
+            await caller.stop()
+        path = tmp_path / "state" / "recordings" / "CA-recorded.wav"
+        for _ in range(50):
+            if path.exists():
+                break
+            await asyncio.sleep(0.1)
+        with wave.open(str(path)) as recording:
+            assert recording.getnchannels() == 2 and recording.getframerate() == 8000
+            frames = np.frombuffer(recording.readframes(recording.getnframes()), "<i2").reshape(-1, 2)
+        # Speech activity per 20 ms window on each side.
+        windows = frames[: len(frames) // 160 * 160].astype(np.float64).reshape(-1, 160, 2)
+        active = np.sqrt((windows**2).mean(axis=1)) > 300
+        left, right = active[:, 0], active[:, 1]
+        assert left.sum() > 40 and right.sum() > 75  # > 0.8 s of caller, > 1.5 s of bot
+        first_caller, first_bot = int(np.argmax(left)), int(np.argmax(right))
+        assert first_bot < first_caller  # the greeting came first
+        assert right[first_caller + 50 :].any()  # the reply after the caller spoke
+        assert (left & right).sum() < 0.1 * left.sum()  # one at a time, as on the line
     finally:
         daemon.terminate()

@@ -167,6 +167,8 @@ class CallsConfig(Section):
     # Calls allowed per From number per window; 0 turns the limit off.
     rate_limit_calls: int = Field(0, ge=0)
     rate_limit_window_s: float = Field(3600.0, gt=0)
+    # Keep both sides of every call as a stereo WAV in <state_dir>/recordings (caller left, bot right).
+    record_locally: bool = False
 
 
 class CostsConfig(Section):

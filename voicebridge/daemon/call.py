@@ -38,6 +38,7 @@ from voicebridge.daemon.pacer import OutboundPacer
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.providers import Translator
 from voicebridge.daemon.providers.events import Start
+from voicebridge.daemon.recording import StereoCallRecording
 from voicebridge.daemon.records import CallRecorder
 from voicebridge.daemon.registry import CallRecord, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
@@ -110,7 +111,20 @@ class Call:
         self._started_mono = time.monotonic()
         self._ingress = StreamResampler(self._rate, DETECTOR_RATE)
         self._detector = TurnDetector(services.settings.turn)
-        self._pacer = OutboundPacer(translator, send_text, self._rate, services.metrics, self._on_first_frame)
+        self._loop = asyncio.get_running_loop()
+        self._recording = (
+            StereoCallRecording(self._rate, self._loop.time())
+            if services.settings.calls.record_locally
+            else None
+        )
+        self._pacer = OutboundPacer(
+            translator,
+            send_text,
+            self._rate,
+            services.metrics,
+            self._on_first_frame,
+            on_chunk=self._recording.bot if self._recording is not None else None,
+        )
         self._digits = DigitCollector()
         self._digit_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -176,6 +190,7 @@ class Call:
             task.cancel()
         await asyncio.gather(*doomed, return_exceptions=True)
         duration = time.monotonic() - self._started_mono
+        local_recording = await self._save_recording()
         record = CallRecord(
             call_sid=self.call_sid,
             provider=self.start.provider,
@@ -187,6 +202,7 @@ class Call:
             turns=self.turns,
             outcome=outcome,
             transcript=list(self.transcript),
+            local_recording=local_recording,
         )
         self._s.registry.finish(self, record)
         self.usage.duration_s = duration
@@ -201,6 +217,18 @@ class Call:
             self._pacer.frames_sent,
             self._pacer.late_frames,
         )
+
+    async def _save_recording(self) -> str:
+        if self._recording is None:
+            return ""
+        directory = self._s.settings.state_path() / "recordings"
+        try:
+            path = await self._recording.save(directory, self.call_sid)
+        except OSError as exc:
+            self.log.error("could not write the call recording to %s: %s", directory, exc)
+            return ""
+        self.log.info("recording saved to %s", path)
+        return str(path)
 
     @property
     def ended(self) -> bool:
@@ -258,6 +286,8 @@ class Call:
     async def on_audio(self, pcm16: bytes) -> None:
         """Caller audio at the stream's rate: run turn detection and act on what it says."""
         self._s.metrics.frames_in.inc()
+        if self._recording is not None:
+            self._recording.caller(pcm16, self._loop.time())
         for event in self._detector.feed(self._ingress.process(pcm16)):
             if isinstance(event, SpeechSustained):
                 if self.state is not CallState.LISTENING:
@@ -538,6 +568,8 @@ class Call:
 
     async def _interrupt_reply(self) -> float:
         heard = await self._pacer.clear() if self.state is CallState.SPEAKING else 0.0
+        if self._recording is not None and heard:
+            self._recording.cleared(self._loop.time())
         await self._cancel_reply()
         return heard
 

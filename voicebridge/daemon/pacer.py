@@ -55,6 +55,7 @@ class OutboundPacer:
         sample_rate: int,
         metrics: Metrics,
         on_first_frame: Callable[[], None] | None = None,
+        on_chunk: Callable[[bytes, float, float], None] | None = None,
     ) -> None:
         self._translator = translator
         self._send = send_text
@@ -66,6 +67,8 @@ class OutboundPacer:
         self._play_until = 0.0
         self._mid_reply = False
         self._on_first_frame = on_first_frame
+        # (pcm, plays_at, sent_at) for every chunk sent: the local call recording listens here.
+        self._on_chunk = on_chunk
         self.progress = PlaybackProgress()
         self._queued_bytes = 0
         # Bumped by clear(): a chunk picked up before a clear must not go out after it.
@@ -136,6 +139,8 @@ class OutboundPacer:
                 self._metrics.late_frames.inc()
             self._play_until = now
         await self._send(self._translator.media(chunk))
+        if self._on_chunk is not None:
+            self._on_chunk(chunk, self._play_until, now)
         duration = len(chunk) / 2 / self._rate
         if self.progress.started_at is None:
             self.progress.started_at = self._play_until

@@ -53,6 +53,7 @@ class CallRecord:
     status_callbacks: list[dict[str, str]] = field(default_factory=list)
     recording_url: str = ""
     transfer_to: str = ""
+    local_recording: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
