@@ -165,8 +165,28 @@ def test_cli_version() -> None:
     assert result.returncode == 0 and result.stdout.startswith("voicebridge ")
 
 
-def test_unenforced_webhook_auth_is_refused_not_silently_accepted(tmp_path: Path) -> None:
-    config = tmp_path / "vb.toml"
-    config.write_text('[exotel]\nwebhook_auth = "token"\n')
-    with pytest.raises(ConfigError, match=r"exotel\.webhook_auth.*not enforced yet"):
+def test_listening_beyond_loopback_needs_webhook_auth_or_insecure(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match=r"exotel\.webhook_auth and twilio\.webhook_auth are 'none'"):
         load_settings(config)
+    config.write_text('[server]\nhost = "0.0.0.0"\ninsecure = true\n')
+    assert load_settings(config).open_mode
+    config.write_text(
+        '[server]\nhost = "0.0.0.0"\n[exotel]\nwebhook_auth = "ip"\nallowed_cidrs = ["203.0.113.0/24"]\n'
+        "[twilio]\nenabled = false\n"
+    )
+    assert not load_settings(config).open_mode
+
+
+def test_auth_modes_need_their_secrets(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    for text, message in (
+        ('[exotel]\nwebhook_auth = "token"\nwebhook_token = "short"\n', "at least 16 characters"),
+        ('[exotel]\nwebhook_auth = "basic"\n', "webhook_username and webhook_password"),
+        ('[exotel]\nwebhook_auth = "ip"\nallowed_cidrs = ["not-a-network"]\n', "is not an IP network"),
+        ('[twilio]\nwebhook_auth = "signature"\n', "needs auth_token"),
+    ):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_settings(config)

@@ -24,6 +24,7 @@ ALL_CHECKS = [
     "config",
     "listen port",
     "public url",
+    "authentication",
     "stt",
     "tts",
     "backend",

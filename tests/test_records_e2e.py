@@ -117,7 +117,7 @@ async def test_a_call_over_its_minutes_is_ended_with_the_goodbye(
             await asyncio.wait_for(caller.closed.wait(), 20)
             silence.cancel()
         heard = transcribe(caller.log.audio_between(goodbye_from), 8000).lower()
-        assert "goodbye" in heard, heard
+        assert "thank you for calling" in heard, heard  # the goodbye line (Whisper may drop "Goodbye.")
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{daemon.http}/api/calls/active") as response:
                 assert (await response.json())["calls"] == []

@@ -7,6 +7,7 @@ The file is `--config PATH`, else `$VOICEBRIDGE_CONFIG`, else `./voicebridge.tom
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -48,6 +49,27 @@ class ServerConfig(Section):
     max_concurrent_calls: int = Field(30, ge=1, le=10_000)
     drain_timeout: float = Field(30.0, ge=0)
     state_dir: str = ""
+    # Listening beyond loopback needs webhook auth for every enabled provider, unless this says otherwise
+    # (e.g. a trusted private network); `doctor` warns while it is set.
+    insecure: bool = False
+    # Proxies whose X-Forwarded-For is believed (CIDRs); everyone else's is ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Key for the per-call stream tokens; empty: a random one per process (tokens live 5 minutes).
+    stream_secret: SecretStr = SecretStr("")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
+
+    def is_loopback(self) -> bool:
+        """True when the daemon listens on the local host only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
 
 class ExotelConfig(Section):
@@ -62,15 +84,22 @@ class ExotelConfig(Section):
     webhook_token: SecretStr = SecretStr("")
     allowed_cidrs: list[str] = Field(default_factory=list)
 
-    @field_validator("webhook_auth")
+    @field_validator("allowed_cidrs")
     @classmethod
-    def _auth_is_enforced(cls, value: str) -> str:
-        # Refuse rather than accept a protection the daemon does not enforce yet.
-        if value != "none":
-            raise ValueError(
-                f"{value!r} is not enforced yet; use 'none' and allow-list Exotel's IPs at your proxy"
-            )
-        return value
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
+
+    @model_validator(mode="after")
+    def _auth_has_its_secret(self) -> ExotelConfig:
+        if self.webhook_auth == "basic" and not (
+            self.webhook_username and self.webhook_password.get_secret_value()
+        ):
+            raise ValueError("webhook_auth 'basic' needs webhook_username and webhook_password")
+        if self.webhook_auth == "token" and len(self.webhook_token.get_secret_value()) < 16:
+            raise ValueError("webhook_auth 'token' needs a webhook_token of at least 16 characters")
+        if self.webhook_auth == "ip" and not self.allowed_cidrs:
+            raise ValueError("webhook_auth 'ip' needs allowed_cidrs")
+        return self
 
 
 class TwilioConfig(Section):
@@ -78,6 +107,30 @@ class TwilioConfig(Section):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
     api_base: str = "https://api.twilio.com"
+    webhook_auth: Literal["none", "signature", "ip"] = "none"
+    allowed_cidrs: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        return _check_cidrs(value)
+
+    @model_validator(mode="after")
+    def _auth_has_its_secret(self) -> TwilioConfig:
+        if self.webhook_auth == "signature" and not self.auth_token.get_secret_value():
+            raise ValueError("webhook_auth 'signature' needs auth_token (X-Twilio-Signature is keyed by it)")
+        if self.webhook_auth == "ip" and not self.allowed_cidrs:
+            raise ValueError("webhook_auth 'ip' needs allowed_cidrs")
+        return self
+
+
+def _check_cidrs(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP network (like 203.0.113.0/24)") from None
+    return values
 
 
 class SttConfig(Section):
@@ -185,6 +238,14 @@ class OutboxConfig(Section):
     retry_cap_s: float = Field(60.0, gt=0)
 
 
+class ManagementConfig(Section):
+    # Bearer token for /api/*, /metrics and /health from beyond loopback; empty: loopback only.
+    token: SecretStr = SecretStr("")
+    # Serve /metrics or /health to anyone who can reach the port (e.g. a scraper on the network).
+    public_metrics: bool = False
+    public_health: bool = False
+
+
 class ControlConfig(Section):
     socket_path: str = ""
     group: str = ""
@@ -213,8 +274,39 @@ class Settings(BaseSettings):
     costs: CostsConfig = Field(default_factory=CostsConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _exposed_means_authenticated(self) -> Settings:
+        if self.server.is_loopback() or self.server.insecure:
+            return self
+        open_doors = [
+            name
+            for name, enabled, auth in (
+                ("exotel", self.exotel.enabled, self.exotel.webhook_auth),
+                ("twilio", self.twilio.enabled, self.twilio.webhook_auth),
+            )
+            if enabled and auth == "none"
+        ]
+        if open_doors:
+            raise ValueError(
+                f"server.host {self.server.host!r} is reachable from the network but "
+                f"{' and '.join(d + '.webhook_auth' for d in open_doors)} "
+                f"{'is' if len(open_doors) == 1 else 'are'} 'none'; configure webhook auth, "
+                "disable the provider, or set server.insecure = true"
+            )
+        return self
+
+    @property
+    def open_mode(self) -> bool:
+        """No authentication anywhere: loopback with nothing configured, or explicitly insecure."""
+        if self.server.insecure:
+            return True
+        return self.server.is_loopback() and all(
+            auth == "none" for auth in (self.exotel.webhook_auth, self.twilio.webhook_auth)
+        )
 
     def control_socket_path(self) -> Path:
         """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR."""
@@ -285,12 +377,18 @@ def _describe(error: dict[str, Any], path: Path | None) -> str:
         origin = f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in location[:2])}"
     else:
         origin = str(path) if path else "built-in defaults"
-    message = error["msg"]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    secret = location and location[-1].endswith(("_key", "_token", "_password", "_secret", "token"))
     if error["type"] == "extra_forbidden":
         message = "unknown key"
-    elif "input" in error and error["type"] != "missing" and not isinstance(error["input"], dict):
+    elif (
+        "input" in error
+        and error["type"] != "missing"
+        and not isinstance(error["input"], dict)
+        and not secret  # a mistyped secret is still a secret
+    ):
         message = f"{message} (got {error['input']!r})"
-    return f"config error: {origin}: {key}: {message}"
+    return f"config error: {origin}: {key + ': ' if key else ''}{message}"
 
 
 def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

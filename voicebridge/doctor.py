@@ -175,6 +175,35 @@ def check_public_url(settings: Settings) -> Check:
     return Check(name, "pass", url)
 
 
+def check_authentication(settings: Settings) -> Check:
+    """Who may call the webhooks and open streams: open on loopback, authenticated, or insecure (warn)."""
+    name = "authentication"
+    where = f"{settings.server.host}:{settings.server.port}"
+    modes = ", ".join(
+        f"{provider} {auth}"
+        for provider, enabled, auth in (
+            ("exotel", settings.exotel.enabled, settings.exotel.webhook_auth),
+            ("twilio", settings.twilio.enabled, settings.twilio.webhook_auth),
+        )
+        if enabled
+    )
+    if settings.server.insecure:
+        return Check(
+            name,
+            "warn",
+            f"server.insecure = true: webhooks and streams on {where} need no credentials ({modes})",
+            "set exotel/twilio webhook_auth and server.insecure = false",
+        )
+    if settings.open_mode:
+        return Check(
+            name,
+            "pass",
+            f"no webhook auth, so loopback only ({where}); streams need no token",
+            "",
+        )
+    return Check(name, "pass", f"webhooks need: {modes}; streams need a per-call token", "")
+
+
 def check_stt(settings: Settings) -> tuple[Check, float | None]:
     """Load the Whisper model and transcribe the sample; also return the warm seconds per utterance."""
     from voicebridge.audio.wav import read_wav
@@ -449,6 +478,7 @@ def run_checks(config_path: Path | None, progress: Callable[[str], None] | None 
     steps: list[tuple[str, Callable[[], Check]]] = [
         ("listen port", lambda: check_port(settings)),
         ("public url", lambda: check_public_url(settings)),
+        ("authentication", lambda: check_authentication(settings)),
         ("stt", stt),
         ("tts", lambda: check_tts(settings)),
         ("backend", lambda: check_backend(settings)),

@@ -9,14 +9,16 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from voicebridge.backends import build_backend
 from voicebridge.config import LoggingConfig, Settings
 from voicebridge.daemon import management, webhooks
+from voicebridge.daemon.access import access_control, stream_tokens
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.control import ControlServer, ControlSocketError
@@ -29,6 +31,7 @@ from voicebridge.daemon.keys import (
     PHRASES,
     REGISTRY,
     SETTINGS,
+    STREAM_TOKENS,
     STT,
     TTS,
 )
@@ -54,7 +57,13 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=str(exc)) from None
     ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None)
     await ws.prepare(request)
-    session = StreamSession(request.app[CALL_SERVICES], ws, request.match_info.get("call_sid"), rate)
+    session = StreamSession(
+        request.app[CALL_SERVICES],
+        ws,
+        request.match_info.get("call_sid"),
+        rate,
+        token_bound="token" in request.match_info,
+    )
     await session.run()
     return ws
 
@@ -115,8 +124,9 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp application; heavy services load in its cleanup context."""
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=1 << 20, middlewares=[access_control])
     app[SETTINGS] = settings
+    app[STREAM_TOKENS] = stream_tokens(settings)
     app[METRICS] = Metrics()
     app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls)
     app[MODELS] = ModelCache()
@@ -125,6 +135,7 @@ def create_app(settings: Settings) -> web.Application:
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
+    app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)
     return app
 
 
@@ -204,6 +215,7 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_count_unhandled(app[METRICS]))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(
@@ -228,6 +240,18 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     await runner.cleanup()
     logger.info("stopped")
     return 0
+
+
+def _count_unhandled(
+    metrics: Metrics,
+) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """Count and log what reaches the loop's exception handler; each one is a bug, so tests watch it."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        metrics.unhandled.inc()
+        loop.default_exception_handler(context)
+
+    return handle
 
 
 async def _report_status(notifier: SystemdNotifier, registry: CallRegistry) -> None:

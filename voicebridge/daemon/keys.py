@@ -6,6 +6,7 @@ from aiohttp import web
 
 from voicebridge.backends.base import Backend
 from voicebridge.config import Settings
+from voicebridge.daemon.auth import StreamTokens
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox
@@ -24,3 +25,4 @@ BACKEND = web.AppKey("backend", Backend)
 PHRASES = web.AppKey("phrases", PhraseCache)
 CALL_SERVICES = web.AppKey("call_services", CallServices)
 OUTBOX = web.AppKey("outbox", Outbox)
+STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)

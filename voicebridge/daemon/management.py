@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import resource
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -22,6 +25,18 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+def process_stats() -> dict[str, int]:
+    """This process's resident memory, open file descriptors and asyncio tasks (leak watch, soak tests)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            rss = int(statm.read().split()[1]) * resource.getpagesize()
+        fds = len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: fall back to the peak RSS the kernel reports
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        fds = -1
+    return {"rss_bytes": rss, "open_fds": fds, "asyncio_tasks": len(asyncio.all_tasks())}
+
+
 def health_document(app: web.Application) -> dict[str, Any]:
     """What /health reports: engines and versions, models, calls, capacity, uptime, draining."""
     settings = app[SETTINGS]
@@ -38,6 +53,7 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "model_loads": dict(app[MODELS].loads),
         **app[REGISTRY].status(),
         "max_concurrent_calls": settings.server.max_concurrent_calls,
+        "process": process_stats(),
     }
 
 

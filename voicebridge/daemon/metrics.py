@@ -53,6 +53,17 @@ class Metrics:
             "voicebridge_stt_queue_depth", "Utterances waiting for an STT worker", registry=r
         )
         self.errors = Counter("voicebridge_errors_total", "Errors, by kind", ["kind"], registry=r)
+        self.auth_failures = Counter(
+            "voicebridge_auth_failures_total",
+            "Requests refused by authentication, by surface and reason",
+            ["surface", "reason"],
+            registry=r,
+        )
+        self.unhandled = Counter(
+            "voicebridge_unhandled_exceptions_total",
+            "Exceptions that reached the event loop's handler (each one is a bug)",
+            registry=r,
+        )
         self.protocol_rejections = Counter(
             "voicebridge_protocol_rejections_total",
             "Inbound WebSocket messages rejected or ignored, by kind",

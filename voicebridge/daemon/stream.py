@@ -35,12 +35,19 @@ class StreamSession:
     """Reads one provider WebSocket, creates the Call on `start`, and feeds it events until the end."""
 
     def __init__(
-        self, services: CallServices, ws: web.WebSocketResponse, path_sid: str | None, default_rate: int
+        self,
+        services: CallServices,
+        ws: web.WebSocketResponse,
+        path_sid: str | None,
+        default_rate: int,
+        token_bound: bool = False,
     ) -> None:
         self._s = services
         self._ws = ws
         self._path_sid = path_sid
         self._default_rate = default_rate
+        # The URL's token was issued for path_sid: the stream may only be that call.
+        self._token_bound = token_bound
         self._translator: Translator | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
@@ -134,6 +141,11 @@ class StreamSession:
 
     async def _begin(self, start: Start, translator: Translator) -> None:
         self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
+        if self._token_bound and start.call_sid != self._path_sid:
+            self._s.metrics.auth_failures.labels(surface="stream", reason="token for another call").inc()
+            self.log.warning("refusing stream: its token was issued for %s", self._path_sid)
+            await self._ws.close(code=1008, message=b"token for another call")
+            return
         if (reason := self._s.registry.denied(start.call_sid)) is not None:
             # Refused at the gate (budget, rate limit): no audio of this call is processed.
             self._s.metrics.calls_rejected.labels(reason="denied").inc()

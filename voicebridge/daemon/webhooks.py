@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
 from voicebridge.daemon.admission import gate_call
-from voicebridge.daemon.keys import METRICS, OUTBOX, REGISTRY, SETTINGS
+from voicebridge.daemon.keys import METRICS, OUTBOX, REGISTRY, SETTINGS, STREAM_TOKENS
 from voicebridge.daemon.registry import PendingCall
 
 logger = logging.getLogger("voicebridge.webhooks")
@@ -44,7 +44,9 @@ def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> st
     else:
         base = f"{'wss' if request.secure else 'ws'}://{request.host}"
     suffix = f"?{urlencode(query)}" if query else ""
-    return f"{base}/ws/stream/{call_sid}{suffix}"
+    # The token goes in the path: Twilio allows no query string on stream URLs.
+    token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
+    return f"{base}/ws/stream/{quote(call_sid, safe='')}{token}{suffix}"
 
 
 def _count(request: web.Request, endpoint: str, result: str) -> None:

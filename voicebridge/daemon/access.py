@@ -1,0 +1,161 @@
+"""The door of the HTTP server: one middleware applying `auth` to webhooks, streams and management."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from voicebridge.config import Settings
+from voicebridge.daemon.auth import (
+    AuthFailure,
+    StreamTokens,
+    check_basic,
+    check_ip,
+    check_token,
+    check_twilio_signature,
+    client_address,
+    is_loopback,
+)
+from voicebridge.daemon.keys import METRICS, SETTINGS, STREAM_TOKENS
+
+logger = logging.getLogger("voicebridge.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Probes stay open: load balancers and container runtimes must reach them without credentials.
+OPEN_PATHS = ("/live", "/ready")
+
+
+def signed_url(request: web.Request, settings: Settings, websocket: bool = False) -> str:
+    """The URL the provider called, as it saw it (public_url when set): what Twilio signs."""
+    public = settings.server.public_url.rstrip("/")
+    if not public:
+        return str(request.url)
+    if websocket:
+        public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return public + request.path_qs
+
+
+async def _check_exotel(request: web.Request, settings: Settings, address: str) -> None:
+    exotel = settings.exotel
+    if exotel.webhook_auth == "basic":
+        check_basic(
+            request.headers.get("Authorization"),
+            exotel.webhook_username,
+            exotel.webhook_password.get_secret_value(),
+        )
+    elif exotel.webhook_auth == "token":
+        offered = request.query.get("token") or request.headers.get("X-Voicebridge-Token")
+        check_token(offered, exotel.webhook_token.get_secret_value())
+    elif exotel.webhook_auth == "ip":
+        check_ip(address, exotel.allowed_cidrs)
+
+
+async def _check_twilio(request: web.Request, settings: Settings, address: str) -> None:
+    twilio = settings.twilio
+    if twilio.webhook_auth == "signature":
+        form = {k: str(v) for k, v in (await request.post()).items()} if request.method == "POST" else {}
+        check_twilio_signature(
+            request.headers.get("X-Twilio-Signature"),
+            twilio.auth_token.get_secret_value(),
+            signed_url(request, settings),
+            form,
+        )
+    elif twilio.webhook_auth == "ip":
+        check_ip(address, twilio.allowed_cidrs)
+
+
+def _check_stream(request: web.Request, settings: Settings, address: str) -> None:
+    """A stream needs its call's token, or the provider's own credentials on the upgrade."""
+    call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
+    if call_sid and token:
+        request.app[STREAM_TOKENS].check(call_sid, token)
+        return
+    exotel, twilio = settings.exotel, settings.twilio
+    attempts: list[Callable[[], None]] = []
+    if exotel.enabled and exotel.webhook_auth == "basic":
+        attempts.append(
+            lambda: check_basic(
+                request.headers.get("Authorization"),
+                exotel.webhook_username,
+                exotel.webhook_password.get_secret_value(),
+            )
+        )
+    if twilio.enabled and twilio.webhook_auth == "signature":
+        attempts.append(
+            lambda: check_twilio_signature(
+                request.headers.get("X-Twilio-Signature"),
+                twilio.auth_token.get_secret_value(),
+                signed_url(request, settings, websocket=True),
+                {},
+            )
+        )
+    for provider in (exotel, twilio):
+        if provider.enabled and provider.webhook_auth == "ip":
+            attempts.append(lambda allowed=provider.allowed_cidrs: check_ip(address, allowed))
+    for attempt in attempts:
+        try:
+            attempt()
+            return
+        except AuthFailure:
+            continue
+    raise AuthFailure("stream without a valid token or credentials")
+
+
+def _check_management(request: web.Request, settings: Settings, address: str) -> None:
+    management = settings.management
+    token = management.token.get_secret_value()
+    if token and request.headers.get("Authorization", "").startswith("Bearer "):
+        check_token(request.headers["Authorization"][7:].strip(), token)
+        return
+    if request.path == "/metrics" and management.public_metrics:
+        return
+    if request.path == "/health" and management.public_health:
+        return
+    # A forwarded request came through a proxy from somewhere else, whatever the peer address says.
+    if is_loopback(address) and "X-Forwarded-For" not in request.headers:
+        return
+    raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
+
+
+@web.middleware
+async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let a request through only when its surface's authentication says so."""
+    settings = request.app[SETTINGS]
+    path = request.path
+    if path.startswith("/webhooks/"):
+        surface = "exotel" if path.startswith("/webhooks/exotel/") else "twilio"
+    elif path.startswith("/ws/stream"):
+        surface = "stream"
+    elif path in OPEN_PATHS:
+        return await handler(request)
+    else:
+        surface = "management"
+    address = client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), settings.server.trusted_proxies
+    )
+    try:
+        if surface == "management":
+            _check_management(request, settings, address)
+        elif not settings.open_mode:
+            if surface == "exotel":
+                await _check_exotel(request, settings, address)
+            elif surface == "twilio":
+                await _check_twilio(request, settings, address)
+            else:
+                _check_stream(request, settings, address)
+    except AuthFailure as failure:
+        request.app[METRICS].auth_failures.labels(surface=surface, reason=failure.reason).inc()
+        # The path, not the query (a token may be in it), and a stream's call sid without its token.
+        shown = f"/ws/stream/{request.match_info.get('call_sid', '')}" if surface == "stream" else path
+        logger.warning("refused %s %s from %s: %s", request.method, shown, address, failure.reason)
+        refusal = web.HTTPForbidden if failure.status == 403 else web.HTTPUnauthorized
+        raise refusal(text=failure.reason) from None
+    return await handler(request)
+
+
+def stream_tokens(settings: Settings) -> StreamTokens:
+    """The process's stream-token issuer."""
+    secret = settings.server.stream_secret.get_secret_value()
+    return StreamTokens(secret.encode() if secret else None)

@@ -1,0 +1,128 @@
+"""Who may knock: webhook authentication per provider, per-call stream tokens, and the management door.
+
+Every check is a pure function of the request's parts and the settings, so each mode is tested for
+accept and reject without a network. Failures say why in a word (for logs and metrics), never with the
+secret or the credentials that were offered.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import time
+from collections.abc import Mapping
+
+STREAM_TOKEN_TTL_S = 300.0
+
+
+class AuthFailure(Exception):
+    """A request that is not let in; `status` is 401 (credentials) or 403 (where it comes from)."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The caller's address: the peer, or the nearest untrusted hop of X-Forwarded-For via trusted proxies."""
+    address = peer or ""
+    if not forwarded_for or not _in_networks(address, trusted_proxies):
+        return address
+    for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        address = hop
+        if not _in_networks(hop, trusted_proxies):
+            break
+    return address
+
+
+def _in_networks(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_basic(authorization: str | None, username: str, password: str) -> None:
+    """HTTP Basic credentials (Exotel puts them in the URL as https://user:pass@host/...)."""
+    if not authorization or not authorization.lower().startswith("basic "):
+        raise AuthFailure("no basic credentials")
+    try:
+        offered = base64.b64decode(authorization[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise AuthFailure("malformed basic credentials") from None
+    user, _, secret = offered.partition(":")
+    # Both compared, always, so timing does not tell which one was wrong.
+    good_user = hmac.compare_digest(user.encode(), username.encode())
+    good_secret = hmac.compare_digest(secret.encode(), password.encode())
+    if not (good_user and good_secret):
+        raise AuthFailure("wrong basic credentials")
+
+
+def check_token(offered: str | None, token: str) -> None:
+    """A shared secret in the URL's query (`?token=`) or the X-Voicebridge-Token header."""
+    if not offered:
+        raise AuthFailure("no token")
+    if not hmac.compare_digest(offered.encode(), token.encode()):
+        raise AuthFailure("wrong token")
+
+
+def check_ip(address: str, allowed: list[str]) -> None:
+    """The client address (see `client_address`) must be in one of the allowed networks."""
+    if not _in_networks(address, allowed):
+        raise AuthFailure("address not allowed", status=403)
+
+
+def twilio_signature(auth_token: str, url: str, form: Mapping[str, str]) -> str:
+    """Twilio's X-Twilio-Signature: base64 HMAC-SHA1 over the URL and the sorted form params (name+value)."""
+    payload = url + "".join(name + form[name] for name in sorted(form))
+    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def check_twilio_signature(signature: str | None, auth_token: str, url: str, form: Mapping[str, str]) -> None:
+    """Verify X-Twilio-Signature in constant time."""
+    if not signature:
+        raise AuthFailure("no signature")
+    if not hmac.compare_digest(signature.encode(), twilio_signature(auth_token, url, form).encode()):
+        raise AuthFailure("bad signature")
+
+
+class StreamTokens:
+    """Short-lived per-call tokens in the stream URL the incoming webhook hands out: HMAC(sid, expiry)."""
+
+    def __init__(self, secret: bytes | None = None, ttl_s: float = STREAM_TOKEN_TTL_S) -> None:
+        # A random key per process when none is configured: a restart only voids unused URLs.
+        self._secret = secret or os.urandom(32)
+        self._ttl = ttl_s
+
+    def issue(self, call_sid: str, now: float | None = None) -> str:
+        """A token valid for `call_sid` for the next ttl seconds."""
+        expires = int((now if now is not None else time.time()) + self._ttl)
+        return f"{expires}.{self._mac(call_sid, expires)}"
+
+    def check(self, call_sid: str, token: str, now: float | None = None) -> None:
+        """Raise AuthFailure unless `token` was issued for `call_sid` and has not expired."""
+        expires_text, _, mac = token.partition(".")
+        if not expires_text.isdigit() or not mac:
+            raise AuthFailure("malformed stream token")
+        if not hmac.compare_digest(mac.encode(), self._mac(call_sid, int(expires_text)).encode()):
+            raise AuthFailure("stream token not for this call")
+        if int(expires_text) < (now if now is not None else time.time()):
+            raise AuthFailure("stream token expired")
+
+    def _mac(self, call_sid: str, expires: int) -> str:
+        message = f"{call_sid}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
