@@ -212,8 +212,9 @@ class PromptsConfig(Section):
 
 
 class CallsConfig(Section):
-    # 0 means no limit; the backend's business config or budget may set a lower one per call.
-    max_call_minutes: float = Field(0.0, ge=0)
+    # Longest call (Exotel ends a stream at 60 minutes anyway); 0 means no limit. The backend's business
+    # config or budget may set a lower one per call.
+    max_call_minutes: float = Field(60.0, ge=0)
     # Where a call goes after `max_backend_failures` failed turns in a row; empty: say goodbye instead.
     fallback_number: str = ""
     max_backend_failures: int = Field(2, ge=1, le=100)
@@ -230,6 +231,19 @@ class CostsConfig(Section):
     stt_per_minute: float = Field(0.0, ge=0)
     ai_per_request: float = Field(0.001, ge=0)
     currency: str = "USD"
+
+
+class LimitsConfig(Section):
+    # A provider message is a JSON line of at most one chunk of audio; far beyond is not a provider.
+    max_message_bytes: int = Field(1 << 20, ge=4096, le=16 << 20)
+    # Caller audio in one media message (Exotel sends 20-100 ms; 2 s at 24 kHz is 96 kB).
+    max_media_seconds: float = Field(2.0, gt=0, le=10)
+    # Messages per second one stream may send (Exotel's 20 ms chunks are 50/s); the excess is dropped.
+    max_messages_per_second: int = Field(200, ge=10)
+    # Bad or dropped messages after which the stream is closed (1008), other calls unaffected.
+    max_bad_messages: int = Field(100, ge=1)
+    # Bot audio queued ahead of the line; a longer reply waits for the caller to hear the start.
+    max_pending_audio_s: float = Field(20.0, ge=1)
 
 
 class OutboxConfig(Section):
@@ -274,6 +288,7 @@ class Settings(BaseSettings):
     costs: CostsConfig = Field(default_factory=CostsConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

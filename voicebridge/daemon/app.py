@@ -39,7 +39,7 @@ from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.registry import CallRegistry
-from voicebridge.daemon.stream import MAX_MESSAGE_BYTES, StreamSession, requested_rate
+from voicebridge.daemon.stream import StreamSession, requested_rate
 from voicebridge.daemon.systemd import SystemdNotifier
 from voicebridge.daemon.telephony import TelephonyControl
 from voicebridge.speech.factory import build_stt, build_tts
@@ -55,7 +55,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
         raise web.HTTPBadRequest(text=str(exc)) from None
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES, heartbeat=None)
+    ws = web.WebSocketResponse(max_msg_size=request.app[SETTINGS].limits.max_message_bytes, heartbeat=None)
     await ws.prepare(request)
     session = StreamSession(
         request.app[CALL_SERVICES],

@@ -444,6 +444,7 @@ class Call:
                             await reply.gate.wait()
                             self._begin_speaking(caller_text)
                             first_audio = False
+                        await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
                         self._pacer.play(pcm)
                         sentence_seconds += len(pcm) / 2 / self._rate
                 reply.sentences.append((sentence, sentence_seconds))

@@ -71,6 +71,7 @@ class OutboundPacer:
         self._on_chunk = on_chunk
         self.progress = PlaybackProgress()
         self._queued_bytes = 0
+        self._dequeued = asyncio.Event()
         # Bumped by clear(): a chunk picked up before a clear must not go out after it.
         self._generation = 0
         self.frames_sent = 0
@@ -85,6 +86,12 @@ class OutboundPacer:
         """Queue reply audio; it goes out in provider-sized chunks at real time."""
         for chunk in self._chunker.push(pcm16):
             self._enqueue(chunk)
+
+    async def wait_below(self, seconds: float) -> None:
+        """Wait until less than `seconds` of audio is queued (bounds memory for a long reply)."""
+        while self.queued_seconds > seconds:
+            self._dequeued.clear()
+            await self._dequeued.wait()
 
     def end_reply(self, mark_name: str) -> None:
         """Flush the last partial chunk (zero-padded) and follow it with a mark."""
@@ -104,6 +111,7 @@ class OutboundPacer:
         self._chunker.reset()
         self._generation += 1
         self._queued_bytes = 0
+        self._dequeued.set()
         self._play_until = 0.0
         self._mid_reply = False
         self.progress = PlaybackProgress()
@@ -123,6 +131,7 @@ class OutboundPacer:
                 await self._send(self._translator.mark(item.name))
                 continue
             self._queued_bytes -= len(item.pcm16)
+            self._dequeued.set()
             await self._send_paced(item.pcm16)
 
     async def _send_paced(self, chunk: bytes) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 
 from aiohttp import WSMsgType, web
@@ -27,7 +28,6 @@ from voicebridge.daemon.providers.events import (
 
 logger = logging.getLogger("voicebridge.stream")
 
-MAX_MESSAGE_BYTES = 1 << 20
 SUPPORTED_RATES = (8000, 16000, 24000)
 
 
@@ -51,13 +51,20 @@ class StreamSession:
         self._translator: Translator | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
+        self._limits = services.settings.limits
+        self._bad_messages = 0
+        # A one-second window of message counts: cheap, and enough to stop a flood.
+        self._window_start = 0.0
+        self._window_count = 0
         self.log = logging.LoggerAdapter(logger, {"call_sid": path_sid or "-"})
 
     async def run(self) -> None:
         """Serve the connection until it closes; the call is finalised whatever ended it."""
         try:
             async for message in self._ws:
-                if message.type is WSMsgType.TEXT:
+                if not self._within_rate():
+                    self._reject(ProtocolViolation("rate_limited", "over limits.max_messages_per_second"))
+                elif message.type is WSMsgType.TEXT:
                     await self._on_text(message.data)
                 elif message.type is WSMsgType.BINARY:
                     self._reject(ProtocolViolation("binary_frame", f"{len(message.data)} bytes"))
@@ -65,6 +72,11 @@ class StreamSession:
                     self.log.warning("websocket error: %s", self._ws.exception())
                     break
                 if self._call is not None and self._call.ended:
+                    break
+                if self._bad_messages >= self._limits.max_bad_messages:
+                    self.log.warning("closing the stream: %d bad messages", self._bad_messages)
+                    self._s.metrics.calls_rejected.labels(reason="bad_messages").inc()
+                    await self._ws.close(code=1008, message=b"too many bad messages")
                     break
         finally:
             if self._call is not None and not self._call.ended:
@@ -90,6 +102,9 @@ class StreamSession:
         if call is None:
             return
         if isinstance(event, Audio):
+            if len(event.pcm16) > self._limits.max_media_seconds * call.start.sample_rate * 2:
+                self._reject(ProtocolViolation("media_too_large", f"{len(event.pcm16)} bytes of audio"))
+                return
             await call.on_audio(event.pcm16)
         elif isinstance(event, MarkEcho):
             call.on_mark(event.name)
@@ -191,8 +206,18 @@ class StreamSession:
             with suppress(asyncio.CancelledError):
                 await runner
 
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+        return self._window_count <= self._limits.max_messages_per_second
+
     def _reject(self, violation: ProtocolViolation) -> None:
         self._s.metrics.protocol_rejections.labels(kind=violation.kind).inc()
+        # Unknown events are a provider's new features, not garbage; they never close a call.
+        if not isinstance(violation, UnknownEvent):
+            self._bad_messages += 1
         level = logging.DEBUG if isinstance(violation, UnknownEvent) else logging.WARNING
         self.log.log(level, "rejected message: %s", violation)
 
