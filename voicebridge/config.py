@@ -153,6 +153,8 @@ class TtsConfig(Section):
     azure_voice: str = "en-IN-NeerjaNeural"
     azure_style: str = ""
     azure_host: str = ""
+    # When Azure fails before speaking, say it with this local engine instead ("": no fallback).
+    fallback_engine: Literal["", "piper"] = ""
 
 
 class BackendConfig(Section):

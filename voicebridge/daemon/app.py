@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from voicebridge.daemon.registry import CallRegistry
 from voicebridge.daemon.stream import StreamSession, requested_rate
 from voicebridge.daemon.systemd import SystemdNotifier
 from voicebridge.daemon.telephony import TelephonyControl
+from voicebridge.speech.base import SpeechToText, TextToSpeech
 from voicebridge.speech.factory import build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 
@@ -63,6 +65,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         request.match_info.get("call_sid"),
         rate,
         token_bound="token" in request.match_info,
+        abort=lambda: request.transport.abort() if request.transport is not None else None,
     )
     await session.run()
     return ws
@@ -74,8 +77,16 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
     started = time.perf_counter()
     cache = app[MODELS]
     # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
-    stt = await asyncio.to_thread(build_stt, settings, cache)
-    tts = await asyncio.to_thread(build_tts, settings, cache)
+    injected = app.get(ENGINES)
+    metrics = app[METRICS]
+    stt = injected.stt if injected and injected.stt else await asyncio.to_thread(build_stt, settings, cache)
+    tts = (
+        injected.tts
+        if injected and injected.tts
+        else await asyncio.to_thread(
+            build_tts, settings, cache, None, lambda reason: metrics.tts_fallbacks.labels(reason=reason).inc()
+        )
+    )
     phrases = PhraseCache()
     await phrases.prepare(tts, settings.prompts)
     backend = build_backend(settings.backend)
@@ -122,10 +133,23 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
             close()
 
 
-def create_app(settings: Settings) -> web.Application:
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """Speech engines handed in instead of built from the config (fault-injection tests, embedding)."""
+
+    stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
+
+
+ENGINES = web.AppKey("engines", Engines)
+
+
+def create_app(settings: Settings, engines: Engines | None = None) -> web.Application:
     """Build the aiohttp application; heavy services load in its cleanup context."""
     app = web.Application(client_max_size=1 << 20, middlewares=[access_control])
     app[SETTINGS] = settings
+    if engines is not None:
+        app[ENGINES] = engines
     app[STREAM_TOKENS] = stream_tokens(settings)
     app[METRICS] = Metrics()
     app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls)

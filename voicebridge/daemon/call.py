@@ -43,10 +43,12 @@ from voicebridge.daemon.records import CallRecorder
 from voicebridge.daemon.registry import CallRecord, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
 from voicebridge.daemon.telephony import TelephonyControl
-from voicebridge.speech.base import SpeechToText, TextToSpeech
+from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech
 
 logger = logging.getLogger("voicebridge.call")
 
+# What the conversation log says the caller said when speech recognition failed on their turn.
+UNRECOGNISED = "[speech not recognised]"
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
 
@@ -204,9 +206,10 @@ class Call:
             transcript=list(self.transcript),
             local_recording=local_recording,
         )
-        self._s.registry.finish(self, record)
         self.usage.duration_s = duration
+        # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
         await self._recorder.ended(outcome, self.usage, self.transcript)
+        self._s.registry.finish(self, record)
         self._s.metrics.calls_active.dec()
         self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         self.log.info(
@@ -362,7 +365,15 @@ class Call:
         reply = self._reply
         assert reply is not None
         started = time.monotonic()
-        transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE)
+        try:
+            transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE)
+        except SpeechEngineError as exc:
+            self._s.metrics.errors.labels(kind="stt").inc()
+            self.log.warning("speech recognition failed: %s", exc)
+            await reply.gate.wait()
+            await self._apologise(reply, UNRECOGNISED)
+            await self._finish_reply(reply)
+            return
         self.usage.stt_seconds += transcript.audio_seconds
         done = time.monotonic()
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
@@ -403,16 +414,25 @@ class Call:
                 await reply.gate.wait()
                 self._spawn(self._give_up_on_backend(), "fallback")
                 return
-            apology = self._s.phrases.audio("apology", self._rate)
-            await reply.gate.wait()
-            if self.state is not CallState.SPEAKING:
-                self._begin_speaking(caller_text)
-            if apology:
-                self._pacer.play(apology)
-                text = self._s.phrases.text("apology")
-                reply.sentences.append((text, len(apology) / 2 / self._rate))
-                self.usage.tts_seconds += len(apology) / 2 / self._rate
+            await self._apologise(reply, caller_text)
+        except SpeechEngineError as exc:
+            # The apology is pre-rendered, so it plays even when the TTS engine is what failed.
+            self._s.metrics.errors.labels(kind="tts").inc()
+            self.log.warning("speech synthesis failed: %s", exc)
+            await self._apologise(reply, caller_text)
         await self._finish_reply(reply)
+
+    async def _apologise(self, reply: _Reply, caller_text: str) -> None:
+        """Say prompts.apology as (the rest of) this reply; the call goes on listening afterwards."""
+        apology = self._s.phrases.audio("apology", self._rate)
+        await reply.gate.wait()
+        if self.state is not CallState.SPEAKING:
+            self._begin_speaking(caller_text)
+        if apology:
+            self._pacer.play(apology)
+            text = self._s.phrases.text("apology")
+            reply.sentences.append((text, len(apology) / 2 / self._rate))
+            self.usage.tts_seconds += len(apology) / 2 / self._rate
 
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""

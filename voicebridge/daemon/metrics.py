@@ -59,6 +59,12 @@ class Metrics:
             ["surface", "reason"],
             registry=r,
         )
+        self.tts_fallbacks = Counter(
+            "voicebridge_tts_fallbacks_total",
+            "Sentences spoken by the fallback TTS because the primary failed or is cooling down",
+            ["reason"],
+            registry=r,
+        )
         self.unhandled = Counter(
             "voicebridge_unhandled_exceptions_total",
             "Exceptions that reached the event loop's handler (each one is a bug)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 
 from aiohttp import WSMsgType, web
@@ -29,6 +30,8 @@ from voicebridge.daemon.providers.events import (
 logger = logging.getLogger("voicebridge.stream")
 
 SUPPORTED_RATES = (8000, 16000, 24000)
+# A send that cannot complete for this long means the provider stopped reading; the stream is cut.
+SEND_TIMEOUT_S = 5.0
 
 
 class StreamSession:
@@ -41,6 +44,8 @@ class StreamSession:
         path_sid: str | None,
         default_rate: int,
         token_bound: bool = False,
+        abort: Callable[[], None] = lambda: None,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         self._s = services
         self._ws = ws
@@ -48,6 +53,8 @@ class StreamSession:
         self._default_rate = default_rate
         # The URL's token was issued for path_sid: the stream may only be that call.
         self._token_bound = token_bound
+        self._abort = abort
+        self._send_timeout = send_timeout_s
         self._translator: Translator | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
@@ -225,10 +232,16 @@ class StreamSession:
         if self._ws.closed:
             return
         try:
-            await self._ws.send_str(text)
+            await asyncio.wait_for(self._ws.send_str(text), self._send_timeout)
         except (ConnectionResetError, RuntimeError) as exc:
             # The caller went away mid-send; the read loop sees the close and finalises the call.
             self.log.debug("send after close ignored: %s", exc)
+        except TimeoutError:
+            # Buffers are full: the other end is not reading. Cutting the connection ends the read loop,
+            # which finalises the call as dropped, instead of the pacer waiting forever.
+            self._s.metrics.errors.labels(kind="send_timeout").inc()
+            self.log.warning("the provider stopped reading for %.0fs; cutting the stream", self._send_timeout)
+            self._abort()
 
     async def _close(self) -> None:
         if not self._ws.closed:

@@ -1,0 +1,71 @@
+"""A TTS engine with a stand-in: when the primary (Azure) fails before any audio, the fallback (Piper) speaks.
+
+After a failure the primary is left alone for a cool-down, so a dead service costs one failed attempt
+per cool-down rather than one per sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
+from voicebridge.speech.base import SpeechEngineError, TextToSpeech
+
+logger = logging.getLogger("voicebridge.tts")
+
+COOL_DOWN_S = 30.0
+
+
+class FallbackTTS:
+    """Speaks with `primary`, or with `fallback` when the primary fails before its first audio."""
+
+    def __init__(
+        self,
+        primary: TextToSpeech,
+        fallback: TextToSpeech,
+        on_fallback: Callable[[str], None] = lambda _reason: None,
+        cool_down_s: float = COOL_DOWN_S,
+    ) -> None:
+        self.name = primary.name
+        self._primary = primary
+        self._fallback = fallback
+        self._on_fallback = on_fallback
+        self._cool_down = cool_down_s
+        self._primary_down_until = 0.0
+
+    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+        """Yield PCM16 from the primary, or from the fallback when the primary cannot start."""
+        if time.monotonic() >= self._primary_down_until:
+            started = False
+            try:
+                async with aclosing(self._primary.synthesize(text, sample_rate)) as audio:
+                    async for pcm in audio:
+                        started = True
+                        yield pcm
+                return
+            except SpeechEngineError as exc:
+                if started:  # half a sentence is out: saying it again in another voice would be worse
+                    raise
+                self._primary_down_until = time.monotonic() + self._cool_down
+                logger.warning(
+                    "%s TTS failed, speaking with %s for %.0fs: %s",
+                    self._primary.name,
+                    self._fallback.name,
+                    self._cool_down,
+                    exc,
+                )
+                self._on_fallback("error")
+        else:
+            self._on_fallback("cooling_down")
+        async with aclosing(self._fallback.synthesize(text, sample_rate)) as audio:
+            async for pcm in audio:
+                yield pcm
+
+    def close(self) -> None:
+        """Close both engines."""
+        for engine in (self._primary, self._fallback):
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
