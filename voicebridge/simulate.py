@@ -195,7 +195,8 @@ class SimulatedCaller:
                     return at
             self._mark_seen.clear()
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._mark_seen.wait(), timeout=0.2)
+                async with asyncio.timeout(0.2):
+                    await self._mark_seen.wait()
         return next((at for at, _ in self.log.marks if at >= after), None)
 
     async def turn(self, speech: bytes, timeout: float = 20.0, silence_s: float = 1.5) -> TurnResult:

@@ -293,7 +293,8 @@ class BackendHttp:
         """The response body line by line; each wait for more is bounded by the request timeout."""
         while True:
             try:
-                raw = await asyncio.wait_for(response.content.readline(), self._request_timeout)
+                async with asyncio.timeout(self._request_timeout):
+                    raw = await response.content.readline()
                 line = raw.decode("utf-8")
             except TRANSIENT_ERRORS as exc:
                 self.breaker.record(False)
@@ -307,7 +308,8 @@ class BackendHttp:
     async def read_json(self, response: aiohttp.ClientResponse, path: str) -> Any:
         """The whole response body as JSON, within the request timeout."""
         try:
-            raw = await asyncio.wait_for(response.read(), self._request_timeout)
+            async with asyncio.timeout(self._request_timeout):
+                raw = await response.read()
         except TRANSIENT_ERRORS as exc:
             self.breaker.record(False)
             raise BackendError(f"backend POST {path}: {_reason(exc, self._request_timeout)}") from None

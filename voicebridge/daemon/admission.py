@@ -30,9 +30,8 @@ async def gate_call(
         )
     elif (budget_check := getattr(app[BACKEND], "budget_check", None)) is not None:
         try:
-            decision = await asyncio.wait_for(
-                budget_check(call_sid, from_number, to_number, provider), BUDGET_TIMEOUT_S
-            )
+            async with asyncio.timeout(BUDGET_TIMEOUT_S):
+                decision = await budget_check(call_sid, from_number, to_number, provider)
         except (BackendError, TimeoutError) as exc:
             problem = str(exc) or f"no answer in {BUDGET_TIMEOUT_S:.0f}s"
             if not settings.backend.allow_when_unreachable:

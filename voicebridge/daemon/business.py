@@ -37,7 +37,8 @@ class BusinessDirectory:
         if cached is not None and now - cached[0] < self._ttl:
             return cached[1]
         try:
-            found = await asyncio.wait_for(self._lookup(to_number), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                found = await self._lookup(to_number)
         except TimeoutError:
             logger.warning(
                 "business settings for %s took over %.1fs; using the config's", to_number, self._timeout

@@ -553,10 +553,8 @@ class Call:
             progress = self._pacer.progress
             unplayed = progress.sent_seconds - progress.heard_seconds(time.monotonic())
             try:
-                await asyncio.wait_for(
-                    reply.played.wait(),
-                    timeout=self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S,
-                )
+                async with asyncio.timeout(self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S):
+                    await reply.played.wait()
             except TimeoutError:
                 if self._pacer.queued_seconds == 0:
                     self.log.debug("no echo for mark %s; treating the reply as played", reply.mark)

@@ -211,7 +211,8 @@ class Outbox:
                 wait = self._retry_cap
             if wait is None or wait > 0:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=wait if wait is not None else None)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
 

@@ -250,7 +250,8 @@ class CallRegistry:
         while self._active and (remaining := deadline - time.monotonic()) > 0:
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 break
         leftovers = list(self._active.values())

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 
 from aiohttp import WSMsgType, web
 
@@ -30,6 +33,8 @@ from voicebridge.daemon.providers.events import (
 logger = logging.getLogger("voicebridge.stream")
 
 SUPPORTED_RATES = (8000, 16000, 24000)
+# Provider sids are short ASCII; anything else cannot key a call's records (file names, SQLite, URLs).
+CALL_SID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
 SEND_TIMEOUT_S = 5.0
 
@@ -135,10 +140,16 @@ class StreamSession:
         start = translator.parse(message)
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
+        completed = self._complete_start(start)  # a bad start is refused before any call exists
         self._translator = translator
-        await self._begin(self._complete_start(start), translator)
+        await self._begin(completed, translator)
 
     def _complete_start(self, start: Start) -> Start:
+        if not start.call_sid:
+            # Every call needs its own key (registry, records): the URL's sid, else the stream's.
+            start = replace(start, call_sid=self._path_sid or start.stream_sid or f"CA-{uuid.uuid4().hex}")
+        if not CALL_SID.fullmatch(start.call_sid):
+            raise ProtocolViolation("bad_call_sid", f"unusable call sid {start.call_sid[:40]!r}")
         if self._path_sid and start.call_sid and self._path_sid != start.call_sid:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid
@@ -226,13 +237,17 @@ class StreamSession:
         if not isinstance(violation, UnknownEvent):
             self._bad_messages += 1
         level = logging.DEBUG if isinstance(violation, UnknownEvent) else logging.WARNING
-        self.log.log(level, "rejected message: %s", violation)
+        # Bounded: a rejected field is the caller's bytes, and could be a megabyte long.
+        self.log.log(level, "rejected message: %.200s", violation)
 
     async def _send(self, text: str) -> None:
         if self._ws.closed:
             return
         try:
-            await asyncio.wait_for(self._ws.send_str(text), self._send_timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the call's cancellation when the
+            # send completes at the same moment, leaving a task that teardown then waits on forever.
+            async with asyncio.timeout(self._send_timeout):
+                await self._ws.send_str(text)
         except (ConnectionResetError, RuntimeError) as exc:
             # The caller went away mid-send; the read loop sees the close and finalises the call.
             self.log.debug("send after close ignored: %s", exc)

@@ -39,7 +39,8 @@ def load_message(text: str) -> dict[str, Any]:
     """Decode one text frame as a JSON object, or raise ProtocolViolation."""
     try:
         message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    # ValueError covers JSONDecodeError and Python's limit on huge integer literals (4300 digits).
+    except (ValueError, RecursionError) as exc:
         raise ProtocolViolation("malformed_json", str(exc)[:120]) from None
     if not isinstance(message, dict):
         raise ProtocolViolation("malformed_json", f"expected an object, got {type(message).__name__}")
