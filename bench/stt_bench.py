@@ -22,7 +22,7 @@ from voicebridge.audio.codecs import pcm16_to_float32, pcm16_to_ulaw, ulaw_to_pc
 from voicebridge.audio.resample import resample_once
 from voicebridge.config import Settings
 from voicebridge.speech.models import ModelCache, default_whisper_path
-from voicebridge.speech.stt import WhisperSTT, clean_text
+from voicebridge.speech.stt import WhisperSTT, clean_text, usable_cores, worker_count
 from voicebridge.speech.tts.piper import PiperTTS
 from voicebridge.speech.wer import normalise_words, word_error_rate
 
@@ -83,7 +83,8 @@ async def run_voicebridge(
 def run_plain(cache: ModelCache, audio: list[tuple[str, bytes]]) -> tuple[list[float], list[str]]:
     """The same audio through faster-whisper's own transcribe(): every utterance padded to 30 s."""
     config = Settings().stt
-    model = cache.whisper(config.model_path or default_whisper_path(), config.threads, config.workers)
+    workers = worker_count(config, usable_cores())
+    model = cache.whisper(config.model_path or default_whisper_path(), config.threads, workers)
     seconds, texts = [], []
     for _text, pcm in audio:
         started = time.perf_counter()
@@ -110,7 +111,8 @@ async def main(compare: bool, rounds: int) -> None:
     config = Settings().stt
     print(
         f"{len(audio)} utterances of {min(lengths):.1f}-{max(lengths):.1f} s, 8 kHz μ-law round trip, "
-        f"Whisper tiny.en int8, beam {config.beam_size}, {config.workers} workers x {config.threads} thread, "
+        f"Whisper tiny.en int8, beam {config.beam_size}, {worker_count(config, usable_cores())} workers x "
+        f"{config.threads} thread, "
         f"{rounds} rounds"
     )
     engine = WhisperSTT(config, cache)

@@ -24,6 +24,7 @@ from voicebridge.daemon.stream import StreamSession
 from voicebridge.simulate import SimulatedCaller
 from voicebridge.speech.base import SpeechEngineError, Transcript
 from voicebridge.speech.models import ModelCache
+from voicebridge.speech.scheduler import always_confirmed
 from voicebridge.speech.stt import WhisperSTT
 from voicebridge.speech.tts.piper import PiperTTS
 from voicebridge.speech.wer import word_error_rate
@@ -49,11 +50,13 @@ class FailingFirstSTT:
         self._real = real
         self.failures = failures
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcript:
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+    ) -> Transcript:
         if self.failures > 0:
             self.failures -= 1
             raise SpeechEngineError("injected: the STT worker died")
-        return await self._real.transcribe(pcm16, sample_rate)
+        return await self._real.transcribe(pcm16, sample_rate, confirmed)
 
 
 @asynccontextmanager

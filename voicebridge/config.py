@@ -138,7 +138,8 @@ class SttConfig(Section):
     model_path: str = ""
     beam_size: int = Field(1, ge=1, le=10)
     threads: int = Field(1, ge=1, le=64)
-    workers: int = Field(2, ge=1, le=64)
+    # Utterances decoded at once; 0 = as many as the cores allow (cores // threads).
+    workers: int = Field(0, ge=0, le=64)
     language: str = "en"
     window_seconds: float = Field(10.0, ge=5.0, le=30.0)
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
@@ -225,6 +226,11 @@ class CallsConfig(Section):
     rate_limit_window_s: float = Field(3600.0, gt=0)
     # Keep both sides of every call as a stereo WAV in <state_dir>/recordings (caller left, bot right).
     record_locally: bool = False
+    # New calls are refused (busy message, or the passthru's 302) while recent turns wait longer than this
+    # for speech recognition (90th percentile), or the event loop runs later than overload_loop_lag_ms:
+    # past that point one more call makes every call slower. 0 turns a check off.
+    overload_stt_wait_ms: float = Field(400.0, ge=0)
+    overload_loop_lag_ms: float = Field(150.0, ge=0)
 
 
 class CostsConfig(Section):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+from voicebridge.speech.scheduler import always_confirmed
 
 
 class SpeechEngineError(Exception):
@@ -20,6 +22,8 @@ class Transcript:
     processing_seconds: float
     engine: str
     no_speech_prob: float = 0.0
+    # Seconds spent waiting for a free worker, included in processing_seconds (the sign of overload).
+    queued_seconds: float = 0.0
 
 
 class SpeechToText(Protocol):
@@ -27,8 +31,13 @@ class SpeechToText(Protocol):
 
     name: str
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcript:
-        """Transcribe a whole utterance; silence and noise give an empty text."""
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+    ) -> Transcript:
+        """Transcribe a whole utterance; silence and noise give an empty text.
+
+        `confirmed` says whether the turn is known to be over (False while it is a speculative guess).
+        """
         ...
 
 

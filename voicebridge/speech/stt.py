@@ -9,9 +9,12 @@ point of WER in bench/stt_bench.py) and fall back to the full 30 s path only for
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -22,6 +25,7 @@ from voicebridge.audio.resample import resample_once
 from voicebridge.config import SttConfig
 from voicebridge.speech.base import SpeechEngineError, Transcript
 from voicebridge.speech.models import ModelCache, default_whisper_path
+from voicebridge.speech.scheduler import SttScheduler, always_confirmed
 
 if TYPE_CHECKING:
     from faster_whisper.vad import VadOptions
@@ -44,6 +48,37 @@ LOW_LOGPROB = -1.0
 # Bracketed captions ("[BLANK_AUDIO]", "(music)") and music notes are never words a caller said.
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫*]+")
 
+logger = logging.getLogger("voicebridge.stt")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and systemd narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(config: SttConfig, cores: int) -> int:
+    """Decoding workers: `stt.workers`, or cores // threads when 0, never threads × workers > cores.
+
+    Each worker runs `stt.threads` CTranslate2 threads; more than the cores can run makes every
+    utterance slower and none sooner (the encoder is compute-bound).
+    """
+    fit = max(1, cores // config.threads)
+    if config.workers == 0:
+        return fit
+    if config.workers > fit:
+        logger.warning(
+            "stt.workers = %d with stt.threads = %d would oversubscribe %d cores; using %d workers",
+            config.workers,
+            config.threads,
+            cores,
+            fit,
+        )
+        return fit
+    return config.workers
+
 
 class _Decoded(NamedTuple):
     text: str
@@ -61,9 +96,8 @@ class WhisperSTT:
         from faster_whisper.vad import VadOptions, get_vad_model
 
         self._config = config
-        self._model = cache.whisper(
-            config.model_path or default_whisper_path(), config.threads, config.workers
-        )
+        self.workers = worker_count(config, usable_cores())
+        self._model = cache.whisper(config.model_path or default_whisper_path(), config.threads, self.workers)
         self._multilingual: bool = self._model.model.is_multilingual
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer,
@@ -80,45 +114,44 @@ class WhisperSTT:
             threshold=0.25, min_speech_duration_ms=120, min_silence_duration_ms=300, speech_pad_ms=0
         )
         get_vad_model()  # load the (process-wide) Silero session now, not on the first caller's turn
-        self._executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="whisper")
-        # One semaphore per event loop: asyncio primitives bind to the loop that first waits on them.
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="whisper")
+        # One scheduler per event loop: asyncio futures bind to the loop that made them.
+        self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SttScheduler] = (
             weakref.WeakKeyDictionary()
         )
-        self._waiting = 0
         self._running = 0
 
     @property
     def queue_depth(self) -> int:
         """Utterances waiting for a free worker (a sign that STT is the bottleneck)."""
-        return self._waiting
+        return sum(scheduler.waiting for scheduler in list(self._schedulers.values()))
 
     @property
     def in_flight(self) -> int:
         """Utterances being decoded right now."""
         return self._running
 
-    async def transcribe(self, pcm16: bytes, sample_rate: int) -> Transcript:
+    async def transcribe(
+        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+    ) -> Transcript:
         """Transcribe one utterance off the event loop; silence and noise give ""."""
         if sample_rate <= 0:
             raise SpeechEngineError(f"Whisper STT needs a positive sample rate, not {sample_rate}")
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        slots = self._slots.get(loop) or self._slots.setdefault(loop, asyncio.Semaphore(self._config.workers))
-        self._waiting += 1
-        try:
-            await slots.acquire()
-        finally:
-            self._waiting -= 1
+        scheduler = self._schedulers.get(loop)
+        if scheduler is None:
+            scheduler = self._schedulers[loop] = SttScheduler(self.workers)
+        queued = await scheduler.acquire(confirmed)
         self._running += 1
         try:
             work = loop.run_in_executor(self._executor, self._transcribe_blocking, pcm16, sample_rate)
         except RuntimeError as exc:  # the executor was shut down by close()
             self._running -= 1
-            slots.release()
+            scheduler.release()
             raise SpeechEngineError(f"Whisper STT is closed: {exc}") from None
-        # Keep the slot until the thread is really done, even if this caller is cancelled (barge-in).
-        work.add_done_callback(lambda done: self._release(slots, done))
+        # Keep the worker until the thread is really done, even if this caller is cancelled (barge-in).
+        work.add_done_callback(lambda done: self._release(scheduler, done))
         decoded = await asyncio.shield(work)
         return Transcript(
             text=decoded.text,
@@ -126,11 +159,12 @@ class WhisperSTT:
             processing_seconds=time.perf_counter() - started,
             engine=self.name,
             no_speech_prob=decoded.no_speech_prob,
+            queued_seconds=queued,
         )
 
-    def _release(self, slots: asyncio.Semaphore, done: asyncio.Future[_Decoded]) -> None:
+    def _release(self, scheduler: SttScheduler, done: asyncio.Future[_Decoded]) -> None:
         self._running -= 1
-        slots.release()
+        scheduler.release()
         if not done.cancelled():
             done.exception()  # retrieved here so an abandoned (cancelled) caller's error is not logged
 
