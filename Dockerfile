@@ -28,7 +28,9 @@ COPY --from=builder /opt/voicebridge/.venv /opt/voicebridge/.venv
 # /etc/voicebridge/config.toml, or set VOICEBRIDGE_SERVER__INSECURE=true yourself when a trusted proxy
 # authenticates in front of it. The image does not set it, so it never starts open by accident.
 # Environment variables beat the config file, so these three win over the same keys in a mounted config.
+# MALLOC_ARENA_MAX=2: see systemd/voicebridge.service.
 ENV PATH=/opt/voicebridge/.venv/bin:$PATH \
+    MALLOC_ARENA_MAX=2 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     VOICEBRIDGE_SERVER__HOST=0.0.0.0 \

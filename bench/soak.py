@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import sys
@@ -93,6 +94,7 @@ class Sample:
     rss_bytes: int
     open_fds: int
     asyncio_tasks: int
+    python_blocks: int
 
 
 @dataclass(slots=True)
@@ -195,6 +197,7 @@ class Soak:
             rss_bytes=int(process["rss_bytes"]),
             open_fds=int(process["open_fds"]),
             asyncio_tasks=int(process["asyncio_tasks"]),
+            python_blocks=int(process.get("python_blocks", -1)),
         )
         self.samples.append(reading)
         return reading
@@ -376,6 +379,8 @@ class Soak:
             "tasks_baseline": baseline.asyncio_tasks,
             "tasks_peak": max(s.asyncio_tasks for s in self.samples),
             "tasks_final": final.asyncio_tasks,
+            "python_blocks_baseline": baseline.python_blocks,
+            "python_blocks_final": final.python_blocks,
             "unhandled_exceptions": round(unhandled),
             "late_frames": round(late),
             "health_errors": len(self.health_errors),
@@ -394,6 +399,7 @@ def _lowest(readings: list[Sample], phase: str) -> Sample:
         rss_bytes=min(r.rss_bytes for r in readings),
         open_fds=min(r.open_fds for r in readings),
         asyncio_tasks=min(r.asyncio_tasks for r in readings),
+        python_blocks=min(r.python_blocks for r in readings),
     )
 
 
@@ -455,6 +461,7 @@ def print_report(samples: list[Sample], summary: dict[str, Any]) -> None:
     )
     if trend := m["rss_soak_first_last_quarter_bytes"]:
         print(f"RSS under load (median, first → last quarter of the soak): {_mb(trend[0])} → {_mb(trend[1])}")
+    print(f"Python heap blocks: baseline {m['python_blocks_baseline']:,}, final {m['python_blocks_final']:,}")
     print(f"open fds: baseline {m['fds_baseline']}, peak {m['fds_peak']}, final {m['fds_final']}")
     print(f"asyncio tasks: baseline {m['tasks_baseline']}, peak {m['tasks_peak']}, final {m['tasks_final']}")
     print(
@@ -542,8 +549,14 @@ def main() -> int:
             samples, summary = go(http)
         else:
             with tempfile.TemporaryDirectory(prefix="voicebridge-soak-") as workdir:
-                # Room for every slot: the default capacity (30) would refuse a bigger soak's calls.
-                overrides = {"server": {"max_concurrent_calls": args.calls}} if args.calls > 30 else {}
+                # Room for every slot (the default capacity, 30, would refuse a bigger soak's calls), and
+                # no refusals by load: a soak holds its load to see what the daemon gives back after it.
+                overrides: dict[str, Any] = {
+                    "server": {"max_concurrent_calls": max(30, args.calls)},
+                    "calls": {"overload_stt_wait_ms": 0, "overload_loop_lag_ms": 0},
+                }
+                # Measure the daemon as the systemd unit and the image run it.
+                os.environ.setdefault("MALLOC_ARENA_MAX", "2")
                 daemon = start_daemon(Path(workdir), overrides)
                 try:
                     samples, summary = go(daemon.http)

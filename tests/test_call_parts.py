@@ -17,6 +17,7 @@ from voicebridge.audio.turn import (
 )
 from voicebridge.config import TurnConfig
 from voicebridge.daemon.digits import DigitCollector
+from voicebridge.daemon.registry import FACTS_KEPT, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
 
 RATE = 16_000
@@ -109,3 +110,17 @@ def test_digit_collection_is_deterministic() -> None:
     assert [collector.press(d) for d in "9876"] == [None, None, None, "9876"]
     collector.press("5")
     assert collector.expire() == "5" and collector.expire() is None
+
+
+def test_webhook_facts_are_kept_for_recent_calls_only() -> None:
+    """A daemon that runs for months must not keep every status callback and transfer it ever saw."""
+    registry = CallRegistry(max_concurrent_calls=10)
+    assert registry.record_callback("CA-first", "status", {"Status": "completed"})
+    assert not registry.record_callback("CA-first", "status", {"Status": "completed"})  # a retry
+    registry.set_transfer("CA-first", "+919800000000")
+    for n in range(FACTS_KEPT):
+        registry.record_callback(f"CA-{n}", "recording", {"RecordingUrl": f"https://r/{n}"})
+        registry.set_transfer(f"CA-{n}", "+919800000001")
+    assert registry.callbacks("CA-first") == [] and registry.transfer_destination("CA-first") is None
+    assert registry.callbacks(f"CA-{FACTS_KEPT - 1}")[0]["RecordingUrl"] == f"https://r/{FACTS_KEPT - 1}"
+    assert registry.transfer_destination("CA-0") == "+919800000001"

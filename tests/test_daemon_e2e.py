@@ -257,6 +257,30 @@ async def test_capacity_refuses_the_extra_call(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: Path) -> None:
+    # A loop-lag limit no loop can meet stands in for a machine past its capacity.
+    overrides = {"calls": {"overload_loop_lag_ms": 0.001}, "prompts": {"busy": "Busy."}}
+    daemon = start_daemon(tmp_path, overrides)
+    try:
+        await asyncio.sleep(0.5)  # the lag probe has fired
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{daemon.http}/webhooks/exotel/passthru", data={"CallSid": "CA-over", "From": "+9198"}
+            ) as r:
+                assert (r.status, await r.text()) == (302, "overloaded")
+        health = (await get_json(f"{daemon.http}/health"))[1]
+        assert health["load"]["refusing"] == "overloaded" and health["load"]["loop_lag_ms"] >= 0
+        async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-over2", call_sid="CA-over2") as caller:
+            await asyncio.wait_for(caller.closed.wait(), 10)
+            assert caller.log.frames, "the refused caller should hear the busy message"
+        rejected = metric_value(
+            await metrics_text(daemon), "voicebridge_calls_rejected_total", 'reason="overloaded"'
+        )
+        assert rejected == 2
+    finally:
+        assert daemon.terminate() == 0
+
+
 async def test_sigterm_drains_live_call(tmp_path: Path) -> None:
     daemon = start_daemon(tmp_path, {"server": {"drain_timeout": 3.0}, "prompts": {"goodbye": "Goodbye."}})
     async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-drain", call_sid="CA-drain") as caller:

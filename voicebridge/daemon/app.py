@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,
     CALL_SERVICES,
+    LOAD,
     METRICS,
     MODELS,
     OUTBOX,
@@ -36,6 +38,7 @@ from voicebridge.daemon.keys import (
     STT,
     TTS,
 )
+from voicebridge.daemon.load import OverloadGuard
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
@@ -112,6 +115,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         TelephonyControl(settings.twilio),
         outbox,
         BusinessDirectory(backend),
+        app[LOAD],
     )
     queue_depth = getattr(stt, "queue_depth", None)
     if queue_depth is not None:
@@ -133,6 +137,15 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
             close()
 
 
+async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:
+    """Feed the overload guard the event loop's lag for as long as the daemon runs."""
+    watcher = asyncio.create_task(app[LOAD].watch_loop())
+    yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+
 @dataclass(frozen=True, slots=True)
 class Engines:
     """Speech engines handed in instead of built from the config (fault-injection tests, embedding)."""
@@ -152,9 +165,13 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
         app[ENGINES] = engines
     app[STREAM_TOKENS] = stream_tokens(settings)
     app[METRICS] = Metrics()
-    app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls)
+    app[LOAD] = OverloadGuard(
+        settings.calls.overload_stt_wait_ms / 1000, settings.calls.overload_loop_lag_ms / 1000
+    )
+    app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
     app[MODELS] = ModelCache()
     app.cleanup_ctx.append(speech_services)
+    app.cleanup_ctx.append(watch_loop_lag)
     webhooks.add_routes(app)
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)

@@ -32,6 +32,7 @@ from voicebridge.config import Settings
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.costs import CallUsage
 from voicebridge.daemon.digits import DigitCollector
+from voicebridge.daemon.load import OverloadGuard
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.pacer import OutboundPacer
@@ -74,6 +75,7 @@ class CallServices:
     telephony: TelephonyControl
     outbox: Outbox
     business: BusinessDirectory
+    load: OverloadGuard
 
 
 @dataclass(slots=True)
@@ -366,7 +368,8 @@ class Call:
         assert reply is not None
         started = time.monotonic()
         try:
-            transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE)
+            # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
+            transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
         except SpeechEngineError as exc:
             self._s.metrics.errors.labels(kind="stt").inc()
             self.log.warning("speech recognition failed: %s", exc)
@@ -377,6 +380,8 @@ class Call:
         self.usage.stt_seconds += transcript.audio_seconds
         done = time.monotonic()
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
+        self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
+        self._s.load.observe_stt_wait(transcript.queued_seconds)
         if not self._s.backend.speculative_safe or not transcript.text:
             await reply.gate.wait()
         if reply.gate.is_set():

@@ -8,6 +8,7 @@ from voicebridge.backends.base import Backend
 from voicebridge.config import Settings
 from voicebridge.daemon.auth import StreamTokens
 from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.load import OverloadGuard
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.phrases import PhraseCache
@@ -26,3 +27,4 @@ PHRASES = web.AppKey("phrases", PhraseCache)
 CALL_SERVICES = web.AppKey("call_services", CallServices)
 OUTBOX = web.AppKey("outbox", Outbox)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
+LOAD = web.AppKey("load", OverloadGuard)

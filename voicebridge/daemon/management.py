@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -12,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
-from voicebridge.daemon.keys import BACKEND, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
+from voicebridge.daemon.keys import BACKEND, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
 from voicebridge.daemon.registry import InvalidNumber, UnknownCall
 
 MODELS_LOADED = web.AppKey("models_loaded", dict)
@@ -34,7 +35,14 @@ def process_stats() -> dict[str, int]:
     except OSError:  # not Linux: fall back to the peak RSS the kernel reports
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         fds = -1
-    return {"rss_bytes": rss, "open_fds": fds, "asyncio_tasks": len(asyncio.all_tasks())}
+    return {
+        "rss_bytes": rss,
+        "open_fds": fds,
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        # Python's own heap, in allocator blocks: flat while RSS grows means the growth is native
+        # (model runtimes, malloc arenas), not objects the daemon keeps.
+        "python_blocks": sys.getallocatedblocks(),
+    }
 
 
 def health_document(app: web.Application) -> dict[str, Any]:
@@ -53,6 +61,11 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "model_loads": dict(app[MODELS].loads),
         **app[REGISTRY].status(),
         "max_concurrent_calls": settings.server.max_concurrent_calls,
+        "load": {
+            "refusing": app[LOAD].refusal(),
+            "stt_wait_p90_ms": round(app[LOAD].stt_wait_p90() * 1000),
+            "loop_lag_ms": round(app[LOAD].loop_lag() * 1000),
+        },
         "process": process_stats(),
     }
 

@@ -6,11 +6,16 @@ import asyncio
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 PENDING_TTL_S = 300.0
 FINISHED_KEPT = 1000
+# Webhook facts (callbacks, recording URLs, transfers) are kept for this many recent sids; the outbox
+# holds the durable copy, and a daemon running for months must not keep one entry per call it ever saw.
+FACTS_KEPT = 2 * FINISHED_KEPT
+V = TypeVar("V")
 # E.164-ish: an optional +, then 3 to 16 digits. Transfer targets outside this are refused.
 PHONE_NUMBER = re.compile(r"^\+?[0-9]{3,16}$")
 
@@ -76,15 +81,16 @@ class LiveCall(Protocol):
 class CallRegistry:
     """Tracks every call of this process from webhook to record; enforces capacity and draining."""
 
-    def __init__(self, max_concurrent_calls: int) -> None:
+    def __init__(self, max_concurrent_calls: int, load_refusal: Callable[[], str] | None = None) -> None:
         self.capacity = max_concurrent_calls
+        self._load_refusal = load_refusal
         self.draining = False
         self._pending: dict[str, PendingCall] = {}
         self._active: dict[str, LiveCall] = {}
         self._finished: OrderedDict[str, CallRecord] = OrderedDict()
-        self._callbacks: dict[str, dict[str, dict[str, str]]] = {}
-        self._recordings: dict[str, str] = {}
-        self._transfers: dict[str, str] = {}
+        self._callbacks: OrderedDict[str, dict[str, dict[str, str]]] = OrderedDict()
+        self._recordings: OrderedDict[str, str] = OrderedDict()
+        self._transfers: OrderedDict[str, str] = OrderedDict()
         self._changed = asyncio.Event()
         self.started = time.monotonic()
         self._denied: OrderedDict[str, str] = OrderedDict()
@@ -97,9 +103,17 @@ class CallRegistry:
     def active_count(self) -> int:
         return len(self._active)
 
+    def refusal(self) -> str:
+        """Why a new call would be refused now: "draining", "capacity", "overloaded"; "" to admit it."""
+        if self.draining:
+            return "draining"
+        if len(self._active) >= self.capacity:
+            return "capacity"
+        return self._load_refusal() if self._load_refusal is not None else ""
+
     def has_capacity(self) -> bool:
         """True when a new call may be admitted now."""
-        return not self.draining and len(self._active) < self.capacity
+        return not self.refusal()
 
     def register_pending(self, pending: PendingCall) -> None:
         """Remember a call a webhook announced, so its stream can be matched to From/To."""
@@ -152,7 +166,7 @@ class CallRegistry:
 
     def admit(self, call: LiveCall) -> bool:
         """Add a live call if there is room; False means refuse it."""
-        if not self.has_capacity() or call.call_sid in self._active:
+        if self.refusal() or call.call_sid in self._active:
             return False
         self._active[call.call_sid] = call
         self._changed.set()
@@ -175,12 +189,12 @@ class CallRegistry:
     def record_callback(self, call_sid: str, kind: str, fields: dict[str, str]) -> bool:
         """Store a status/recording callback once per (sid, kind, status); False when it was a retry."""
         key = f"{kind}:{fields.get('Status') or fields.get('EventType') or fields.get('RecordingUrl', '')}"
-        seen = self._callbacks.setdefault(call_sid, {})
+        seen = _remember(self._callbacks, call_sid, {})
         if key in seen:
             return False
         seen[key] = {"kind": kind, **fields}
         if kind == "recording" and fields.get("RecordingUrl"):
-            self._recordings[call_sid] = fields["RecordingUrl"]
+            _remember(self._recordings, call_sid, fields["RecordingUrl"], replace=True)
         finished = self._finished.get(call_sid)
         if finished is not None:
             finished.status_callbacks = list(seen.values())
@@ -191,7 +205,7 @@ class CallRegistry:
         return list(self._callbacks.get(call_sid, {}).values())
 
     def set_transfer(self, call_sid: str, number: str) -> None:
-        self._transfers[call_sid] = number
+        _remember(self._transfers, call_sid, number, replace=True)
 
     def transfer_destination(self, call_sid: str) -> str | None:
         """Where the Connect applet should dial for this call, if we transferred it."""
@@ -257,3 +271,13 @@ class CallRegistry:
         leftovers = list(self._active.values())
         if leftovers:
             await asyncio.gather(*(call.end_for_shutdown() for call in leftovers), return_exceptions=True)
+
+
+def _remember(table: OrderedDict[str, V], key: str, value: V, replace: bool = False) -> V:
+    """table[key] (set to `value` if new or `replace`), newest last; the oldest beyond FACTS_KEPT go."""
+    if replace or key not in table:
+        table[key] = value
+    table.move_to_end(key)
+    while len(table) > FACTS_KEPT:
+        table.popitem(last=False)
+    return table[key]

@@ -187,7 +187,7 @@ class StreamSession:
             return
         call = Call(start, self._s, translator, self._send, self._close, max_minutes=self._minutes_left)
         if not self._s.registry.admit(call):
-            reason = "draining" if self._s.registry.draining else "capacity"
+            reason = self._s.registry.refusal() or "duplicate"
             self._s.metrics.calls_rejected.labels(reason=reason).inc()
             self.log.warning("refusing call: %s", reason)
             await self._play_busy(start, translator)

@@ -85,8 +85,7 @@ async def exotel_passthru(request: web.Request) -> web.Response:
     if call_sid and stream_fields:
         # Placed after the Voicebot applet, the passthru reports how the stream ended.
         registry.record_callback(call_sid, "passthru", stream_fields)
-    if not registry.has_capacity():
-        reason = "draining" if registry.draining else "capacity"
+    if reason := registry.refusal():
         request.app[METRICS].calls_rejected.labels(reason=reason).inc()
         logger.warning(
             "passthru refused %s: %s", call_sid or "?", reason, extra={"call_sid": call_sid or "-"}
@@ -171,7 +170,9 @@ async def twilio_incoming(request: web.Request) -> web.Response:
     fields = await request_fields(request)
     call_sid = fields.get("CallSid", "")
     registry = request.app[REGISTRY]
-    if not registry.has_capacity() or not call_sid:
+    if (refusal := registry.refusal()) or not call_sid:
+        if refusal:
+            request.app[METRICS].calls_rejected.labels(reason=refusal).inc()
         _count(request, "twilio_incoming", "busy" if call_sid else "bad_request")
         busy = request.app[SETTINGS].prompts.busy
         twiml = f"<Response><Say>{escape(busy)}</Say><Hangup/></Response>"
