@@ -423,18 +423,20 @@ def check_cpu(settings: Settings, stt_seconds: float | None) -> Check:
     calls = settings.server.max_concurrent_calls
     if stt_seconds is None:
         return Check(name, "warn", f"{cpus} CPUs; no STT measurement to size against", "fix the stt check")
-    # Workers beyond what the cores can run at stt.threads each only queue: they add no throughput.
-    parallel = min(stt.workers, max(1, cpus // stt.threads))
+    from voicebridge.speech.stt import worker_count
+
+    # The daemon never runs more workers than the cores can run at stt.threads each.
+    parallel = worker_count(stt, cpus)
     throughput = parallel / max(stt_seconds, 1e-3)
     needed = calls / SECONDS_BETWEEN_TURNS
     detail = (
-        f"{cpus} CPUs; STT ~{throughput:.1f} utterances/s (stt.workers {stt.workers}, stt.threads "
+        f"{cpus} CPUs; STT ~{throughput:.1f} utterances/s ({parallel} workers, stt.threads "
         f"{stt.threads}, {stt_seconds:.2f} s each) vs {needed:.1f}/s needed for {calls} calls "
         f"(a turn per call every {SECONDS_BETWEEN_TURNS:.0f} s)"
     )
     if throughput >= needed:
         return Check(name, "pass", detail)
-    fix = "lower server.max_concurrent_calls, or add CPUs and raise stt.workers"
+    fix = "lower server.max_concurrent_calls, or add CPUs (stt.workers = 0 uses them all)"
     return Check(name, "warn", detail, fix)
 
 

@@ -53,9 +53,12 @@ class DaemonProcess:
 
 
 def start_daemon(
-    workdir: Path, overrides: dict[str, dict[str, Any]] | None = None, ready_timeout: float = 180.0
+    workdir: Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    ready_timeout: float = 180.0,
+    ready_path: str = "/ready",
 ) -> DaemonProcess:
-    """Start the daemon with a config built from `overrides`; return once /ready answers 200."""
+    """Start the daemon with a config built from `overrides`; return once `ready_path` answers 200."""
     port = free_port()
     config: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")},
@@ -83,7 +86,7 @@ def start_daemon(
         if process.poll() is not None:
             raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log()}")
         try:
-            with urllib.request.urlopen(f"{daemon.http}/ready", timeout=2) as response:
+            with urllib.request.urlopen(f"{daemon.http}{ready_path}", timeout=2) as response:
                 if response.status == 200:
                     return daemon
         except (urllib.error.URLError, ConnectionError, TimeoutError):

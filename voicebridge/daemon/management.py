@@ -81,7 +81,7 @@ async def live(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: models loaded, not draining, below capacity."""
+    """Readiness: models loaded, not draining, below capacity, not overloaded."""
     registry = request.app[REGISTRY]
     loaded = bool(request.app.get(MODELS_LOADED))
     reasons = [
@@ -90,6 +90,7 @@ async def ready(request: web.Request) -> web.Response:
             ("models not loaded", not loaded),
             ("draining", registry.draining),
             ("at capacity", registry.active_count >= registry.capacity),
+            ("overloaded", bool(request.app[LOAD].refusal())),
         )
         if failing
     ]

@@ -66,18 +66,7 @@ def worker_count(config: SttConfig, cores: int) -> int:
     utterance slower and none sooner (the encoder is compute-bound).
     """
     fit = max(1, cores // config.threads)
-    if config.workers == 0:
-        return fit
-    if config.workers > fit:
-        logger.warning(
-            "stt.workers = %d with stt.threads = %d would oversubscribe %d cores; using %d workers",
-            config.workers,
-            config.threads,
-            cores,
-            fit,
-        )
-        return fit
-    return config.workers
+    return fit if config.workers == 0 else min(config.workers, fit)
 
 
 class _Decoded(NamedTuple):
@@ -96,7 +85,16 @@ class WhisperSTT:
         from faster_whisper.vad import VadOptions, get_vad_model
 
         self._config = config
-        self.workers = worker_count(config, usable_cores())
+        cores = usable_cores()
+        self.workers = worker_count(config, cores)
+        if config.workers > self.workers:
+            logger.warning(
+                "stt.workers = %d with stt.threads = %d would oversubscribe %d cores; using %d workers",
+                config.workers,
+                config.threads,
+                cores,
+                self.workers,
+            )
         self._model = cache.whisper(config.model_path or default_whisper_path(), config.threads, self.workers)
         self._multilingual: bool = self._model.model.is_multilingual
         self._tokenizer = Tokenizer(
