@@ -260,7 +260,7 @@ async def test_capacity_refuses_the_extra_call(tmp_path: Path) -> None:
 async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: Path) -> None:
     # A loop-lag limit no loop can meet stands in for a machine past its capacity.
     overrides = {"calls": {"overload_loop_lag_ms": 0.001}, "prompts": {"busy": "Busy."}}
-    daemon = start_daemon(tmp_path, overrides)
+    daemon = start_daemon(tmp_path, overrides, ready_path="/live")  # /ready says "overloaded" at once
     try:
         await asyncio.sleep(0.5)  # the lag probe has fired
         async with aiohttp.ClientSession() as session:
@@ -268,6 +268,7 @@ async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: 
                 f"{daemon.http}/webhooks/exotel/passthru", data={"CallSid": "CA-over", "From": "+9198"}
             ) as r:
                 assert (r.status, await r.text()) == (302, "overloaded")
+        assert (await get_json(f"{daemon.http}/ready"))[1]["reasons"] == ["overloaded"]
         health = (await get_json(f"{daemon.http}/health"))[1]
         assert health["load"]["refusing"] == "overloaded" and health["load"]["loop_lag_ms"] >= 0
         async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-over2", call_sid="CA-over2") as caller:
@@ -277,6 +278,24 @@ async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: 
             await metrics_text(daemon), "voicebridge_calls_rejected_total", 'reason="overloaded"'
         )
         assert rejected == 2
+    finally:
+        assert daemon.terminate() == 0
+
+
+async def test_the_model_per_call_mode_loads_a_model_for_each_call(
+    tmp_path: Path, speak: Callable[[str, int], bytes], transcribe: Callable[[bytes, int], str]
+) -> None:
+    """The original design, kept for bench/'s comparison, still answers calls, each with its own model."""
+    daemon = start_daemon(tmp_path, {"stt": {"model_per_call": True}, "prompts": {"greeting": "Hi."}})
+    try:
+        for n in range(2):
+            async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-own-{n}", call_sid=f"CA-own-{n}") as caller:
+                await caller.listen_until_mark(timeout=20)
+                result = await caller.turn(speak("What time do you open?", 8000), timeout=30)
+                assert "open" in transcribe(result.reply_pcm16, 8000).lower()
+            await wait_until_gone(daemon, f"CA-own-{n}")
+        health = (await get_json(f"{daemon.http}/health"))[1]
+        assert health["model_loads"]["whisper"] == 3  # the shared one at start-up, then one per call
     finally:
         assert daemon.terminate() == 0
 

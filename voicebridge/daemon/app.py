@@ -116,6 +116,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         outbox,
         BusinessDirectory(backend),
         app[LOAD],
+        stt_per_call=_model_per_call(settings, app[MODELS]) if settings.stt.model_per_call else None,
     )
     queue_depth = getattr(stt, "queue_depth", None)
     if queue_depth is not None:
@@ -135,6 +136,21 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         close = getattr(engine, "close", None)
         if close is not None:
             close()
+
+
+def _model_per_call(settings: Settings, shared: ModelCache) -> Callable[[], SpeechToText]:
+    """The original design, kept for bench/: each call loads its own model, with one worker of its own."""
+    per_call = settings.stt.model_copy(update={"workers": 1})
+
+    def build() -> SpeechToText:
+        from voicebridge.speech.stt import WhisperSTT
+
+        own = ModelCache()
+        engine = WhisperSTT(per_call, own)
+        shared.loads.update(own.loads)  # so /health's model_loads shows every load
+        return engine
+
+    return build
 
 
 async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:

@@ -76,6 +76,8 @@ class CallServices:
     outbox: Outbox
     business: BusinessDirectory
     load: OverloadGuard
+    # Set only for `stt.model_per_call` (benchmarks): builds a call's own STT engine, model and all.
+    stt_per_call: Callable[[], SpeechToText] | None = None
 
 
 @dataclass(slots=True)

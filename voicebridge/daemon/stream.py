@@ -29,6 +29,7 @@ from voicebridge.daemon.providers.events import (
     Stop,
     UnknownEvent,
 )
+from voicebridge.speech.base import SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
@@ -63,6 +64,7 @@ class StreamSession:
         self._translator: Translator | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
+        self._own_stt: SpeechToText | None = None
         self._limits = services.settings.limits
         self._bad_messages = 0
         # A one-second window of message counts: cheap, and enough to stop a flood.
@@ -99,6 +101,8 @@ class StreamSession:
                 if outcome == "dropped":
                     self.log.warning("stream dropped (close code %s); finalising the call", code)
                 await asyncio.shield(self._call.finish(outcome))
+            if self._own_stt is not None and (close := getattr(self._own_stt, "close", None)):
+                close()
 
     async def _on_text(self, text: str) -> None:
         try:
@@ -185,7 +189,12 @@ class StreamSession:
             self.log.warning("refusing stream of a call denied at the gate: %s", reason)
             await self._ws.close(code=1008, message=b"call denied")
             return
-        call = Call(start, self._s, translator, self._send, self._close, max_minutes=self._minutes_left)
+        services = self._s
+        if services.stt_per_call is not None and services.registry.has_capacity():
+            # The original design's model per call, for bench/'s comparison: loaded off the loop.
+            self._own_stt = await asyncio.to_thread(services.stt_per_call)
+            services = replace(services, stt=self._own_stt)
+        call = Call(start, services, translator, self._send, self._close, max_minutes=self._minutes_left)
         if not self._s.registry.admit(call):
             reason = self._s.registry.refusal() or "duplicate"
             self._s.metrics.calls_rejected.labels(reason=reason).inc()
