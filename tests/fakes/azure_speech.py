@@ -4,12 +4,16 @@ The SDK connects to `/cognitiveservices/websocket/v1` with the `USP` subprotocol
 of header lines, a blank line and a body: `speech.config`, `synthesis.context` (with the output format) and
 `ssml`. The service answers text `turn.start`, binary `audio` messages (2-byte big-endian header length,
 headers, then audio) and text `turn.end`; the SDK then reports `telemetry`. We answer with a sine tone
-at the requested rate. The SDK stops a synthesis (and ends a synthesizer) by closing the websocket.
+at the requested rate, or with pre-rendered speech (`reply_pcm`), as bench/ does. The SDK stops a
+synthesis (and ends a synthesizer) by closing the websocket.
+
+Standalone, for benchmarks: `python -m tests.fakes.azure_speech --port P --reply-wav reply.wav`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import math
@@ -66,6 +70,12 @@ class FakeAzureSpeech:
     split_odd: bool = False
     fail_with_close: bool = False
     fail_message: str = "fake service failure"
+    # Pre-rendered speech (PCM16 mono at reply_rate) sent for every request instead of the tone, in
+    # piece_seconds pieces; first_audio_delay stands in for the service's time to first byte.
+    reply_pcm: bytes = b""
+    reply_rate: int = 8000
+    first_audio_delay: float = 0.0
+    port_wanted: int = 0
     ssml_received: list[str] = field(default_factory=list)
     formats_received: list[str] = field(default_factory=list)
     keys_received: list[str] = field(default_factory=list)
@@ -75,10 +85,11 @@ class FakeAzureSpeech:
     stopped_early: int = 0
 
     def __post_init__(self) -> None:
-        self.port = _free_port()
+        self.port = self.port_wanted or _free_port()
         self.host_url = f"ws://127.0.0.1:{self.port}"
         self._runner: web.AppRunner | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self._resampled: dict[int, bytes] = {}
 
     async def __aenter__(self) -> FakeAzureSpeech:
         app = web.Application()
@@ -134,6 +145,11 @@ class FakeAzureSpeech:
         samples = int(rate * self.piece_seconds)
         try:
             await ws.send_str(_text_message("turn.start", request_id, '{"context":{"serviceTag":"fake"}}'))
+            if self.first_audio_delay:
+                await asyncio.sleep(self.first_audio_delay)
+            if self.reply_pcm:
+                await self._send_reply(ws, request_id, rate)
+                return
             for index in range(self.pieces):
                 t = np.arange(index * samples, (index + 1) * samples) / rate
                 tone = (np.sin(2 * math.pi * self.tone_hz * t) * 8000).astype("<i2").tobytes()
@@ -148,7 +164,58 @@ class FakeAzureSpeech:
         except ConnectionError:  # the client went away mid-turn (a stopped synthesis)
             pass
 
+    async def _send_reply(self, ws: web.WebSocketResponse, request_id: str, rate: int) -> None:
+        pcm = self._reply_at(rate)
+        piece = int(rate * self.piece_seconds) * 2
+        for offset in range(0, len(pcm), piece):
+            await ws.send_bytes(_audio_message(request_id, pcm[offset : offset + piece]))
+            self.pieces_sent += 1
+            if self.piece_delay:
+                await asyncio.sleep(self.piece_delay)
+        await ws.send_str(_text_message("turn.end", request_id, "{}"))
+
+    def _reply_at(self, rate: int) -> bytes:
+        if rate not in self._resampled:
+            from voicebridge.audio.resample import resample_once
+
+            self._resampled[rate] = resample_once(self.reply_pcm, self.reply_rate, rate)
+        return self._resampled[rate]
+
 
 def ssml_text(ssml: str) -> str:
     """The text content of an SSML document (tags stripped, entities left as sent)."""
     return re.sub(r"<[^>]+>", "", ssml)
+
+
+async def _serve_forever(fake: FakeAzureSpeech) -> None:
+    async with fake:
+        print(f"fake Azure Speech on {fake.host_url}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Serve the fake until killed, answering every request with the speech in --reply-wav."""
+    import argparse
+    import wave
+
+    parser = argparse.ArgumentParser(description="A local fake of Azure Speech synthesis (USP websocket).")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--reply-wav", required=True, help="PCM16 mono WAV sent for every request")
+    parser.add_argument("--first-audio-ms", type=float, default=0.0, help="delay before the first audio")
+    parser.add_argument("--piece-ms", type=float, default=100.0, help="audio per websocket message")
+    args = parser.parse_args()
+    with wave.open(args.reply_wav, "rb") as wav:
+        pcm, rate = wav.readframes(wav.getnframes()), wav.getframerate()
+    fake = FakeAzureSpeech(
+        reply_pcm=pcm,
+        reply_rate=rate,
+        first_audio_delay=args.first_audio_ms / 1000,
+        piece_seconds=args.piece_ms / 1000,
+        port_wanted=args.port,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(fake))
+
+
+if __name__ == "__main__":
+    main()
