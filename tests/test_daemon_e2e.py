@@ -296,6 +296,12 @@ async def test_the_model_per_call_mode_loads_a_model_for_each_call(
             await wait_until_gone(daemon, f"CA-own-{n}")
         health = (await get_json(f"{daemon.http}/health"))[1]
         assert health["model_loads"]["whisper"] == 3  # the shared one at start-up, then one per call
+        # Idle again: the freed heap goes back to the OS within a check interval or two (5 s each).
+        deadline = time.monotonic() + 15
+        while health["idle_memory"]["trims"] == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            health = (await get_json(f"{daemon.http}/health"))[1]
+        assert health["idle_memory"]["trims"] >= 1
     finally:
         assert daemon.terminate() == 0
 

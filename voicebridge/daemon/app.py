@@ -27,6 +27,7 @@ from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,
     CALL_SERVICES,
+    IDLE_MEMORY,
     LOAD,
     METRICS,
     MODELS,
@@ -39,6 +40,7 @@ from voicebridge.daemon.keys import (
     TTS,
 )
 from voicebridge.daemon.load import OverloadGuard
+from voicebridge.daemon.memory import IdleMemoryReturner, glibc_malloc_trim
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
@@ -162,6 +164,15 @@ async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:
         await watcher
 
 
+async def return_idle_memory(app: web.Application) -> AsyncIterator[None]:
+    """Hand freed heap back to the OS whenever the daemon falls idle after calls."""
+    task = asyncio.create_task(app[IDLE_MEMORY].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @dataclass(frozen=True, slots=True)
 class Engines:
     """Speech engines handed in instead of built from the config (fault-injection tests, embedding)."""
@@ -186,8 +197,10 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     )
     app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
     app[MODELS] = ModelCache()
+    app[IDLE_MEMORY] = IdleMemoryReturner(app[REGISTRY], glibc_malloc_trim())
     app.cleanup_ctx.append(speech_services)
     app.cleanup_ctx.append(watch_loop_lag)
+    app.cleanup_ctx.append(return_idle_memory)
     webhooks.add_routes(app)
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)

@@ -9,6 +9,7 @@ from voicebridge.config import Settings
 from voicebridge.daemon.auth import StreamTokens
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.load import OverloadGuard
+from voicebridge.daemon.memory import IdleMemoryReturner
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.phrases import PhraseCache
@@ -28,3 +29,4 @@ CALL_SERVICES = web.AppKey("call_services", CallServices)
 OUTBOX = web.AppKey("outbox", Outbox)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 LOAD = web.AppKey("load", OverloadGuard)
+IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)

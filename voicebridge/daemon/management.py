@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
-from voicebridge.daemon.keys import BACKEND, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
+from voicebridge.daemon.keys import BACKEND, IDLE_MEMORY, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
 from voicebridge.daemon.registry import InvalidNumber, UnknownCall
 
 MODELS_LOADED = web.AppKey("models_loaded", dict)
@@ -67,6 +67,11 @@ def health_document(app: web.Application) -> dict[str, Any]:
             "loop_lag_ms": round(app[LOAD].loop_lag() * 1000),
         },
         "process": process_stats(),
+        "idle_memory": {
+            "trims": app[IDLE_MEMORY].trims,
+            "released_mb": round(app[IDLE_MEMORY].released_bytes / 2**20, 1),
+            "last_trim_ms": round(app[IDLE_MEMORY].last_trim_ms, 1),
+        },
     }
 
 

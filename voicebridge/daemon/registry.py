@@ -96,6 +96,7 @@ class CallRegistry:
         self._denied: OrderedDict[str, str] = OrderedDict()
         self._allowed_minutes: OrderedDict[str, float] = OrderedDict()
         self._recent_calls: dict[str, deque[float]] = {}
+        self.finished_total = 0
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class CallRegistry:
         record.recording_url = self._recordings.get(record.call_sid, record.recording_url)
         record.transfer_to = self._transfers.get(record.call_sid, record.transfer_to)
         self._finished[record.call_sid] = record
+        self.finished_total += 1
         while len(self._finished) > FINISHED_KEPT:
             self._finished.popitem(last=False)
         self._changed.set()
