@@ -97,10 +97,14 @@ def test_the_guard_refuses_while_turns_queue_for_speech_recognition() -> None:
 
 def test_the_guard_refuses_while_the_event_loop_lags() -> None:
     guard = OverloadGuard(max_stt_wait_s=0.4, max_loop_lag_s=0.15)
-    guard.observe_loop_lag(0.01)
+    for _ in range(40):
+        guard.observe_loop_lag(0.01)
     assert guard.refusal() == ""
-    guard.observe_loop_lag(0.3)
-    assert guard.refusal() == "overloaded"
+    guard.observe_loop_lag(0.6)
+    assert guard.refusal() == "", "one stall (a GC pause, a heap trim) is not overload"
+    for _ in range(5):
+        guard.observe_loop_lag(0.3)
+    assert guard.loop_lag() >= 0.3 and guard.refusal() == "overloaded"
     assert OverloadGuard(0, 0).refusal() == "", "0 turns the checks off"
 
 

@@ -2,8 +2,9 @@
 
 Two signs are watched. Turns waiting for a speech-recognition worker: on two cores a queue that keeps
 growing means every caller's reply comes later, so the 90th percentile of recent waits is compared with
-`calls.overload_stt_wait_ms`. And the event loop's lag (a timer's lateness): when it grows, outbound
-audio frames go out late and every call stutters. Either over its limit makes new calls hear the busy
+`calls.overload_stt_wait_ms`. And the event loop's lag (a timer's lateness, its 90th percentile over
+5 s against `calls.overload_loop_lag_ms`): when it grows, outbound audio frames go out late and every
+call stutters. Either over its limit makes new calls hear the busy
 message (or the provider's fallback path) until the figures come back down.
 """
 
@@ -50,9 +51,15 @@ class OverloadGuard:
         return waits[min(len(waits) - 1, int(0.9 * len(waits)))]
 
     def loop_lag(self) -> float:
-        """The worst recent event-loop lag."""
+        """The 90th percentile of recent event-loop lags.
+
+        Not the worst: one stall (a garbage collection, a model load, the idle heap trim) says nothing of
+        load, and refusing calls for the window after it turned callers away from an idle daemon. A loop
+        that is really behind is late on most of its probes.
+        """
         _expire(self._lags, time.monotonic() - LAG_WINDOW_S)
-        return max((lag for _, lag in self._lags), default=0.0)
+        lags = sorted(lag for _, lag in self._lags)
+        return lags[min(len(lags) - 1, int(0.9 * len(lags)))] if lags else 0.0
 
     def refusal(self) -> str:
         """ "overloaded" while a new call would slow the calls already in, else ""."""
