@@ -161,10 +161,14 @@ def stage_mean_ms(before: str, after: str, stage: str) -> float | None:
 
 
 async def settle(http: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Wait until no call is live; the last /health document."""
+    """Wait until no call is live and the load guard admits again; the last /health document.
+
+    The guard remembers the last 15 s of STT waits, so a level right after an overloaded one would
+    otherwise be refused for what its predecessor did.
+    """
     deadline = time.monotonic() + timeout
     document = await health(http)
-    while document["active_calls"] and time.monotonic() < deadline:
+    while (document["active_calls"] or document["load"]["refusing"]) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         document = await health(http)
     await asyncio.sleep(1.0)
