@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from voicebridge.audio.levels import trim_trailing_quiet
 from voicebridge.audio.resample import resample_once
 from voicebridge.audio.turn import (
     PauseStarted,
@@ -14,6 +15,7 @@ from voicebridge.audio.turn import (
     SpeechSustained,
     TurnDetector,
     TurnEnded,
+    detector_ingress,
 )
 from voicebridge.config import TurnConfig
 from voicebridge.daemon.digits import DigitCollector
@@ -53,6 +55,29 @@ def test_turn_ends_after_configured_silence(utterance: bytes) -> None:
     assert 0.8 * len(utterance) <= len(turn.pcm16) <= len(utterance) + len(silence(0.5))
     pause = [e for e in events if isinstance(e, PauseStarted)][-1]
     assert pause.pcm16 == turn.pcm16  # speculation saw exactly the audio the turn ended with
+
+
+@pytest.mark.parametrize(
+    "text", ["What time does the clinic open on Saturday?", "My order has not arrived yet."]
+)
+def test_the_turn_ends_500_ms_after_the_last_word_not_later(
+    speak: Callable[[str, int], bytes], text: str
+) -> None:
+    """Phone audio at 8 kHz in 20 ms chunks: nothing held back in resampling delays the end of the turn."""
+    chunk = 320  # 20 ms at 8 kHz
+    speech = bytes(chunk * 10) + trim_trailing_quiet(speak(text, 8000))
+    line = speech + bytes(chunk * 50)
+    ingress, detector = detector_ingress(8000), TurnDetector(TurnConfig(end_of_turn_silence_ms=500))
+    chunks = [line[n : n + chunk] for n in range(0, len(line), chunk)]
+    ended_after = next(
+        n + 1
+        for n, piece in enumerate(chunks)
+        if any(isinstance(e, TurnEnded) for e in detector.feed(ingress.process(piece)))
+    )
+    late_ms = ended_after * 20 - len(speech) / 16 - 500
+    # The 20 ms VAD frame holding the last word, and one more it may spill into; soxr's HQ filter
+    # held back another 65-100 ms here.
+    assert 0 <= late_ms <= 40
 
 
 def test_speech_resuming_after_a_pause_is_reported(utterance: bytes) -> None:

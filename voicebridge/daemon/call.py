@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from voicebridge.audio.resample import StreamResampler
 from voicebridge.audio.turn import (
     DETECTOR_RATE,
     PauseStarted,
@@ -25,6 +24,7 @@ from voicebridge.audio.turn import (
     SpeechSustained,
     TurnDetector,
     TurnEnded,
+    detector_ingress,
 )
 from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.backends.node import BusinessSettings
@@ -115,7 +115,7 @@ class Call:
         self.state = CallState.LISTENING
         self.started_at = time.time()
         self._started_mono = time.monotonic()
-        self._ingress = StreamResampler(self._rate, DETECTOR_RATE)
+        self._ingress = detector_ingress(self._rate)
         self._detector = TurnDetector(services.settings.turn)
         self._loop = asyncio.get_running_loop()
         self._recording = (
