@@ -553,7 +553,9 @@ def main() -> int:
                 # no refusals by load: a soak holds its load to see what the daemon gives back after it.
                 overrides: dict[str, Any] = {
                     "server": {"max_concurrent_calls": max(30, args.calls)},
-                    "calls": {"overload_stt_wait_ms": 0, "overload_loop_lag_ms": 0},
+                    "calls": dict.fromkeys(
+                        ("overload_stt_wait_ms", "overload_loop_lag_ms", "overload_stt_utilisation"), 0
+                    ),
                 }
                 # Measure the daemon as the systemd unit and the image run it.
                 os.environ.setdefault("MALLOC_ARENA_MAX", "2")

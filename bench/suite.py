@@ -120,7 +120,9 @@ def azure_overrides(host: str, per_call_model: bool) -> dict[str, dict[str, Any]
     if per_call_model:
         # The original design had no admission control either: it takes whatever comes.
         overrides["stt"] = {"model_per_call": True}
-        overrides["calls"] = {"overload_stt_wait_ms": 0, "overload_loop_lag_ms": 0}
+        overrides["calls"] = dict.fromkeys(
+            ("overload_stt_wait_ms", "overload_loop_lag_ms", "overload_stt_utilisation"), 0
+        )
     return overrides
 
 

@@ -108,6 +108,37 @@ def test_the_guard_refuses_while_the_event_loop_lags() -> None:
     assert OverloadGuard(0, 0).refusal() == "", "0 turns the checks off"
 
 
+def test_the_guard_refuses_the_call_that_would_overwork_speech_recognition() -> None:
+    live = {"calls": 0}
+    guard = OverloadGuard(max_stt_wait_s=0, max_loop_lag_s=0, max_stt_utilisation=0.8)
+    guard.stt_workers = 2
+    guard.count_calls(lambda: live["calls"])
+    guard.observe_stt_work(0.5)
+    assert guard.call_capacity() is None and guard.refusal() == "", "no guess before a minute of calls"
+    guard.observe_call_seconds(100.0)  # e.g. 10 calls for 10 s
+    for _ in range(15):
+        guard.observe_stt_work(0.1)  # 2 s of worker time in all: 0.02 s per call-second
+    # Two workers at 80% carry 1.6 worker-seconds per second: 80 such calls.
+    assert guard.call_capacity() == 80
+    live["calls"] = 79
+    assert guard.refusal() == ""
+    live["calls"] = 80
+    assert guard.refusal() == "overloaded"
+    assert OverloadGuard(0, 0, max_stt_utilisation=0).call_capacity() is None, "0 turns it off"
+
+
+async def test_the_guard_counts_live_calls_over_time() -> None:
+    guard = OverloadGuard(max_stt_wait_s=0, max_loop_lag_s=0, max_stt_utilisation=0.8)
+    guard.count_calls(lambda: 200)
+    watcher = asyncio.create_task(guard.watch_loop())
+    await asyncio.sleep(0.45)
+    watcher.cancel()
+    guard.observe_stt_work(1.0)
+    # 200 calls for ~0.4 s of probes: ~80 call-seconds, enough to judge; 1 s of STT over them.
+    demand = guard.stt_seconds_per_call_second()
+    assert demand is not None and 1 / 100 < demand < 1 / 70
+
+
 async def test_the_guard_measures_real_loop_lag() -> None:
     guard = OverloadGuard(max_stt_wait_s=0, max_loop_lag_s=0.15)
     watcher = asyncio.create_task(guard.watch_loop())

@@ -234,6 +234,9 @@ class CallsConfig(Section):
     # past that point one more call makes every call slower. 0 turns a check off.
     overload_stt_wait_ms: float = Field(400.0, ge=0)
     overload_loop_lag_ms: float = Field(150.0, ge=0)
+    # Refuse a call that would push the STT workers past this share of their time, judged by what the
+    # last minute's calls cost; it stops a burst of arrivals before their turns queue. 0 turns it off.
+    overload_stt_utilisation: float = Field(0.85, ge=0, le=1)
 
 
 class CostsConfig(Section):

@@ -120,6 +120,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         app[LOAD],
         stt_per_call=_model_per_call(settings, app[MODELS]) if settings.stt.model_per_call else None,
     )
+    app[LOAD].stt_workers = int(getattr(stt, "workers", 1))
     queue_depth = getattr(stt, "queue_depth", None)
     if queue_depth is not None:
         app[METRICS].track_stt_queue(lambda: int(getattr(stt, "queue_depth", 0)))
@@ -193,9 +194,13 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     app[STREAM_TOKENS] = stream_tokens(settings)
     app[METRICS] = Metrics()
     app[LOAD] = OverloadGuard(
-        settings.calls.overload_stt_wait_ms / 1000, settings.calls.overload_loop_lag_ms / 1000
+        settings.calls.overload_stt_wait_ms / 1000,
+        settings.calls.overload_loop_lag_ms / 1000,
+        settings.calls.overload_stt_utilisation,
     )
     app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
+    registry = app[REGISTRY]
+    app[LOAD].count_calls(lambda: registry.active_count)
     app[MODELS] = ModelCache()
     app[IDLE_MEMORY] = IdleMemoryReturner(app[REGISTRY], glibc_malloc_trim())
     app.cleanup_ctx.append(speech_services)

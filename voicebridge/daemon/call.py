@@ -384,6 +384,7 @@ class Call:
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
         self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
         self._s.load.observe_stt_wait(transcript.queued_seconds)
+        self._s.load.observe_stt_work(max(0.0, transcript.processing_seconds - transcript.queued_seconds))
         if not self._s.backend.speculative_safe or not transcript.text:
             await reply.gate.wait()
         if reply.gate.is_set():

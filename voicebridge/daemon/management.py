@@ -65,6 +65,7 @@ def health_document(app: web.Application) -> dict[str, Any]:
             "refusing": app[LOAD].refusal(),
             "stt_wait_p90_ms": round(app[LOAD].stt_wait_p90() * 1000),
             "loop_lag_ms": round(app[LOAD].loop_lag() * 1000),
+            "call_capacity_estimate": app[LOAD].call_capacity(),
         },
         "process": process_stats(),
         "idle_memory": {
