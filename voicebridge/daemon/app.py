@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,22 +156,19 @@ def _model_per_call(settings: Settings, shared: ModelCache) -> Callable[[], Spee
     return build
 
 
-async def watch_loop_lag(app: web.Application) -> AsyncIterator[None]:
-    """Feed the overload guard the event loop's lag for as long as the daemon runs."""
-    watcher = asyncio.create_task(app[LOAD].watch_loop())
-    yield
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+def background_task(
+    run: Callable[[web.Application], Coroutine[Any, Any, None]],
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that runs `run(app)` for as long as the daemon runs, and cancels it on shutdown."""
 
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run(app))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-async def return_idle_memory(app: web.Application) -> AsyncIterator[None]:
-    """Hand freed heap back to the OS whenever the daemon falls idle after calls."""
-    task = asyncio.create_task(app[IDLE_MEMORY].run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +201,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     app[MODELS] = ModelCache()
     app[IDLE_MEMORY] = IdleMemoryReturner(app[REGISTRY], glibc_malloc_trim())
     app.cleanup_ctx.append(speech_services)
-    app.cleanup_ctx.append(watch_loop_lag)
-    app.cleanup_ctx.append(return_idle_memory)
+    # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
+    app.cleanup_ctx.append(background_task(lambda app: app[LOAD].watch_loop()))
+    app.cleanup_ctx.append(background_task(lambda app: app[IDLE_MEMORY].run()))
     webhooks.add_routes(app)
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
 from voicebridge.daemon.keys import BACKEND, IDLE_MEMORY, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
+from voicebridge.daemon.memory import rss_bytes
 from voicebridge.daemon.registry import InvalidNumber, UnknownCall
 
 MODELS_LOADED = web.AppKey("models_loaded", dict)
@@ -28,12 +29,11 @@ def _package_version(name: str) -> str:
 
 def process_stats() -> dict[str, int]:
     """This process's resident memory, open file descriptors and asyncio tasks (leak watch, soak tests)."""
+    # Not Linux: fall back to the peak RSS the kernel reports, and no fd count.
+    rss = rss_bytes() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:
-        with open("/proc/self/statm") as statm:
-            rss = int(statm.read().split()[1]) * resource.getpagesize()
         fds = len(os.listdir("/proc/self/fd"))
-    except OSError:  # not Linux: fall back to the peak RSS the kernel reports
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except OSError:
         fds = -1
     return {
         "rss_bytes": rss,
