@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voicebridge.speech.base import SpeechEngineError
+from voicebridge.speech.espeak_leaks import plug_espeak_leaks
 
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
@@ -91,4 +92,6 @@ def load_piper_voice(path: str) -> PiperVoice:
     # time per sentence (fresh pages each run). faster-whisper's Silero session turns it off too.
     options.enable_cpu_mem_arena = False
     session = onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-    return PiperVoice(session=session, config=config)
+    voice = PiperVoice(session=session, config=config)
+    plug_espeak_leaks(voice)
+    return voice
