@@ -10,9 +10,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from piper import espeakbridge
+
 from voicebridge.config import TtsConfig
 from voicebridge.daemon.memory import IdleMemoryReturner, glibc_malloc_trim, rss_bytes
 from voicebridge.daemon.registry import CallRecord, CallRegistry
+from voicebridge.speech.espeak_leaks import plug_espeak_leaks
 from voicebridge.speech.models import ModelCache, default_piper_path
 from voicebridge.speech.tts.piper import PiperTTS
 
@@ -120,6 +123,9 @@ def test_phonemizing_a_sentence_leaks_neither_python_objects_nor_native_memory(
     trim()
     assert sys.getallocatedblocks() - blocks < 2_000
     assert (rss_bytes() - rss) / 1e6 < 10
+    bridge = (espeakbridge.set_voice, espeakbridge.get_phonemes)
+    plug_espeak_leaks(voice)  # another voice loading: the bridge is wrapped once, not twice
+    assert (espeakbridge.set_voice, espeakbridge.get_phonemes) == bridge
     # And it still phonemizes: punctuation, stress marks and sentence breaks as Piper expects.
     assert ["".join(sentence) for sentence in voice.phonemize("Hello there, friend. Bye!")] == [
         "həlˈoʊ ðˈɛɹ, fɹˈɛnd.",

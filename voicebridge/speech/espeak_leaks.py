@@ -31,8 +31,10 @@ _decref = ctypes.PYFUNCTYPE(None, ctypes.py_object)(("Py_DecRef", ctypes.pythona
 def plug_espeak_leaks(voice: PiperVoice) -> None:
     """Wrap piper's espeak bridge, once per process, before `voice` (just loaded) synthesises anything."""
     from piper import espeakbridge
+    from piper.config import PhonemeType
 
-    if getattr(espeakbridge.get_phonemes, _PLUGGED, False):
+    # Voices that phonemize without espeak never start it, and the bridge must not run unstarted.
+    if voice.config.phoneme_type != PhonemeType.ESPEAK or getattr(espeakbridge, _PLUGGED, False):
         return
     # Piper starts espeak-ng on the first sentence; the bridge must not be called before that.
     voice.phonemize("Hello.")
@@ -40,7 +42,8 @@ def plug_espeak_leaks(voice: PiperVoice) -> None:
     espeakbridge.set_voice = _set_voice_on_change(espeakbridge.set_voice)
     if leaky:
         espeakbridge.get_phonemes = _return_surplus_references(espeakbridge.get_phonemes)
-    setattr(espeakbridge.get_phonemes, _PLUGGED, True)
+    # On the module: a fixed piper keeps its builtin get_phonemes, which takes no attributes.
+    setattr(espeakbridge, _PLUGGED, True)
 
 
 def _set_voice_on_change(set_voice: Callable[[str], None]) -> Callable[[str], None]:
