@@ -47,12 +47,13 @@ def plug_espeak_leaks(voice: PiperVoice) -> None:
 
 
 def _set_voice_on_change(set_voice: Callable[[str], None]) -> Callable[[str], None]:
-    current: list[str] = []
+    current = ""
 
     def set_voice_on_change(voice: str) -> None:
-        if current != [voice]:
+        nonlocal current
+        if voice != current:
             set_voice(voice)
-            current[:] = [voice]
+            current = voice
 
     return set_voice_on_change
 
