@@ -267,7 +267,9 @@ class OutboxConfig(Section):
 
 
 class ManagementConfig(Section):
-    # Bearer token for /api/*, /metrics and /health from beyond loopback; empty: loopback only.
+    # Bearer token for the management API. /api/* needs it whenever webhook auth is on, trusted_proxies is
+    # set or the daemon listens beyond loopback (else /api/* is refused); /metrics and /health need it from
+    # anywhere but a direct loopback connection (no X-Forwarded-For, Forwarded or X-Real-IP header).
     token: SecretStr = SecretStr("")
     # Serve /metrics or /health to anyone who can reach the port (e.g. a scraper on the network).
     public_metrics: bool = False
@@ -330,12 +332,28 @@ class Settings(BaseSettings):
 
     @property
     def open_mode(self) -> bool:
-        """No authentication anywhere: loopback with nothing configured, or explicitly insecure."""
+        """No authentication anywhere: loopback with no enabled provider's auth configured, or explicitly
+        insecure. A disabled provider has no routes, so its settings count for nothing here."""
         if self.server.insecure:
             return True
         return self.server.is_loopback() and all(
-            auth == "none" for auth in (self.exotel.webhook_auth, self.twilio.webhook_auth)
+            auth == "none"
+            for enabled, auth in (
+                (self.exotel.enabled, self.exotel.webhook_auth),
+                (self.twilio.enabled, self.twilio.webhook_auth),
+            )
+            if enabled
         )
+
+    def provider_enabled(self, provider: str) -> bool:
+        """Whether `provider` ("exotel", "twilio") is enabled; unknown names are not."""
+        return {"exotel": self.exotel.enabled, "twilio": self.twilio.enabled}.get(provider, False)
+
+    @property
+    def management_api_needs_token(self) -> bool:
+        """/api/* takes only the bearer token unless this is the local quick start (loopback, no webhook
+        auth, no trusted proxies): a same-host reverse proxy makes every request look like loopback."""
+        return not self.open_mode or bool(self.server.trusted_proxies) or not self.server.is_loopback()
 
     def control_socket_path(self) -> Path:
         """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR."""

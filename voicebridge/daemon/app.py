@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from voicebridge.backends import build_backend
-from voicebridge.config import LoggingConfig, Settings
+from voicebridge.config import Settings
 from voicebridge.daemon import management, webhooks
 from voicebridge.daemon.access import access_control, stream_tokens
 from voicebridge.daemon.business import BusinessDirectory
@@ -40,6 +38,7 @@ from voicebridge.daemon.keys import (
     TTS,
 )
 from voicebridge.daemon.load import OverloadGuard
+from voicebridge.daemon.logs import MalformedRequestLog, configure_logging
 from voicebridge.daemon.memory import IdleMemoryReturner, glibc_malloc_trim
 from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
@@ -141,6 +140,16 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
             close()
 
 
+async def malformed_requests_counted(app: web.Application) -> AsyncIterator[None]:
+    """While the app runs, aiohttp's tracebacks for malformed requests become one counted line each."""
+    rejections = app[METRICS].http_rejections.labels(surface="http", reason="bad_http_request")
+    server_log = logging.getLogger("aiohttp.server")
+    log_filter = MalformedRequestLog(rejections.inc)
+    server_log.addFilter(log_filter)
+    yield
+    server_log.removeFilter(log_filter)
+
+
 def _model_per_call(settings: Settings, shared: ModelCache) -> Callable[[], SpeechToText]:
     """The original design, kept for bench/: each call loads its own model, with one worker of its own."""
     per_call = settings.stt.model_copy(update={"workers": 1})
@@ -200,6 +209,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     app[LOAD].count_calls(lambda: registry.active_count)
     app[MODELS] = ModelCache()
     app[IDLE_MEMORY] = IdleMemoryReturner(app[REGISTRY], glibc_malloc_trim())
+    app.cleanup_ctx.append(malformed_requests_counted)
     app.cleanup_ctx.append(speech_services)
     # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
     app.cleanup_ctx.append(background_task(lambda app: app[LOAD].watch_loop()))
@@ -210,45 +220,6 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)
     return app
-
-
-class _CallSidDefault(logging.Filter):
-    """Every record gets a call_sid, '-' outside a call, so one format serves all lines."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "call_sid"):
-            record.call_sid = "-"
-        return True
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        document = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "call_sid": getattr(record, "call_sid", "-"),
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            document["error"] = self.formatException(record.exc_info)
-        return json.dumps(document)
-
-
-def configure_logging(config: LoggingConfig) -> None:
-    """Log to stderr (journald picks it up), every line tagged with its call sid."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_CallSidDefault())
-    if config.format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
@@ -284,6 +255,11 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
         await runner.cleanup()
         return 1
     logger.info("voicebridge listening on http://%s:%d", settings.server.host, settings.server.port)
+    if settings.management_api_needs_token and not settings.management.token.get_secret_value():
+        logger.warning(
+            "management API /api/* is refused: webhook auth is on, server.trusted_proxies is set or the "
+            "daemon listens beyond loopback, and management.token is empty; set it to use /api/*"
+        )
     notifier.ready(f"listening on {settings.server.host}:{settings.server.port}, 0 active calls")
 
     stop = asyncio.Event()

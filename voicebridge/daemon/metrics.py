@@ -82,6 +82,12 @@ class Metrics:
             ["endpoint", "result"],
             registry=r,
         )
+        self.http_rejections = Counter(
+            "voicebridge_http_rejections_total",
+            "HTTP requests refused for what they carry (body, sid, malformed HTTP), by surface and reason",
+            ["surface", "reason"],
+            registry=r,
+        )
 
     def track_stt_queue(self, depth: Callable[[], int]) -> None:
         """Read the STT queue depth at scrape time rather than on every change."""
