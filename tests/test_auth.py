@@ -102,6 +102,46 @@ def test_stream_tokens_are_per_call_and_expire() -> None:
         StreamTokens(b"x" * 32).check("CA1", token, now=1200.0)
 
 
+def test_malformed_stream_tokens_are_auth_failures() -> None:
+    tokens = StreamTokens(b"k" * 32, ttl_s=300)
+    good = tokens.issue("CA1", now=1000.0)
+    mac = good.partition(".")[2]
+    for offered in (
+        "²²²²." + mac,  # "²".isdigit() is true and int() raises
+        "1" * 5000 + "." + mac,  # past int()'s 4300-digit limit
+        "１３００." + mac,  # full-width digits: int() takes them
+        "\udcff." + mac,  # a raw byte aiohttp kept as a surrogate
+        good.upper(),
+        good + "0",
+        "",
+        ".",
+    ):
+        with pytest.raises(AuthFailure):
+            tokens.check("CA1", offered, now=1200.0)
+
+
+def test_a_stream_token_is_redeemed_once_and_forgotten_after_expiry() -> None:
+    tokens = StreamTokens(b"k" * 32, ttl_s=300)
+    token = tokens.issue("CA1", now=1000.0)
+    tokens.redeem("CA1", token, now=1100.0)
+    with pytest.raises(AuthFailure, match="already used"):
+        tokens.redeem("CA1", token, now=1101.0)
+    tokens.check("CA1", token, now=1101.0)  # check alone does not spend it
+    other = tokens.issue("CA2", now=1400.0)
+    tokens.redeem("CA2", other, now=1400.0)  # prunes the expired first token
+    assert tokens.remembered == 1
+
+
+def test_raw_header_bytes_are_malformed_credentials() -> None:
+    # aiohttp decodes header bytes with surrogateescape: b"\xff" arrives as "\udcff".
+    with pytest.raises(AuthFailure):
+        check_token("\udcff\udcfe", "a-long-shared-token-1")
+    with pytest.raises(AuthFailure):
+        check_twilio_signature("\udcff=", "12345", TWILIO_URL, TWILIO_PARAMS)
+    with pytest.raises(AuthFailure):
+        check_basic("Basic \udcff\udcfe", "exotel", "s3cret")
+
+
 # --- a real daemon -----------------------------------------------------------------------------------
 
 EXOTEL_USER, EXOTEL_PASSWORD = "exotel-hook", "basic-pass-7731"
@@ -163,8 +203,20 @@ async def test_exotel_basic_auth_and_the_stream_token(guarded: DaemonProcess) ->
             await SimulatedCaller(bad, call_sid="CA-auth-1").connect()
         assert refused.value.status == 401
 
+    # A used token is spent: the same URL cannot carry a second stream.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await SimulatedCaller(url, call_sid="CA-auth-1").connect()
+    assert refused.value.status == 401
+
     # A valid token for one call cannot carry another call's stream.
-    async with SimulatedCaller(url, call_sid="CA-someone-else") as other:
+    status, body = await request(
+        "POST",
+        incoming,
+        {"Authorization": basic(EXOTEL_USER, EXOTEL_PASSWORD)},
+        {**form, "CallSid": "CA-auth-2"},
+    )
+    assert status == 200, body
+    async with SimulatedCaller(json.loads(body)["url"], call_sid="CA-someone-else") as other:
         await asyncio.wait_for(other.closed.wait(), 10)
         assert other.close_code == 1008 and not other.log.frames
 
@@ -192,7 +244,9 @@ async def test_twilio_signature_on_the_webhook(guarded: DaemonProcess) -> None:
 @pytest.mark.e2e
 async def test_management_is_loopback_only_unless_the_bearer_token_is_shown(guarded: DaemonProcess) -> None:
     calls = f"{guarded.http}/api/calls/active"
-    assert (await request("GET", calls))[0] == 200  # loopback, no proxy
+    # With webhook auth on, /api/* takes only the token (a same-host proxy would pass for loopback).
+    assert (await request("GET", calls))[0] == 401
+    assert (await request("GET", f"{guarded.http}/health"))[0] == 200  # loopback, no proxy
     forwarded = {"X-Forwarded-For": "198.51.100.7"}  # came through a proxy from elsewhere
     assert (await request("GET", calls, forwarded))[0] == 401
     assert (await request("GET", calls, {**forwarded, "Authorization": "Bearer wrong"}))[0] == 401

@@ -201,6 +201,14 @@ def check_authentication(settings: Settings) -> Check:
             f"no webhook auth, so loopback only ({where}); streams need no token",
             "",
         )
+    if settings.management_api_needs_token and not settings.management.token.get_secret_value():
+        return Check(
+            name,
+            "warn",
+            f"webhooks need: {modes}; /api/* is refused until management.token is set (required with "
+            "webhook auth, server.trusted_proxies or a non-loopback host)",
+            "set management.token",
+        )
     return Check(name, "pass", f"webhooks need: {modes}; streams need a per-call token", "")
 
 

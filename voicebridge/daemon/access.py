@@ -1,4 +1,7 @@
-"""The door of the HTTP server: one middleware applying `auth` to webhooks, streams and management."""
+"""The door of the HTTP server: one middleware applying `auth` to webhooks, streams and management.
+
+It also turns hostile input (`BadInput`: bodies, sids in paths) into a counted 4xx with one log line.
+"""
 
 from __future__ import annotations
 
@@ -18,20 +21,27 @@ from voicebridge.daemon.auth import (
     client_address,
     is_loopback,
 )
+from voicebridge.daemon.bodies import FORM, BadInput, parsed_body
 from voicebridge.daemon.keys import METRICS, SETTINGS, STREAM_TOKENS
+from voicebridge.daemon.sids import is_valid_sid
 
 logger = logging.getLogger("voicebridge.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Probes stay open: load balancers and container runtimes must reach them without credentials.
 OPEN_PATHS = ("/live", "/ready")
+# Any of these means the request came through a proxy, whatever the peer address says.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 
 def signed_url(request: web.Request, settings: Settings, websocket: bool = False) -> str:
     """The URL the provider called, as it saw it (public_url when set): what Twilio signs."""
     public = settings.server.public_url.rstrip("/")
     if not public:
-        return str(request.url)
+        try:
+            return str(request.url)
+        except ValueError:  # a Host header that is no host
+            raise AuthFailure("malformed host") from None
     if websocket:
         public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return public + request.path_qs
@@ -55,12 +65,16 @@ async def _check_exotel(request: web.Request, settings: Settings, address: str) 
 async def _check_twilio(request: web.Request, settings: Settings, address: str) -> None:
     twilio = settings.twilio
     if twilio.webhook_auth == "signature":
-        form = {k: str(v) for k, v in (await request.post()).items()} if request.method == "POST" else {}
+        # Parsed once and kept on the request: the handler reads the same fields after this check.
+        body = await parsed_body(request)
+        if body.kind not in ("none", "form"):
+            # The signature covers form parameters only; any other body would be unauthenticated.
+            raise AuthFailure(f"signed webhooks must be {FORM}")
         check_twilio_signature(
             request.headers.get("X-Twilio-Signature"),
             twilio.auth_token.get_secret_value(),
             signed_url(request, settings),
-            form,
+            body.fields,
         )
     elif twilio.webhook_auth == "ip":
         check_ip(address, twilio.allowed_cidrs)
@@ -70,7 +84,7 @@ def _check_stream(request: web.Request, settings: Settings, address: str) -> Non
     """A stream needs its call's token, or the provider's own credentials on the upgrade."""
     call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
     if call_sid and token:
-        request.app[STREAM_TOKENS].check(call_sid, token)
+        request.app[STREAM_TOKENS].redeem(call_sid, token)
         return
     exotel, twilio = settings.exotel, settings.twilio
     attempts: list[Callable[[], None]] = []
@@ -106,17 +120,41 @@ def _check_stream(request: web.Request, settings: Settings, address: str) -> Non
 def _check_management(request: web.Request, settings: Settings, address: str) -> None:
     management = settings.management
     token = management.token.get_secret_value()
-    if token and request.headers.get("Authorization", "").startswith("Bearer "):
-        check_token(request.headers["Authorization"][7:].strip(), token)
+    authorization = request.headers.get("Authorization", "")
+    if token and authorization.startswith("Bearer "):
+        check_token(authorization[7:].strip(), token)
         return
     if request.path == "/metrics" and management.public_metrics:
         return
     if request.path == "/health" and management.public_health:
         return
-    # A forwarded request came through a proxy from somewhere else, whatever the peer address says.
-    if is_loopback(address) and "X-Forwarded-For" not in request.headers:
+    if request.path.startswith("/api/") and settings.management_api_needs_token:
+        # A proxy on this host that adds no header makes the public look like loopback: only the token.
+        if token:
+            raise AuthFailure("management API needs the bearer token")
+        raise AuthFailure("management API needs management.token", status=403)
+    if is_loopback(address) and not any(header in request.headers for header in PROXY_HEADERS):
         return
     raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
+
+
+def _surface(path: str) -> str:
+    if path.startswith("/webhooks/exotel/"):
+        return "exotel"
+    if path.startswith("/webhooks/twilio/"):
+        return "twilio"
+    if path.startswith("/webhooks/"):
+        return "webhooks"
+    if path.startswith("/ws/stream"):
+        return "stream"
+    return "open" if path in OPEN_PATHS else "management"
+
+
+def _check_path_sid(request: web.Request) -> None:
+    """A sid in the path (stream URL, management API) has the providers' shape, or the request is bad."""
+    call_sid = request.match_info.get("call_sid")
+    if call_sid is not None and not is_valid_sid(call_sid):
+        raise BadInput("bad_call_sid")
 
 
 @web.middleware
@@ -124,18 +162,18 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
     """Let a request through only when its surface's authentication says so."""
     settings = request.app[SETTINGS]
     path = request.path
-    if path.startswith("/webhooks/"):
-        surface = "exotel" if path.startswith("/webhooks/exotel/") else "twilio"
-    elif path.startswith("/ws/stream"):
-        surface = "stream"
-    elif path in OPEN_PATHS:
+    surface = _surface(path)
+    if surface == "open":
         return await handler(request)
-    else:
-        surface = "management"
+    if surface == "webhooks" or (surface in ("exotel", "twilio") and not settings.provider_enabled(surface)):
+        # A disabled provider has no door at all (its routes are not even registered).
+        raise web.HTTPNotFound()
     address = client_address(
         request.remote, request.headers.get("X-Forwarded-For"), settings.server.trusted_proxies
     )
+    metrics = request.app[METRICS]
     try:
+        _check_path_sid(request)
         if surface == "management":
             _check_management(request, settings, address)
         elif not settings.open_mode:
@@ -145,14 +183,18 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
                 await _check_twilio(request, settings, address)
             else:
                 _check_stream(request, settings, address)
+        return await handler(request)
     except AuthFailure as failure:
-        request.app[METRICS].auth_failures.labels(surface=surface, reason=failure.reason).inc()
+        metrics.auth_failures.labels(surface=surface, reason=failure.reason).inc()
         # The path, not the query (a token may be in it), and a stream's call sid without its token.
         shown = f"/ws/stream/{request.match_info.get('call_sid', '')}" if surface == "stream" else path
-        logger.warning("refused %s %s from %s: %s", request.method, shown, address, failure.reason)
+        logger.warning("refused %s %.200s from %s: %s", request.method, shown, address, failure.reason)
         refusal = web.HTTPForbidden if failure.status == 403 else web.HTTPUnauthorized
         raise refusal(text=failure.reason) from None
-    return await handler(request)
+    except BadInput as bad:
+        metrics.http_rejections.labels(surface=surface, reason=bad.reason).inc()
+        logger.warning("refused %s %.200s from %s: %s", request.method, path, address, bad.reason)
+        return web.Response(status=bad.status, text=bad.reason)
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:

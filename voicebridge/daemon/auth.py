@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Mapping
 
 STREAM_TOKEN_TTL_S = 300.0
+# "<expiry in unix seconds>.<32 hex>": ASCII digits only ("²".isdigit() is true), and a bounded length.
+STREAM_TOKEN = re.compile(r"([0-9]{1,12})\.([0-9a-f]{32})")
+# Redeemed tokens are remembered until they expire; a flood of valid ones beyond this is refused.
+MAX_REDEEMED_TOKENS = 100_000
 
 
 class AuthFailure(Exception):
@@ -55,6 +61,14 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _credential_bytes(offered: str, what: str) -> bytes:
+    """A header value as bytes; raw non-UTF-8 bytes (aiohttp keeps them as surrogates) are malformed."""
+    try:
+        return offered.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuthFailure(f"malformed {what}") from None
+
+
 def check_basic(authorization: str | None, username: str, password: str) -> None:
     """HTTP Basic credentials (Exotel puts them in the URL as https://user:pass@host/...)."""
     if not authorization or not authorization.lower().startswith("basic "):
@@ -75,7 +89,7 @@ def check_token(offered: str | None, token: str) -> None:
     """A shared secret in the URL's query (`?token=`) or the X-Voicebridge-Token header."""
     if not offered:
         raise AuthFailure("no token")
-    if not hmac.compare_digest(offered.encode(), token.encode()):
+    if not hmac.compare_digest(_credential_bytes(offered, "token"), token.encode()):
         raise AuthFailure("wrong token")
 
 
@@ -96,7 +110,8 @@ def check_twilio_signature(signature: str | None, auth_token: str, url: str, for
     """Verify X-Twilio-Signature in constant time."""
     if not signature:
         raise AuthFailure("no signature")
-    if not hmac.compare_digest(signature.encode(), twilio_signature(auth_token, url, form).encode()):
+    expected = twilio_signature(auth_token, url, form).encode()
+    if not hmac.compare_digest(_credential_bytes(signature, "signature"), expected):
         raise AuthFailure("bad signature")
 
 
@@ -107,21 +122,45 @@ class StreamTokens:
         # A random key per process when none is configured: a restart only voids unused URLs.
         self._secret = secret or os.urandom(32)
         self._ttl = ttl_s
+        # Single use: token -> expiry, and the same pairs in expiry order for pruning.
+        self._redeemed: dict[str, int] = {}
+        self._expiries: list[tuple[int, str]] = []
 
     def issue(self, call_sid: str, now: float | None = None) -> str:
         """A token valid for `call_sid` for the next ttl seconds."""
         expires = int((now if now is not None else time.time()) + self._ttl)
         return f"{expires}.{self._mac(call_sid, expires)}"
 
-    def check(self, call_sid: str, token: str, now: float | None = None) -> None:
-        """Raise AuthFailure unless `token` was issued for `call_sid` and has not expired."""
-        expires_text, _, mac = token.partition(".")
-        if not expires_text.isdigit() or not mac:
+    def check(self, call_sid: str, token: str, now: float | None = None) -> int:
+        """Raise AuthFailure unless `token` was issued for `call_sid` and has not expired; its expiry."""
+        parts = STREAM_TOKEN.fullmatch(token)
+        if parts is None:
             raise AuthFailure("malformed stream token")
-        if not hmac.compare_digest(mac.encode(), self._mac(call_sid, int(expires_text)).encode()):
+        expires = int(parts[1])
+        if not hmac.compare_digest(parts[2].encode(), self._mac(call_sid, expires).encode()):
             raise AuthFailure("stream token not for this call")
-        if int(expires_text) < (now if now is not None else time.time()):
+        if expires < (now if now is not None else time.time()):
             raise AuthFailure("stream token expired")
+        return expires
+
+    def redeem(self, call_sid: str, token: str, now: float | None = None) -> None:
+        """`check`, and use the token up: one stream per issued URL (a replayed URL is refused)."""
+        expires = self.check(call_sid, token, now)
+        moment = now if now is not None else time.time()
+        while self._expiries and self._expiries[0][0] < moment:
+            _, old = heapq.heappop(self._expiries)
+            self._redeemed.pop(old, None)
+        if token in self._redeemed:
+            raise AuthFailure("stream token already used")
+        if len(self._redeemed) >= MAX_REDEEMED_TOKENS:
+            raise AuthFailure("too many stream tokens in use", status=403)
+        self._redeemed[token] = expires
+        heapq.heappush(self._expiries, (expires, token))
+
+    @property
+    def remembered(self) -> int:
+        """Redeemed tokens still remembered (each until its expiry)."""
+        return len(self._redeemed)
 
     def _mac(self, call_sid: str, expires: int) -> str:
         message = f"{call_sid}\n{expires}".encode()

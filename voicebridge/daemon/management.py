@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import resource
 import sys
@@ -13,11 +14,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
+from voicebridge.daemon.bodies import BadInput, json_object
 from voicebridge.daemon.keys import BACKEND, IDLE_MEMORY, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
 from voicebridge.daemon.memory import rss_bytes
 from voicebridge.daemon.registry import InvalidNumber, UnknownCall
 
 MODELS_LOADED = web.AppKey("models_loaded", dict)
+logger = logging.getLogger("voicebridge.management")
 
 
 def _package_version(name: str) -> str:
@@ -127,10 +130,13 @@ async def call_transfer(request: web.Request) -> web.Response:
     """Transfer a live call to a number given as JSON `{"number": "+91…"}`."""
     call_sid = request.match_info["call_sid"]
     try:
-        body = await request.json()
-    except ValueError:
-        return web.json_response({"ok": False, "error": 'body must be JSON {"number": ...}'}, status=400)
-    number = body.get("number", "") if isinstance(body, dict) else ""
+        body = await json_object(request)
+    except BadInput as bad:
+        request.app[METRICS].http_rejections.labels(surface="management", reason=bad.reason).inc()
+        logger.warning("refused a transfer body for %s: %s", call_sid, bad.reason)
+        error = f'body must be JSON {{"number": ...}} ({bad.reason})'
+        return web.json_response({"ok": False, "error": error}, status=bad.status)
+    number = body.get("number", "")
     try:
         await request.app[REGISTRY].transfer(call_sid, str(number))
     except InvalidNumber as exc:

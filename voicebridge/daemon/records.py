@@ -10,6 +10,7 @@ from voicebridge.backends.base import CallInfo
 from voicebridge.config import Settings
 from voicebridge.daemon.costs import CallUsage, call_cost
 from voicebridge.daemon.outbox import Outbox
+from voicebridge.daemon.sids import path_segment
 
 logger = logging.getLogger("voicebridge.records")
 
@@ -38,7 +39,7 @@ class CallRecorder:
         self._outbox = outbox
         self._settings = settings
         self._info = info
-        self._base = f"/v1/calls/{info.call_sid}"
+        self._base = f"/v1/calls/{path_segment(info.call_sid)}"
 
     async def started(self) -> None:
         """The `started` call event."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -29,13 +28,12 @@ from voicebridge.daemon.providers.events import (
     Stop,
     UnknownEvent,
 )
+from voicebridge.daemon.sids import SID_RULE, is_valid_sid
 from voicebridge.speech.base import SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
 SUPPORTED_RATES = (8000, 16000, 24000)
-# Provider sids are short ASCII; anything else cannot key a call's records (file names, SQLite, URLs).
-CALL_SID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
 SEND_TIMEOUT_S = 5.0
 
@@ -141,6 +139,12 @@ class StreamSession:
             kind = "media_before_start" if name == "media" else "event_before_start"
             raise ProtocolViolation(kind, name or "no event name")
         translator = translator_for_start(message, self._default_rate)
+        if not self._s.settings.provider_enabled(translator.provider):
+            # A disabled provider has no webhooks; a stream in its shape is refused too (1008, no call).
+            self._s.metrics.calls_rejected.labels(reason="provider_disabled").inc()
+            self.log.warning("refusing stream: provider %s is disabled", translator.provider)
+            await self._ws.close(code=1008, message=b"provider disabled")
+            return
         start = translator.parse(message)
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
@@ -152,8 +156,13 @@ class StreamSession:
         if not start.call_sid:
             # Every call needs its own key (registry, records): the URL's sid, else the stream's.
             start = replace(start, call_sid=self._path_sid or start.stream_sid or f"CA-{uuid.uuid4().hex}")
-        if not CALL_SID.fullmatch(start.call_sid):
-            raise ProtocolViolation("bad_call_sid", f"unusable call sid {start.call_sid[:40]!r}")
+        # Sids key a call's records and backend URLs: the providers' shape only (no dots, slashes, ...).
+        if not is_valid_sid(start.call_sid):
+            raise ProtocolViolation("bad_call_sid", f"call sid {start.call_sid[:40]!r} is not {SID_RULE}")
+        if start.stream_sid and not is_valid_sid(start.stream_sid):
+            raise ProtocolViolation(
+                "bad_stream_sid", f"stream sid {start.stream_sid[:40]!r} is not {SID_RULE}"
+            )
         if self._path_sid and start.call_sid and self._path_sid != start.call_sid:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid

@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
 from voicebridge.daemon.admission import gate_call
+from voicebridge.daemon.bodies import BadInput, request_fields
 from voicebridge.daemon.keys import METRICS, OUTBOX, REGISTRY, SETTINGS, STREAM_TOKENS
 from voicebridge.daemon.registry import PendingCall
+from voicebridge.daemon.sids import is_valid_sid, path_segment
 
 logger = logging.getLogger("voicebridge.webhooks")
 
 
-async def request_fields(request: web.Request) -> dict[str, str]:
-    """Query, form or JSON parameters as one flat dict of strings (Exotel uses all three)."""
-    fields: dict[str, str] = {key: value for key, value in request.query.items()}
-    if request.method == "POST" and request.can_read_body:
-        if request.content_type == "application/json":
-            try:
-                body: Any = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise web.HTTPBadRequest(text="invalid JSON body") from None
-            if not isinstance(body, dict):
-                raise web.HTTPBadRequest(text="JSON body must be an object")
-            fields.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in body.items()})
-        else:
-            form = await request.post()
-            fields.update({key: str(value) for key, value in form.items()})
-    # Exotel wraps some values in quotes ("digits"); strip them once here.
-    return {key: value.strip().strip('"') for key, value in fields.items()}
+def checked_call_sid(
+    request: web.Request, fields: dict[str, str], endpoint: str, required: bool = True
+) -> str:
+    """The CallSid field, of the providers' shape; a bad one is a counted 400 (it would key records and
+    backend URLs)."""
+    call_sid = fields.get("CallSid", "")
+    if not call_sid and not required:
+        return ""
+    if not call_sid:
+        _count(request, endpoint, "bad_request")
+        raise BadInput("no_call_sid")
+    if not is_valid_sid(call_sid):
+        _count(request, endpoint, "bad_call_sid")
+        raise BadInput("bad_call_sid")
+    return call_sid
 
 
 def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> str:
@@ -46,7 +44,7 @@ def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> st
     suffix = f"?{urlencode(query)}" if query else ""
     # The token goes in the path: Twilio allows no query string on stream URLs.
     token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
-    return f"{base}/ws/stream/{quote(call_sid, safe='')}{token}{suffix}"
+    return f"{base}/ws/stream/{path_segment(call_sid)}{token}{suffix}"
 
 
 def _count(request: web.Request, endpoint: str, result: str) -> None:
@@ -56,10 +54,7 @@ def _count(request: web.Request, endpoint: str, result: str) -> None:
 async def exotel_incoming(request: web.Request) -> web.Response:
     """Voicebot applet's dynamic URL: remember the call and answer with its stream URL."""
     fields = await request_fields(request)
-    call_sid = fields.get("CallSid", "")
-    if not call_sid:
-        _count(request, "exotel_incoming", "bad_request")
-        raise web.HTTPBadRequest(text="CallSid is required")
+    call_sid = checked_call_sid(request, fields, "exotel_incoming")
     registry = request.app[REGISTRY]
     if (reason := registry.denied(call_sid)) is not None:
         _count(request, "exotel_incoming", "denied")
@@ -79,7 +74,7 @@ async def exotel_incoming(request: web.Request) -> web.Response:
 async def exotel_passthru(request: web.Request) -> web.Response:
     """Gate before the Voicebot applet: 200 proceeds to the bot, 302 takes the flow's other path."""
     fields = await request_fields(request)
-    call_sid = fields.get("CallSid", "")
+    call_sid = checked_call_sid(request, fields, "exotel_passthru", required=False)
     registry = request.app[REGISTRY]
     stream_fields = {k: v for k, v in fields.items() if k.startswith("Stream")}
     if call_sid and stream_fields:
@@ -107,10 +102,7 @@ async def exotel_passthru(request: web.Request) -> web.Response:
 
 async def _callback(request: web.Request, kind: str) -> web.Response:
     fields = await request_fields(request)
-    call_sid = fields.get("CallSid", "")
-    if not call_sid:
-        _count(request, f"exotel_{kind}", "bad_request")
-        raise web.HTTPBadRequest(text="CallSid is required")
+    call_sid = checked_call_sid(request, fields, f"exotel_{kind}")
     request.app[REGISTRY].record_callback(call_sid, kind, fields)
     # Stored durably before Exotel hears 200; the key makes its retries the same record.
     detail = fields.get("Status") or fields.get("EventType") or fields.get("RecordingUrl", "")
@@ -119,7 +111,7 @@ async def _callback(request: web.Request, kind: str) -> web.Response:
             f"{call_sid}:{kind}:{detail}",
             call_sid,
             "callback",
-            f"/v1/calls/{call_sid}/callbacks",
+            f"/v1/calls/{path_segment(call_sid)}/callbacks",
             {"kind": kind, "fields": fields},
         )
     except Exception as exc:  # not stored: a 500 makes the provider retry rather than lose it
@@ -146,7 +138,7 @@ async def exotel_recording(request: web.Request) -> web.Response:
 async def exotel_transfer(request: web.Request) -> web.Response:
     """Connect applet's dynamic URL: where to dial for a call we transferred."""
     fields = await request_fields(request)
-    call_sid = fields.get("CallSid", "")
+    call_sid = checked_call_sid(request, fields, "exotel_transfer", required=False)
     number = request.app[REGISTRY].transfer_destination(call_sid)
     if number is None:
         _count(request, "exotel_transfer", "unknown")
@@ -168,7 +160,7 @@ async def exotel_transfer(request: web.Request) -> web.Response:
 async def twilio_incoming(request: web.Request) -> web.Response:
     """Twilio voice webhook: TwiML that connects the call's audio to our stream."""
     fields = await request_fields(request)
-    call_sid = fields.get("CallSid", "")
+    call_sid = checked_call_sid(request, fields, "twilio_incoming", required=False)
     registry = request.app[REGISTRY]
     if (refusal := registry.refusal()) or not call_sid:
         if refusal:
@@ -199,10 +191,13 @@ def _xml(body: str) -> str:
 
 
 def add_routes(app: web.Application) -> None:
-    """Register every webhook route."""
-    app.router.add_route("*", "/webhooks/exotel/incoming", exotel_incoming)
-    app.router.add_route("*", "/webhooks/exotel/passthru", exotel_passthru)
-    app.router.add_post("/webhooks/exotel/status", exotel_status)
-    app.router.add_post("/webhooks/exotel/recording", exotel_recording)
-    app.router.add_get("/webhooks/exotel/transfer", exotel_transfer)
-    app.router.add_post("/webhooks/twilio/incoming", twilio_incoming)
+    """Register the webhook routes of the enabled providers; a disabled provider has none."""
+    settings = app[SETTINGS]
+    if settings.exotel.enabled:
+        app.router.add_route("*", "/webhooks/exotel/incoming", exotel_incoming)
+        app.router.add_route("*", "/webhooks/exotel/passthru", exotel_passthru)
+        app.router.add_post("/webhooks/exotel/status", exotel_status)
+        app.router.add_post("/webhooks/exotel/recording", exotel_recording)
+        app.router.add_get("/webhooks/exotel/transfer", exotel_transfer)
+    if settings.twilio.enabled:
+        app.router.add_post("/webhooks/twilio/incoming", twilio_incoming)

@@ -1,0 +1,507 @@
+"""The HTTP door against real daemons (issue 14: 1, 2, 3, 4, 18, 19, 22, 26).
+
+Two daemons, one per fixture, each shared by the tests that need it:
+- `door`: loopback, Exotel `basic`, Twilio `signature`, a management token; the echo backend.
+- `exposed`: 0.0.0.0, Exotel `token`, Twilio disabled, no management token; the node backend fake (in a
+  thread of its own) recording every path the daemon requests.
+Every hostile request must get a 4xx, be counted, and leave no traceback in the daemon's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
+
+import aiohttp
+import pytest
+
+from tests.fakes.node_api import FakeNodeApi
+from voicebridge.config import Settings
+from voicebridge.daemon.auth import twilio_signature
+from voicebridge.daemon.child import DaemonProcess, start_daemon
+from voicebridge.daemon.logs import JsonFormatter, TextFormatter
+from voicebridge.simulate import SimulatedCaller
+
+pytestmark = pytest.mark.e2e
+
+EXOTEL_USER, EXOTEL_PASSWORD = "exotel-door", "door-basic-pass-1"
+TWILIO_TOKEN = "twilio-door-token-2"
+MANAGEMENT_TOKEN = "management-door-token-3"
+EXOTEL_TOKEN = "exotel-door-query-token-4"
+NODE_KEY = "node-door-key-5"
+FORM = "application/x-www-form-urlencoded"
+
+
+def basic() -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{EXOTEL_USER}:{EXOTEL_PASSWORD}".encode()).decode()
+
+
+BEARER = {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    process = start_daemon(
+        tmp_path_factory.mktemp("door"),
+        {
+            "prompts": {"greeting": "Hello."},
+            "exotel": {
+                "webhook_auth": "basic",
+                "webhook_username": EXOTEL_USER,
+                "webhook_password": EXOTEL_PASSWORD,
+            },
+            "twilio": {"webhook_auth": "signature", "auth_token": TWILIO_TOKEN},
+            "management": {"token": MANAGEMENT_TOKEN},
+        },
+    )
+    yield process
+    process.terminate()
+
+
+class ThreadedNodeApi:
+    """The node backend fake on an event loop of its own, so a module-scoped daemon can use it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.fake = FakeNodeApi(api_key=NODE_KEY)
+
+    def __enter__(self) -> FakeNodeApi:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.fake.__aenter__(), self.loop).result(30)
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.__aexit__(None, None, None), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def node_api() -> Iterator[FakeNodeApi]:
+    with ThreadedNodeApi() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory: pytest.TempPathFactory, node_api: FakeNodeApi) -> Iterator[DaemonProcess]:
+    process = start_daemon(
+        tmp_path_factory.mktemp("exposed"),
+        {
+            "server": {"host": "0.0.0.0"},
+            "prompts": {"greeting": "Hello."},
+            "exotel": {"webhook_auth": "token", "webhook_token": EXOTEL_TOKEN},
+            "twilio": {"enabled": False},
+            "backend": {"kind": "node", "url": node_api.url, "api_key": NODE_KEY},
+            "outbox": {"retry_base_s": 0.2, "retry_cap_s": 1.0},
+        },
+    )
+    yield process
+    process.terminate()
+
+
+async def request(
+    method: str,
+    url: str,
+    headers: dict[str, str] | None = None,
+    data: Any = None,
+) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, headers=headers, data=data, allow_redirects=False) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def raw_request(port: int, request_bytes: bytes) -> int:
+    """Send bytes no HTTP client would (raw header bytes); return the status code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 60)
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def metric_lines(daemon: DaemonProcess, name: str) -> dict[str, float]:
+    status, text = await request("GET", f"{daemon.http}/metrics", BEARER)
+    assert status == 200, text
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    """Poll `probe` until it holds or `timeout` passes (no timing is asserted: it only bounds a hang)."""
+    for _ in range(int(timeout / 0.2)):
+        if await probe():
+            return True
+        await asyncio.sleep(0.2)
+    return await probe()
+
+
+def no_traceback(daemon: DaemonProcess) -> None:
+    log = daemon.log()
+    assert "Traceback" not in log, log[-4000:]
+
+
+async def exotel_stream_url(daemon: DaemonProcess, call_sid: str, **form: str) -> str:
+    status, body = await request(
+        "POST",
+        f"{daemon.http}/webhooks/exotel/incoming",
+        {"Authorization": basic()},
+        {"CallSid": call_sid, "From": "+919800000001", "To": "+918000000002", **form},
+    )
+    assert status == 200, body
+    return str(json.loads(body)["url"])
+
+
+# --- unit level --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "formatter", [TextFormatter("%(levelname)s [%(call_sid)s] %(message)s"), JsonFormatter()]
+)
+def test_log_values_cannot_break_the_line(formatter: logging.Formatter) -> None:
+    record = logging.LogRecord(
+        "voicebridge.test",
+        logging.INFO,
+        __file__,
+        1,
+        "call from %s",
+        ("+91\nFORGED\r\x1b[2J\x85\u2028x",),
+        None,
+    )
+    record.call_sid = "CA\n1"
+    line = formatter.format(record)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x85" not in line, line
+    assert "\u2028" not in line
+    message = json.loads(line)["message"] if isinstance(formatter, JsonFormatter) else line
+    assert "\\nFORGED\\r\\x1b[2J\\x85\\u2028x" in message, message
+
+
+def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
+    # Loopback, Exotel open, Twilio disabled with auth: the quick start's open mode, not half of it.
+    settings = Settings(twilio={"enabled": False, "webhook_auth": "signature", "auth_token": "t"})
+    assert settings.open_mode and not settings.management_api_needs_token
+    assert Settings(server={"trusted_proxies": ["127.0.0.1/32"]}).management_api_needs_token
+    assert Settings(exotel={"webhook_auth": "token", "webhook_token": "x" * 16}).management_api_needs_token
+
+
+# --- item 1: a disabled provider has no door -----------------------------------------------------------
+
+
+async def test_disabled_provider_has_no_routes_and_no_streams(exposed: DaemonProcess) -> None:
+    form = {"CallSid": "CA-disabled-1", "From": "+15550000001", "To": "+15550000002"}
+    status, body = await request("POST", f"{exposed.http}/webhooks/twilio/incoming", data=form)
+    assert status == 404, body
+    # A token the enabled provider's webhook issued cannot carry a stream shaped like the disabled one's.
+    status, body = await request(
+        "POST",
+        f"{exposed.http}/webhooks/exotel/incoming",
+        {"X-Voicebridge-Token": EXOTEL_TOKEN},
+        {"CallSid": "CA-disabled-2", "From": "+919800000001", "To": "+918000000002"},
+    )
+    assert status == 200, body
+    url = json.loads(body)["url"].replace("ws://0.0.0.0:", "ws://127.0.0.1:")
+    async with SimulatedCaller(url, provider="twilio", call_sid="CA-disabled-2") as caller:
+        await asyncio.wait_for(caller.closed.wait(), 30)
+        assert caller.close_code == 1008 and not caller.log.frames
+    assert "provider twilio is disabled" in exposed.log()
+
+
+# --- item 2: sids are checked at every entry; paths to the backend stay in their segment -----------------
+
+VALID_SIDS = ["CA-fuzz-1", "a_b-C9", "x" * 64, "0", "b6cfaf0a9b1b4ea8a2b0b2c4a7b0c3a1"]
+TRICKS = [
+    "../../admin/x?a=",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2e%2e%2fadmin",
+    "..%2F..%2Fadmin",
+    "CA1/../../x",
+    "CA1/",
+    "/CA1",
+    "CA1?x=1",
+    "CA1#frag",
+    "CA1%00",
+    "CA\x00x",
+    "CA1\n",
+    "CA 1",
+    "CA;1",
+    "ＣＡ１",
+    "CA✓",
+    "CA\u202e1",
+    "x" * 65,
+    "x" * 5000,
+    "CA%2F..",
+    "CA\\..\\x",
+    "CA1.callbacks",
+    "CA:1",
+]
+
+
+def fuzzed_sids(seed: int, count: int) -> list[str]:
+    """Tricks glued to valid sids and to each other, by a seeded generator."""
+    rng = random.Random(seed)
+    parts = [*TRICKS, "CA", "..", "/", "%2f", "%252e", "?", "#", "\\", "\x00", "é", "\ud7ff"]
+    return ["".join(rng.choice(parts) for _ in range(rng.randint(2, 4))) for _ in range(count)]
+
+
+async def test_callsid_tricks_never_leave_their_path_segment(
+    exposed: DaemonProcess, node_api: FakeNodeApi
+) -> None:
+    hook = {"X-Voicebridge-Token": EXOTEL_TOKEN}
+    accepted: list[str] = []
+    statuses: list[tuple[str, int]] = []
+    async with aiohttp.ClientSession() as session:
+        for index, sid in enumerate([*VALID_SIDS, *TRICKS, *fuzzed_sids(14, 60)]):
+            endpoint = ("status", "recording")[index % 2]
+            fields = {"CallSid": sid, "Status": f"completed-{index}", "RecordingUrl": f"https://r/{index}"}
+            body: Any = json.dumps(fields) if index % 3 == 0 else fields
+            headers = {**hook, "Content-Type": "application/json"} if index % 3 == 0 else hook
+            async with session.post(
+                f"{exposed.http}/webhooks/exotel/{endpoint}", data=body, headers=headers
+            ) as response:
+                statuses.append((sid, response.status))
+                if response.status == 200:
+                    accepted.append(sid.strip())
+            # The same in the query string, percent-encoded as a client would send it.
+            async with session.post(
+                f"{exposed.http}/webhooks/exotel/status?CallSid={quote(sid, safe='')}&Status=q{index}",
+                headers=hook,
+            ) as response:
+                statuses.append((sid, response.status))
+                if response.status == 200:
+                    accepted.append(sid.strip())
+    sid_shape = re.compile(r"[A-Za-z0-9_-]{1,64}")
+    for sid, status in statuses:
+        # Exotel quotes some values; the daemon strips whitespace and quotes off every field first.
+        assert status == (200 if sid_shape.fullmatch(sid.strip().strip('"')) else 400), (sid, status)
+
+    # Every accepted callback reaches the backend, each under its own call's path and nowhere else.
+    async def all_delivered() -> bool:
+        return len(node_api.seen("/callbacks")) >= len(accepted)
+
+    await eventually(all_delivered, 60)
+    delivered = node_api.seen("/callbacks")
+    assert len(delivered) >= len(accepted) >= 2 * len(VALID_SIDS)
+    allowed = re.compile(
+        r"/v1/(calls/[A-Za-z0-9_-]{1,64}/(callbacks|events|cost|conversation|messages|dtmf)"
+        r"|budget/check|business|health)"
+    )
+    for seen in node_api.requests:
+        assert allowed.fullmatch(seen.path) and not seen.query.keys() - {"to"}, (seen.path, seen.query)
+    assert {seen.path.split("/")[3] for seen in delivered} == set(accepted) >= set(VALID_SIDS)
+    no_traceback(exposed)
+
+
+async def sid_rejections(daemon: DaemonProcess) -> float:
+    lines = await metric_lines(daemon, "voicebridge_protocol_rejections_total")
+    return sum(value for key, value in lines.items() if "bad_call_sid" in key or "bad_stream_sid" in key)
+
+
+async def test_sids_in_urls_and_starts_are_checked(door: DaemonProcess) -> None:
+    # The stream URL's sid, a start's call sid and stream sid, and management's sid.
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await SimulatedCaller(f"{door.ws}/ws/stream/CA.1/0.00", call_sid="CA.1").connect()
+    assert refused.value.status == 400
+    host = door.ws.removeprefix("ws://")
+    static = f"ws://{EXOTEL_USER}:{EXOTEL_PASSWORD}@{host}/ws/stream"
+    for call_sid, stream_sid in (("CA..1", "MZ-1"), ("CA:1", "MZ-2"), ("CA-3", "MZ.3")):
+        before = await sid_rejections(door)
+        caller = SimulatedCaller(static, call_sid=call_sid)
+        caller.wire.stream_sid = stream_sid
+        async with caller:
+
+            async def refused(before: float = before) -> bool:
+                return await sid_rejections(door) > before
+
+            assert await eventually(refused, 30), (call_sid, stream_sid)
+            assert not caller.log.frames, call_sid
+    status, body = await request("POST", f"{door.http}/api/calls/CA.x/hangup", BEARER)
+    assert status == 400, body
+    status, body = await request(
+        "POST", f"{door.http}/webhooks/exotel/incoming", {"Authorization": basic()}, {"CallSid": "../x"}
+    )
+    assert status == 400, body
+    lines = await metric_lines(door, "voicebridge_webhooks_total")
+    assert lines.get('voicebridge_webhooks_total{endpoint="exotel_incoming",result="bad_call_sid"}'), lines
+
+
+# --- item 3: malformed stream tokens are refusals ---------------------------------------------------------
+
+
+async def test_malformed_stream_tokens_are_refused_not_500(door: DaemonProcess) -> None:
+    for token in ("²²²²²²²²²².abc", "1" * 5000 + ".abc", "１２３.abc", "%ff%fe.x", ".abc", "12.", "-1.ab"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await SimulatedCaller(f"{door.ws}/ws/stream/CA-tok/{token}", call_sid="CA-tok").connect()
+        assert refused.value.status in (401, 403), (token, refused.value.status)
+    no_traceback(door)
+
+
+# --- items 4 and 26: management behind a proxy, single-use stream tokens ----------------------------------
+
+
+async def test_management_needs_the_token_when_auth_is_on(door: DaemonProcess) -> None:
+    calls = f"{door.http}/api/calls/active"
+    # A same-host proxy that adds no header looks like loopback: with webhook auth on, /api/* needs the token.
+    assert (await request("GET", calls))[0] == 401
+    assert (await request("POST", f"{door.http}/api/calls/CA-x/transfer", data=b"{}"))[0] == 401
+    assert (await request("GET", calls, BEARER))[0] == 200
+    # Any proxy header marks a request as proxied, not only X-Forwarded-For.
+    for header in ({"Forwarded": "for=198.51.100.7"}, {"X-Real-IP": "198.51.100.7"}):
+        assert (await request("GET", f"{door.http}/metrics", header))[0] == 401, header
+        assert (await request("GET", f"{door.http}/health", header))[0] == 401, header
+    assert (await request("GET", f"{door.http}/metrics"))[0] == 200  # loopback, no proxy
+
+
+async def test_management_without_a_token_refuses_api_when_exposed(exposed: DaemonProcess) -> None:
+    status, body = await request("GET", f"{exposed.http}/api/calls/active")
+    assert status == 403, body
+    assert "management.token" in exposed.log()
+
+
+async def test_a_stream_token_is_single_use(door: DaemonProcess) -> None:
+    url = await exotel_stream_url(door, "CA-once")
+    async with SimulatedCaller(url, call_sid="CA-once") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await SimulatedCaller(url, call_sid="CA-once").connect()
+    assert refused.value.status == 401
+
+
+# --- item 18: Twilio signature mode serves real calls ---------------------------------------------------
+
+
+async def test_signed_twilio_call_streams_end_to_end(door: DaemonProcess) -> None:
+    url = f"{door.http}/webhooks/twilio/incoming"
+    form = {"CallSid": "CA-signed-1", "From": "+15550000001", "To": "+15550000002"}
+    headers = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, form)}
+    status, twiml = await request("POST", url, headers, form)
+    assert status == 200, twiml
+    stream = ElementTree.fromstring(twiml).find("Connect/Stream")
+    assert stream is not None, twiml
+    stream_url = stream.attrib["url"]
+    assert "/ws/stream/CA-signed-1/" in stream_url
+    async with SimulatedCaller(stream_url, provider="twilio", call_sid="CA-signed-1") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+        await caller.stop()
+    # A JSON body, which the signature does not cover, is refused even when the bare URL is signed.
+    bare = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, {}), "Content-Type": "application/json"}
+    status, body = await request("POST", url, bare, json.dumps(form))
+    assert status in (401, 415), body
+
+
+# --- item 19: hostile input is a counted 4xx with one log line --------------------------------------------
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+HOSTILE_BODIES: list[tuple[str, bytes]] = [
+    (FORM, b"CallSid=\xff\xfe&From=1"),
+    (FORM, b"CallSid=%ff%fe"),
+    (FORM, b"CallSid=%ED%A0%80"),
+    (FORM + "; charset=nope", b"CallSid=CA1"),
+    (FORM + "; charset=base64", b"CallSid=CA1"),
+    ("multipart/form-data", b"--x\r\n"),
+    (
+        "multipart/form-data; boundary=XX",
+        b'--XX\r\nContent-Disposition: form-data; name="CallSid"\r\n\r\nCA1',
+    ),
+    (FORM, random.Random(19).randbytes(400)),
+    ("application/json", DEEP_JSON.encode()),
+    ("application/json", b'{"CallSid": "CA1", "n": ' + b"7" * 5000 + b"}"),
+    ("application/json", b'{"CallSid": "\\ud800"}'),
+    ("application/json", b'{"CallSid": "\xff"}'),
+    ("application/json", b"[1]"),
+    ("application/json; charset=nope", b'{"CallSid": "CA1"}'),
+]
+
+
+async def test_hostile_bodies_on_every_webhook_are_4xx(door: DaemonProcess) -> None:
+    before = sum((await metric_lines(door, "voicebridge_http_rejections_total")).values())
+    refused = 0
+    for path, headers in (
+        ("/webhooks/exotel/incoming", {"Authorization": basic()}),
+        ("/webhooks/exotel/passthru", {"Authorization": basic()}),
+        ("/webhooks/exotel/status", {"Authorization": basic()}),
+        ("/webhooks/exotel/recording", {"Authorization": basic()}),
+        ("/webhooks/twilio/incoming", {"X-Twilio-Signature": "unsigned"}),  # parsed before the check
+    ):
+        for content_type, body in HOSTILE_BODIES:
+            status, text = await request(
+                "POST", f"{door.http}{path}", {**headers, "Content-Type": content_type}, body
+            )
+            assert 400 <= status < 500, (path, content_type, body[:40], status, text[:200])
+            refused += 1
+    status, text = await request(
+        "POST",
+        f"{door.http}/api/calls/CA-x/transfer",
+        {**BEARER, "Content-Type": "application/json"},
+        DEEP_JSON,
+    )
+    assert status == 400, text
+    after = sum((await metric_lines(door, "voicebridge_http_rejections_total")).values())
+    assert after - before >= refused
+    no_traceback(door)
+
+
+async def test_raw_header_bytes_and_header_floods_are_4xx(
+    door: DaemonProcess, exposed: DaemonProcess
+) -> None:
+    def post(path: str, header: bytes, port: int) -> bytes:
+        return (
+            (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {FORM}\r\n"
+                "Content-Length: 11\r\nConnection: close\r\n"
+            ).encode()
+            + header
+            + b"\r\n\r\nCallSid=CA1"
+        )
+
+    cases = [
+        (door, "/webhooks/exotel/incoming", b"Authorization: Basic \xff\xfe\x80"),
+        (door, "/webhooks/twilio/incoming", b"X-Twilio-Signature: \xff\xfe\x80="),
+        (door, "/api/calls/active", b"Authorization: Bearer \xff\xfe\x80"),
+        (exposed, "/webhooks/exotel/status", b"X-Voicebridge-Token: \xff\xfe\x80" + b"x" * 20),
+        (door, "/webhooks/exotel/incoming", b"X-Long: " + b"a" * 20_000),
+        (door, "/webhooks/exotel/incoming", b"\r\n".join(b"X-H%d: 1" % n for n in range(300))),
+    ]
+    for daemon, path, header in cases:
+        status = await raw_request(daemon.port, post(path, header, daemon.port))
+        assert 400 <= status < 500, (path, header[:30], status)
+    lines = await metric_lines(door, "voicebridge_http_rejections_total")
+    assert any('reason="bad_http_request"' in key for key in lines), lines
+    no_traceback(door)
+    no_traceback(exposed)
+
+
+# --- item 22: no forged log lines -------------------------------------------------------------------------
+
+
+async def test_a_newline_in_a_caller_field_cannot_forge_a_log_line(door: DaemonProcess) -> None:
+    forged = "2099-01-01 00:00:00,000 ERROR voicebridge.forged [-] FORGED-LINE"
+    url = await exotel_stream_url(door, "CA-forge", From=f"+91\n{forged}\r\x1b[2J\x85x")
+    async with SimulatedCaller(url, call_sid="CA-forge") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+    await request("GET", f"{door.http}/webhooks/x%0a{forged}")
+    log = door.log()
+    assert "FORGED-LINE" in log  # it was logged...
+    for line in log.splitlines():
+        assert not line.startswith("2099-") and "\x1b" not in line and "\x85" not in line, line
