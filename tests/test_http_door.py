@@ -28,6 +28,7 @@ from voicebridge.config import Settings
 from voicebridge.daemon.auth import twilio_signature
 from voicebridge.daemon.child import DaemonProcess, start_daemon
 from voicebridge.daemon.logs import JsonFormatter, TextFormatter
+from voicebridge.doctor import check_authentication
 from voicebridge.simulate import SimulatedCaller
 
 pytestmark = pytest.mark.e2e
@@ -201,7 +202,13 @@ def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
     settings = Settings(twilio={"enabled": False, "webhook_auth": "signature", "auth_token": "t"})
     assert settings.open_mode and not settings.management_api_needs_token
     assert Settings(server={"trusted_proxies": ["127.0.0.1/32"]}).management_api_needs_token
-    assert Settings(exotel={"webhook_auth": "token", "webhook_token": "x" * 16}).management_api_needs_token
+    with_auth = Settings(exotel={"webhook_auth": "token", "webhook_token": "x" * 16})
+    assert with_auth.management_api_needs_token
+    # doctor says what the daemon will do: /api/* refused until management.token is set.
+    check = check_authentication(with_auth)
+    assert check.status == "warn" and "management.token" in check.detail, check
+    token_set = Settings(exotel=with_auth.exotel.model_dump(), management={"token": "t" * 20})
+    assert check_authentication(token_set).status == "pass"
 
 
 # --- item 1: a disabled provider has no door -----------------------------------------------------------
