@@ -512,3 +512,20 @@ async def test_a_newline_in_a_caller_field_cannot_forge_a_log_line(door: DaemonP
     assert "FORGED-LINE" in log  # it was logged...
     for line in log.splitlines():
         assert not line.startswith("2099-") and "\x1b" not in line and "\x85" not in line, line
+
+
+async def test_control_socket_checks_sids_too(door: DaemonProcess) -> None:
+    reader, writer = await asyncio.open_unix_connection(str(door.control_socket))
+    try:
+        for call_sid, code in (
+            ("../CA1", "bad_call_sid"),
+            ("CA:1", "bad_call_sid"),
+            ("CA-none", "unknown_call"),
+        ):
+            request_line = {"version": 1, "id": 7, "op": "show", "call_sid": call_sid}
+            writer.write(json.dumps(request_line).encode() + b"\n")
+            await writer.drain()
+            answer = json.loads(await asyncio.wait_for(reader.readline(), 30))
+            assert answer["ok"] is False and answer["code"] == code, answer
+    finally:
+        writer.close()

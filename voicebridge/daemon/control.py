@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
+from voicebridge.daemon.sids import SID_RULE, is_valid_sid
 
 PROTOCOL_VERSION = 1
 # A request is a sid and a phone number; anything near this is not an operator typing.
@@ -187,6 +188,8 @@ class ControlServer:
         if op not in OPERATIONS:
             raise _RequestError("unknown_op", f"unknown op {op!r}; one of {', '.join(OPERATIONS)}")
         call_sid = _string(request, "call_sid")
+        if not is_valid_sid(call_sid):
+            raise _RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")
         if op == "show":
             return registry.show(call_sid)
         if op == "hangup":
