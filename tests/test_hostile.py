@@ -6,8 +6,9 @@ same checks — no 5xx was seen, no Traceback reached the daemon's log, `voicebr
 did not move, and a normal authenticated Exotel call (webhook → stream URL → greeting → a turn → a reply)
 still works:
 
-1. WebSocket garbage over many concurrent signed connections (the seeded plans of tests/fuzz_messages.py),
-   sockets that never send `start`, a duplicate `start`, a huge `stream_sid`, oversized and binary frames.
+1. WebSocket garbage over many concurrent signed connections (the seeded plans of tests/fuzz_messages.py;
+   a short burst of it also warms the daemon up before the baseline, and its log counts here), sockets that
+   never send `start`, a duplicate `start`, a huge `stream_sid`, oversized and binary frames.
 2. Hostile HTTP on every route: non-UTF-8 header bytes, undecodable or deep bodies, path tricks in CallSids,
    malformed stream tokens, over-long and too many headers, framing lies, headers that trickle in.
 3. Garbage on the control socket: every line gets exactly one JSON reply (an over-long one a clean close).
@@ -66,6 +67,7 @@ CALL_TIMEOUT_S = 60.0  # for a greeting or a reply; generous, never a speed clai
 FUZZ_WORKERS = 6
 FUZZ_TARGET_MESSAGES = 50_000  # more than the budget allows: the workers open connections until its end
 FUZZ_BUDGET_S = 12.0
+WARMUP_FUZZ_S = 4.0
 IDLE_STREAMS = 12
 # A socket that never sends `start` must be cut "within a few seconds" (#14.23); this is far more than that.
 IDLE_GRACE_S = 15.0
@@ -94,6 +96,9 @@ class Hostile:
     speech: bytes
     baseline: dict[str, int] = field(default_factory=dict)
     summaries: list[str] = field(default_factory=list)
+    # How far the daemon's log has been checked: each phase checks on from there, so nothing logged
+    # between phases (the warm-up included) goes unseen.
+    log_checked: int = 0
 
     @property
     def http(self) -> str:
@@ -144,8 +149,10 @@ def hostile(
         speak(CALLER_SENTENCE, 8000),
     )
     try:
-        # The first call allocates what the daemon keeps (models' buffers, arenas): the baseline is after it.
+        # The first call and the first garbage allocate what the daemon keeps (models' buffers, allocator
+        # arenas, caches): the baseline is taken after them, so growth measured later is what phases left.
         run_sync(lambda: normal_call(suite, "warmup"))
+        run_sync(lambda: warm_up_fuzz(suite))
         health = run_sync(lambda: settle(suite, lambda h: not h.get("active_calls")))
         suite.baseline = dict(health["process"])
         yield suite
@@ -162,6 +169,19 @@ def hostile(
         backend.stop()
         if stuck:
             pytest.fail(f"daemon(s) on port(s) {stuck} did not stop within 45 s of SIGTERM; killed")
+
+
+async def warm_up_fuzz(suite: Hostile) -> None:
+    deadline = time.monotonic() + WARMUP_FUZZ_S
+    stats = FuzzStats()
+    await asyncio.gather(
+        *(
+            signed_fuzz_worker(
+                suite.daemon, WireFuzzer(1413_000 + worker), stats, TWILIO_TOKEN, 10**6, deadline
+            )
+            for worker in range(FUZZ_WORKERS)
+        )
+    )
 
 
 async def settle(suite: Hostile, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
@@ -225,8 +245,7 @@ class Phase:
 
 
 async def begin(suite: Hostile, name: str) -> Phase:
-    log = LogWatch(suite.daemon.log_path)
-    log.skip_to_end()
+    log = LogWatch(suite.daemon.log_path, suite.log_checked)
     metrics = await suite.management.metrics()
     return Phase(name, suite, log, metrics.get(UNHANDLED, 0.0))
 
@@ -250,6 +269,7 @@ async def finish(phase: Phase, after_call: Callable[[], list[str]] = list) -> No
         phase.problem(f"{UNHANDLED} rose by {rose:.0f} during {phase.name}")
     # Read again after the call: an exception in a dropped task is logged only when the task is collected.
     logged.update(tracebacks(phase.log.read_new()))
+    suite.log_checked = phase.log.offset
     for exception, count in logged.items():
         phase.problem(f"{count} Traceback(s) in the daemon log: {exception}")
     suite.summaries.append(
@@ -1133,6 +1153,10 @@ async def test_phase5_resources_back_near_baseline(hostile: Hostile) -> None:
         problems.append(f"open fds did not come back near their baseline: {report}")
     if health.get("active_calls"):
         problems.append(f"calls never finalised: {report}")
+    for exception, count in Counter(
+        tracebacks(LogWatch(hostile.daemon.log_path, hostile.log_checked).read_new())
+    ).items():
+        problems.append(f"{count} Traceback(s) in the daemon log since phase 4: {exception}")
     if (unhandled := metrics.get(UNHANDLED, 0.0)) > 0:
         problems.append(f"{UNHANDLED} is {unhandled:.0f} after all phases")
     if escaped := hostile.backend.escaped_paths():

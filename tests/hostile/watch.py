@@ -22,9 +22,6 @@ class LogWatch:
     path: Path
     offset: int = 0
 
-    def skip_to_end(self) -> None:
-        self.offset = self.path.stat().st_size
-
     def read_new(self) -> str:
         with self.path.open("rb") as log:
             log.seek(self.offset)
