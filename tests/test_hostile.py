@@ -121,12 +121,14 @@ def main_config(backend_url: str) -> dict[str, dict[str, Any]]:
     }
 
 
-SPARE_CONFIG: dict[str, dict[str, Any]] = {
-    "prompts": {"greeting": "Hi."},
-    "exotel": {"webhook_auth": "token", "webhook_token": EXOTEL_TOKEN},
-    "twilio": {"enabled": False},
-    "management": {"token": MANAGEMENT_TOKEN},
-}
+def spare_config() -> dict[str, dict[str, Any]]:
+    """The second daemon: Exotel on token auth, Twilio disabled (so its routes must not exist)."""
+    return {
+        "prompts": {"greeting": "Hi."},
+        "exotel": {"webhook_auth": "token", "webhook_token": EXOTEL_TOKEN},
+        "twilio": {"enabled": False},
+        "management": {"token": MANAGEMENT_TOKEN},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +141,7 @@ def hostile(
         main = pool.submit(
             start_daemon, tmp_path_factory.mktemp("hostile"), main_config(fake.url), READY_TIMEOUT_S
         )
-        spare = pool.submit(start_daemon, tmp_path_factory.mktemp("spare"), SPARE_CONFIG, READY_TIMEOUT_S)
+        spare = pool.submit(start_daemon, tmp_path_factory.mktemp("spare"), spare_config(), READY_TIMEOUT_S)
         daemons = [main.result(), spare.result()]
     suite = Hostile(
         daemons[0],
@@ -349,13 +351,17 @@ async def explicit_stream_cases(suite: Hostile, phase: Phase) -> None:
     """The hand-made cases the random plans may not hit: oversized and binary frames, hostile start sids."""
     caller = _exotel_messages("CA-hostile-frames", "MZ-hostile-frames")
     media = caller.media(bytes(320))
+    noise = random.Random(20)
     results = await asyncio.gather(
         duplicate_start(suite, phase),
         huge_stream_sid(suite, phase),
         stream_with(suite, "oversized text frame", [caller.start(), "x" * (2 << 20), media], True),
         stream_with(suite, "oversized binary frame", [caller.start(), b"\x00" * (2 << 20), media], True),
         stream_with(
-            suite, "binary frames", [caller.start()] + [random.randbytes(1000) for _ in range(20)], False
+            suite,
+            "binary frames",
+            [caller.start()] + [noise.randbytes(1000) for _ in range(20)],
+            False,
         ),
         stream_with(
             suite,

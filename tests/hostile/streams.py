@@ -4,6 +4,7 @@ existing seeded fuzzer's connection plans run through them, idle sockets, and re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -72,7 +73,8 @@ async def collect(
     next_keep_alive = loop.time()
     while (left := deadline - loop.time()) > 0 and len(seen.messages) < max_messages:
         if keep_alive and loop.time() >= next_keep_alive and not ws.closed:
-            await ws.send_str(keep_alive)
+            with contextlib.suppress(ConnectionError, RuntimeError):  # closed under us: seen next read
+                await ws.send_str(keep_alive)
             next_keep_alive = loop.time() + 0.1
         try:
             message = await ws.receive(timeout=min(left, 0.1))
