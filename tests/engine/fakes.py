@@ -254,3 +254,36 @@ class Wire:
 
     def marks(self) -> list[str]:
         return [frame["name"] for frame in self.frames if frame["event"] == "mark"]
+
+
+@dataclass
+class FakeSocket:
+    """The server side of a provider WebSocket as StreamSession reads it: scripted text frames, sends kept."""
+
+    incoming: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    sent: list[str] = field(default_factory=list)
+    closed: bool = False
+    close_code: int | None = None
+
+    def __aiter__(self) -> FakeSocket:
+        return self
+
+    async def __anext__(self) -> Any:
+        from aiohttp import WSMessage, WSMsgType
+
+        text = await self.incoming.get()
+        if text is None:
+            raise StopAsyncIteration
+        return WSMessage(WSMsgType.TEXT, text, None)
+
+    def exception(self) -> BaseException | None:
+        return None
+
+    async def send_str(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> bool:
+        if not self.closed:
+            self.closed, self.close_code = True, code
+            self.incoming.put_nowait(None)
+        return True

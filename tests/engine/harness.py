@@ -184,7 +184,7 @@ async def open_call(
         max_minutes=max_minutes,
     )
     wire.on_mark = call.on_mark
-    assert services.registry.admit(call)
+    assert call.admit()
     call.begin(greeting)
     await call.record_started()
     return Engine(services, call, wire, stt, tts, backend)

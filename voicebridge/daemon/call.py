@@ -150,6 +150,7 @@ class Call:
         self._minute_limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
         self._fallback_number = services.settings.calls.fallback_number
         self._time_limit: asyncio.TimerHandle | None = None
+        self._admitted = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -162,10 +163,18 @@ class Call:
         if business.max_call_minutes:
             self._minute_limits.append(business.max_call_minutes)
 
+    def admit(self) -> bool:
+        """Take a slot in the registry; False means refuse the call. The one place a call counts as active:
+        teardown uncounts it once, so the gauge stays balanced whatever happens in between."""
+        if not self._s.registry.admit(self):
+            return False
+        self._admitted = True
+        self._s.metrics.calls_active.inc()
+        return True
+
     def begin(self, greeting: str = "greeting") -> None:
         """Start the pacer and play the (pre-rendered) greeting phrase at once."""
         self._spawn(self._pacer.run(), "pacer")
-        self._s.metrics.calls_active.inc()
         audio = self._s.phrases.audio(greeting, self._rate)
         if audio:
             self._play_phrase(greeting, audio)
@@ -214,7 +223,8 @@ class Call:
         # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
         await self._recorder.ended(outcome, self.usage, self.transcript)
         self._s.registry.finish(self, record)
-        self._s.metrics.calls_active.dec()
+        if self._admitted:
+            self._s.metrics.calls_active.dec()
         self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         self.log.info(
             "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
