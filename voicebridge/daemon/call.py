@@ -147,7 +147,10 @@ class Call:
         self.usage = CallUsage()
         self._backend_failures = 0
         self._recorder = CallRecorder(services.outbox, services.settings, self.info)
-        self._minute_limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
+        # The config's 0 means "no limit"; a budget's 0 (or less) means no minutes left: goodbye at once.
+        self._minute_limits = [m for m in (services.settings.calls.max_call_minutes,) if m > 0]
+        if max_minutes is not None:
+            self._minute_limits.append(max(0.0, max_minutes))
         self._fallback_number = services.settings.calls.fallback_number
         self._time_limit: asyncio.TimerHandle | None = None
         self._admitted = False
