@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -52,6 +53,11 @@ logger = logging.getLogger("voicebridge.call")
 UNRECOGNISED = "[speech not recognised]"
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
+
+
+def _mark_name(kind: str) -> str:
+    """A mark name no one can guess: only the provider's echo of the mark we sent can match it."""
+    return f"{kind}-{secrets.token_hex(16)}"
 
 
 class CallState(StrEnum):
@@ -137,7 +143,6 @@ class Call:
         self._reply: _Reply | None = None
         self._unanswered = ""
         self._turn_ended_at = 0.0
-        self._reply_seq = 0
         self.turns = 0
         self.history: list[ConversationTurn] = []
         self.transcript: list[dict[str, Any]] = []
@@ -306,6 +311,8 @@ class Call:
     async def on_audio(self, pcm16: bytes) -> None:
         """Caller audio at the stream's rate: run turn detection and act on what it says."""
         self._s.metrics.frames_in.inc()
+        if self.ended:
+            return  # a message already in flight when the call ended: it must not start a reply
         if self._recording is not None:
             self._recording.caller(pcm16, self._loop.time())
         for event in self._detector.feed(self._ingress.process(pcm16)):
@@ -333,6 +340,8 @@ class Call:
 
     async def on_dtmf(self, digit: str) -> None:
         """A keypad press: interrupts the bot, and completes an entry on '#', a count or a timeout."""
+        if self.ended:
+            return
         self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
         if self.state is CallState.SPEAKING:
             await self._barge_in()
@@ -361,12 +370,16 @@ class Call:
     def on_mark(self, name: str) -> None:
         """The provider finished playing up to our mark."""
         reply = self._reply
-        if reply is not None and reply.mark == name:
+        # A reply has a mark only once all of it is queued; before that no echo, even an empty one, is it.
+        if not self.ended and reply is not None and reply.mark and reply.mark == name:
             self._reply_played(reply)
 
     # --- replies -------------------------------------------------------------------------------------
 
-    def _start_reply(self, work: Awaitable[None], committed: bool) -> None:
+    def _start_reply(self, work: Coroutine[Any, Any, None], committed: bool) -> None:
+        if self.ended:
+            work.close()  # never started, so nothing to clean up but the coroutine object
+            return
         reply = _Reply(task=None)
         self._reply = reply
         reply.task = self._spawn(work, "reply")
@@ -498,8 +511,7 @@ class Call:
         spoken = " ".join(text for text, _ in reply.sentences)
         self.history.append(ConversationTurn("bot", spoken))
         self.transcript.append({"role": "bot", "text": spoken, "at": time.time()})
-        self._reply_seq += 1
-        reply.mark = f"reply-{self._reply_seq}"
+        reply.mark = _mark_name("reply")
         self._pacer.end_reply(reply.mark)
         await self._wait_reply_played(reply)
         if reply.action is not None and not self.ended:
@@ -552,9 +564,9 @@ class Call:
     def _play_phrase(self, name: str, pcm: bytes) -> _Reply:
         """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
         text = self._s.phrases.text(name)
-        self._reply_seq += 1
+        # Custom phrases are named by their text, which has no place on the wire.
         reply = _Reply(
-            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=f"{name}-{self._reply_seq}"
+            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=_mark_name(name.split(":")[0])
         )
         reply.gate.set()
         self._reply = reply
