@@ -97,6 +97,9 @@ class _Reply:
     mark: str = ""
     caller_text: str = ""
     action: ReplyAction | None = None
+    # Where this reply's bot line is, in history (index) and transcript (the entry), once it plays.
+    line: int = -1
+    entry: dict[str, Any] | None = None
 
 
 class Call:
@@ -202,6 +205,10 @@ class Call:
             return
         self._ended.set()
         self.outcome = outcome
+        if self.state is CallState.SPEAKING and self._reply is not None:
+            # Hung up mid-reply: the line keeps what the caller heard.
+            heard = self._pacer.progress.heard_seconds(self._loop.time())
+            self._keep_heard(self._reply, heard, barge_in=False)
         self.state = CallState.ENDED
         if self._digit_timer is not None:
             self._digit_timer.cancel()
@@ -461,11 +468,12 @@ class Call:
         apology = self._s.phrases.audio("apology", self._rate)
         await reply.gate.wait()
         if self.state is not CallState.SPEAKING:
-            self._begin_speaking(caller_text)
+            self._begin_speaking(reply, caller_text)
         if apology:
             self._pacer.play(apology)
             text = self._s.phrases.text("apology")
             reply.sentences.append((text, len(apology) / 2 / self._rate))
+            self._extend_line(reply)
             self.usage.tts_seconds += len(apology) / 2 / self._rate
 
     async def _give_up_on_backend(self) -> None:
@@ -496,21 +504,22 @@ class Call:
                             )
                             # Everything up to here may have run speculatively; nothing goes out before this.
                             await reply.gate.wait()
-                            self._begin_speaking(caller_text)
+                            self._begin_speaking(reply, caller_text)
                             first_audio = False
                         await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
                         self._pacer.play(pcm)
+                        if not sentence_seconds:
+                            reply.sentences.append((sentence, 0.0))
                         sentence_seconds += len(pcm) / 2 / self._rate
-                reply.sentences.append((sentence, sentence_seconds))
+                        # The line grows as audio is queued, so an interruption knows what was heard.
+                        reply.sentences[-1] = (sentence, sentence_seconds)
+                        self._extend_line(reply)
                 self.usage.tts_seconds += sentence_seconds
         await reply.gate.wait()
         if first_audio:  # the backend said nothing
-            self._begin_speaking(caller_text)
+            self._begin_speaking(reply, caller_text)
 
     async def _finish_reply(self, reply: _Reply) -> None:
-        spoken = " ".join(text for text, _ in reply.sentences)
-        self.history.append(ConversationTurn("bot", spoken))
-        self.transcript.append({"role": "bot", "text": spoken, "at": time.time()})
         reply.mark = _mark_name("reply")
         self._pacer.end_reply(reply.mark)
         await self._wait_reply_played(reply)
@@ -543,15 +552,40 @@ class Call:
         if rest := splitter.flush():
             yield rest
 
-    def _begin_speaking(self, caller_text: str) -> None:
+    def _begin_speaking(self, reply: _Reply, caller_text: str) -> None:
         self.turns += 1
         self._s.metrics.turns_total.inc()
         self.last_caller_text = caller_text
         self._unanswered = ""
         self.history.append(ConversationTurn("caller", caller_text))
         self.transcript.append({"role": "caller", "text": caller_text, "at": time.time()})
+        self._open_line(reply, "")
         self._pacer.new_reply()
         self.state = CallState.SPEAKING
+
+    def _open_line(self, reply: _Reply, text: str) -> None:
+        """The reply's bot line enters history and transcript as it starts playing, not when it is done:
+        whatever cuts it short, the next backend request and the record still have it."""
+        reply.line = len(self.history)
+        self.history.append(ConversationTurn("bot", text))
+        reply.entry = {"role": "bot", "text": text, "at": time.time()}
+        self.transcript.append(reply.entry)
+
+    def _extend_line(self, reply: _Reply) -> None:
+        if reply.entry is not None:
+            text = " ".join(sentence for sentence, _ in reply.sentences)
+            self.history[reply.line] = ConversationTurn("bot", text)
+            reply.entry["text"] = text
+
+    def _keep_heard(self, reply: _Reply, heard_seconds: float, barge_in: bool) -> None:
+        """An interrupted line: history keeps what the caller heard; the transcript both."""
+        if reply.entry is None:
+            return
+        said = heard_text(reply.sentences, heard_seconds)
+        self.history[reply.line] = ConversationTurn("bot", said)
+        reply.entry["heard"] = said
+        if barge_in:  # the conversation record marks the line it follows as barged into
+            self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
 
     def _on_first_frame(self) -> None:
         if self._turn_ended_at and self.state is CallState.SPEAKING and self._reply is not None:
@@ -574,8 +608,7 @@ class Call:
         self._pacer.play(pcm)
         self.usage.tts_seconds += len(pcm) / 2 / self._rate
         self._pacer.end_reply(reply.mark)
-        self.transcript.append({"role": "bot", "text": text, "at": time.time()})
-        self.history.append(ConversationTurn("bot", text))
+        self._open_line(reply, text)
         self.state = CallState.SPEAKING
         reply.task = self._spawn(self._wait_reply_played(reply), name)
         return reply
@@ -606,22 +639,20 @@ class Call:
         if reply is None:
             return
         self._s.metrics.barge_ins.inc()
-        speaking = self.state is CallState.SPEAKING
         if self.state is CallState.THINKING and reply.gate.is_set() and reply.caller_text:
             # The caller's finished turn was never answered: it prefixes their next one.
             self._unanswered = reply.caller_text
-        heard = await self._interrupt_reply()
-        if speaking and reply.sentences:
-            said = heard_text(reply.sentences, heard)
-            if self.history and self.history[-1].role == "bot":
-                self.history[-1] = ConversationTurn("bot", said)
-            self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
+        heard = await self._interrupt_reply(barge_in=True)
         self.log.info("barge-in after %.2fs of the reply", heard)
 
-    async def _interrupt_reply(self) -> float:
-        heard = await self._pacer.clear() if self.state is CallState.SPEAKING else 0.0
+    async def _interrupt_reply(self, barge_in: bool = False) -> float:
+        """Stop the reply (a barge-in, a transfer, a goodbye): its line keeps what had been heard."""
+        reply, speaking = self._reply, self.state is CallState.SPEAKING
+        heard = await self._pacer.clear() if speaking else 0.0
         if self._recording is not None and heard:
             self._recording.cleared(self._loop.time())
+        if speaking and reply is not None:
+            self._keep_heard(reply, heard, barge_in)
         await self._cancel_reply()
         return heard
 
