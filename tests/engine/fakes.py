@@ -95,7 +95,10 @@ class FakeTTS:
     # A sentence containing a key waits for its event before its second piece.
     holds: dict[str, asyncio.Event] = field(default_factory=dict)
     fail_on: set[str] = field(default_factory=set)
+    # How long a cancelled synthesis takes to let go (a network engine closing its connection).
+    cancel_delay_s: float = 0.0
     spoken: list[str] = field(default_factory=list)
+    cancelled: int = 0
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         self.spoken.append(text)
@@ -106,9 +109,15 @@ class FakeTTS:
         pcm = tts_pcm(text, sample_rate)
         half = len(pcm) // 4 * 2
         yield pcm[:half]
-        for key, event in self.holds.items():
-            if key in text:
-                await event.wait()
+        try:
+            for key, event in self.holds.items():
+                if key in text:
+                    await event.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            if self.cancel_delay_s:
+                await asyncio.shield(asyncio.sleep(self.cancel_delay_s))
+            raise
         yield pcm[half:]
 
 

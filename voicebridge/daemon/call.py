@@ -45,7 +45,7 @@ from voicebridge.daemon.records import CallRecorder
 from voicebridge.daemon.registry import CallRecord, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
 from voicebridge.daemon.telephony import TelephonyControl
-from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech
+from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech, Transcript
 
 logger = logging.getLogger("voicebridge.call")
 
@@ -100,6 +100,7 @@ class _Reply:
     # Where this reply's bot line is, in history (index) and transcript (the entry), once it plays.
     line: int = -1
     entry: dict[str, Any] | None = None
+    transcription: asyncio.Future[Transcript] | None = None
 
 
 class Call:
@@ -145,6 +146,8 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply: _Reply | None = None
         self._unanswered = ""
+        # Transcriptions of committed turns the caller talked over before they were done, oldest first.
+        self._carried: list[asyncio.Future[Transcript]] = []
         self._turn_ended_at = 0.0
         self.turns = 0
         self.history: list[ConversationTurn] = []
@@ -209,6 +212,9 @@ class Call:
             # Hung up mid-reply: the line keeps what the caller heard.
             heard = self._pacer.progress.heard_seconds(self._loop.time())
             self._keep_heard(self._reply, heard, barge_in=False)
+        if self._reply is not None:
+            self._shelve(self._reply)
+        self._record_unanswered()
         self.state = CallState.ENDED
         if self._digit_timer is not None:
             self._digit_timer.cancel()
@@ -402,9 +408,17 @@ class Call:
         reply = self._reply
         assert reply is not None
         started = time.monotonic()
+        # A future of its own, so that a turn cut off while being transcribed can still be heard (_shelve).
+        # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
+        transcription = reply.transcription = asyncio.ensure_future(
+            self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+        )
         try:
-            # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
-            transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+            transcript = await asyncio.shield(transcription)
+        except asyncio.CancelledError:
+            if transcription not in self._carried:
+                transcription.cancel()
+            raise
         except SpeechEngineError as exc:
             self._s.metrics.errors.labels(kind="stt").inc()
             self.log.warning("speech recognition failed: %s", exc)
@@ -424,8 +438,9 @@ class Call:
             self._s.metrics.stage_latency.labels(stage="eot_to_stt_done").observe(
                 max(0.0, done - self._turn_ended_at)
             )
+        await self._take_carried()
         text = f"{self._unanswered} {transcript.text}".strip()
-        if not transcript.text:
+        if not text:
             self.log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
             self._turn_ended_at = 0.0
             self._reply_played(reply)
@@ -437,6 +452,23 @@ class Call:
         self.usage.ai_requests += 1
         deltas = self._s.backend.reply(self.info, text, list(self.history))
         await self._answer(text, deltas, backend_started)
+
+    async def _take_carried(self) -> None:
+        """The words of earlier turns the caller talked over join the unanswered text, in order."""
+        while self._carried:
+            transcription = self._carried[0]
+            try:
+                # Shielded: a speculative reply dropped meanwhile must not cancel an earlier turn's words.
+                transcript = await asyncio.shield(transcription)
+            except SpeechEngineError as exc:
+                self._s.metrics.errors.labels(kind="stt").inc()
+                self.log.warning("speech recognition failed on an interrupted turn: %s", exc)
+                words = ""
+            else:
+                self.usage.stt_seconds += transcript.audio_seconds
+                words = transcript.text
+            self._carried.remove(transcription)
+            self._unanswered = f"{self._unanswered} {words}".strip()
 
     async def _answer(
         self, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float | None = None
@@ -639,9 +671,6 @@ class Call:
         if reply is None:
             return
         self._s.metrics.barge_ins.inc()
-        if self.state is CallState.THINKING and reply.gate.is_set() and reply.caller_text:
-            # The caller's finished turn was never answered: it prefixes their next one.
-            self._unanswered = reply.caller_text
         heard = await self._interrupt_reply(barge_in=True)
         self.log.info("barge-in after %.2fs of the reply", heard)
 
@@ -660,9 +689,33 @@ class Call:
         reply, self._reply = self._reply, None
         if not self.ended:
             self.state = CallState.LISTENING
-        if reply is not None and reply.task is not asyncio.current_task():
+        if reply is None:
+            return
+        self._shelve(reply)
+        if reply.task is not None and reply.task is not asyncio.current_task():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
+
+    def _record_unanswered(self) -> None:
+        """At the end of the call, the caller's last words that never got an answer go into the log."""
+        words = [self._unanswered]
+        for transcription in self._carried:
+            if transcription.done() and not transcription.cancelled() and not transcription.exception():
+                words.append(transcription.result().text)
+            transcription.cancel()  # still running: the call is over, nobody will read it
+        self._carried.clear()
+        if text := " ".join(word for word in words if word):
+            self.transcript.append({"role": "caller", "text": text, "at": time.time()})
+
+    def _shelve(self, reply: _Reply) -> None:
+        """A finished turn cut off before its answer started playing is not lost: its words (or, while
+        still being transcribed, their transcription) prefix the caller's next turn."""
+        if not reply.gate.is_set() or reply.entry is not None:
+            return  # a guess the caller spoke on from (re-transcribed whole), or a reply already heard
+        if reply.caller_text:
+            self._unanswered = reply.caller_text
+        elif reply.transcription is not None and reply.transcription not in self._carried:
+            self._carried.append(reply.transcription)
 
     # --- tasks ---------------------------------------------------------------------------------------
 
