@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -53,6 +53,8 @@ logger = logging.getLogger("voicebridge.call")
 UNRECOGNISED = "[speech not recognised]"
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
+# Teardown waits this long for the call's cancelled tasks to stop before it keeps the record regardless.
+TEARDOWN_WAIT_S = 5.0
 
 
 def _mark_name(kind: str) -> str:
@@ -165,6 +167,7 @@ class Call:
         self._fallback_number = services.settings.calls.fallback_number
         self._time_limit: asyncio.TimerHandle | None = None
         self._admitted = False
+        self._teardown: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -203,30 +206,64 @@ class Call:
         await self._recorder.started()
 
     async def finish(self, outcome: str) -> None:
-        """Tear the call down exactly once, whatever ended it: cancel its tasks, keep its record."""
-        if self._ended.is_set():
+        """Tear the call down exactly once and completely, whatever ended it: stop its tasks, keep its
+        record, free its slot. The teardown is a task of its own that every caller waits for: a caller
+        cancelled meanwhile (a management request whose client went away) cannot stop it half-way."""
+        if self._teardown is None:
+            self._ended.set()
+            self.outcome = outcome
+            self._teardown = asyncio.ensure_future(self._tear_down(outcome, asyncio.current_task()))
+        await asyncio.shield(self._teardown)
+
+    async def _tear_down(self, outcome: str, requester: asyncio.Task[Any] | None) -> None:
+        try:
+            self._settle_conversation()
+            self.state = CallState.ENDED
+            for timer in (self._digit_timer, self._time_limit):
+                if timer is not None:
+                    timer.cancel()
+            # The task that asked for the end goes on to hang up or close the socket; the rest stop.
+            doomed = [task for task in self._tasks if task is not requester]
+            for task in doomed:
+                task.cancel()
+            if doomed:
+                _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
+                if stuck:
+                    self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
+        except Exception as exc:
+            self._teardown_failed("stopping the call's tasks", exc)
+        finally:
+            await self._keep_records(outcome)
+
+    def _settle_conversation(self) -> None:
+        """What was said stays said: the line being played keeps what was heard, unanswered words stay."""
+        reply = self._reply
+        if reply is None:
             return
-        self._ended.set()
-        self.outcome = outcome
-        if self.state is CallState.SPEAKING and self._reply is not None:
-            # Hung up mid-reply: the line keeps what the caller heard.
-            heard = self._pacer.progress.heard_seconds(self._loop.time())
-            self._keep_heard(self._reply, heard, barge_in=False)
-        if self._reply is not None:
-            self._shelve(self._reply)
+        if self.state is CallState.SPEAKING:
+            self._keep_heard(reply, self._pacer.progress.heard_seconds(self._loop.time()), barge_in=False)
+        self._shelve(reply)
         self._record_unanswered()
-        self.state = CallState.ENDED
-        if self._digit_timer is not None:
-            self._digit_timer.cancel()
-        if self._time_limit is not None:
-            self._time_limit.cancel()
-        current = asyncio.current_task()
-        doomed = [task for task in self._tasks if task is not current]
-        for task in doomed:
-            task.cancel()
-        await asyncio.gather(*doomed, return_exceptions=True)
+
+    async def _keep_records(self, outcome: str) -> None:
+        """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
         duration = time.monotonic() - self._started_mono
-        local_recording = await self._save_recording()
+        self.usage.duration_s = duration
+        local_recording = ""
+        try:
+            local_recording = await self._save_recording()
+        except Exception as exc:
+            self._teardown_failed("saving the recording", exc)
+        finally:
+            try:
+                # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
+                await self._recorder.ended(outcome, self.usage, self.transcript)
+            except Exception as exc:
+                self._teardown_failed("storing the call's records", exc)
+            finally:
+                self._release(outcome, duration, local_recording)
+
+    def _release(self, outcome: str, duration: float, local_recording: str) -> None:
         record = CallRecord(
             call_sid=self.call_sid,
             provider=self.start.provider,
@@ -240,9 +277,6 @@ class Call:
             transcript=list(self.transcript),
             local_recording=local_recording,
         )
-        self.usage.duration_s = duration
-        # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
-        await self._recorder.ended(outcome, self.usage, self.transcript)
         self._s.registry.finish(self, record)
         if self._admitted:
             self._s.metrics.calls_active.dec()
@@ -255,6 +289,10 @@ class Call:
             self._pacer.frames_sent,
             self._pacer.late_frames,
         )
+
+    def _teardown_failed(self, step: str, exc: Exception) -> None:
+        self._s.metrics.errors.labels(kind="teardown").inc()
+        self.log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
 
     async def _save_recording(self) -> str:
         if self._recording is None:
@@ -471,13 +509,16 @@ class Call:
             self._unanswered = f"{self._unanswered} {words}".strip()
 
     async def _answer(
-        self, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float | None = None
+        self, caller_text: str, deltas: AsyncGenerator[str | ReplyAction, None], started: float | None = None
     ) -> None:
         """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
         reply = self._reply
         assert reply is not None
         try:
-            await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
+            # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
+            # backend's response stream is released at once, not whenever the garbage collector gets to it.
+            async with aclosing(deltas):
+                await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
             self._backend_failures = 0
         except BackendError as exc:
             self._backend_failures += 1
@@ -521,35 +562,43 @@ class Call:
         self, reply: _Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
     ) -> None:
         first_sentence = first_audio = True
-        async for sentences in self._sentences(deltas, SentenceSplitter(), reply):
-            if first_sentence:
-                self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
-                first_sentence = False
-            for sentence in sentences:
-                tts_started = time.monotonic()
-                sentence_seconds = 0.0
-                async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
-                    async for pcm in audio:
-                        if first_audio:
-                            self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
-                                time.monotonic() - tts_started
-                            )
-                            # Everything up to here may have run speculatively; nothing goes out before this.
-                            await reply.gate.wait()
-                            self._begin_speaking(reply, caller_text)
-                            first_audio = False
-                        await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
-                        self._pacer.play(pcm)
-                        if not sentence_seconds:
-                            reply.sentences.append((sentence, 0.0))
-                        sentence_seconds += len(pcm) / 2 / self._rate
-                        # The line grows as audio is queued, so an interruption knows what was heard.
-                        reply.sentences[-1] = (sentence, sentence_seconds)
-                        self._extend_line(reply)
-                self.usage.tts_seconds += sentence_seconds
+        async with aclosing(self._sentences(deltas, SentenceSplitter(), reply)) as batches:
+            async for sentences in batches:
+                if first_sentence:
+                    self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
+                    first_sentence = False
+                for sentence in sentences:
+                    first_audio = await self._speak_sentence(reply, caller_text, sentence, first_audio)
         await reply.gate.wait()
         if first_audio:  # the backend said nothing
             self._begin_speaking(reply, caller_text)
+
+    async def _speak_sentence(
+        self, reply: _Reply, caller_text: str, sentence: str, first_audio: bool
+    ) -> bool:
+        """Synthesise one sentence into the pacer; returns whether the reply is still to start speaking."""
+        tts_started = time.monotonic()
+        sentence_seconds = 0.0
+        async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
+            async for pcm in audio:
+                if first_audio:
+                    self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
+                        time.monotonic() - tts_started
+                    )
+                    # Everything up to here may have run speculatively; nothing goes out before this.
+                    await reply.gate.wait()
+                    self._begin_speaking(reply, caller_text)
+                    first_audio = False
+                await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
+                self._pacer.play(pcm)
+                if not sentence_seconds:
+                    reply.sentences.append((sentence, 0.0))
+                sentence_seconds += len(pcm) / 2 / self._rate
+                # The line grows as audio is queued, so an interruption knows what was heard.
+                reply.sentences[-1] = (sentence, sentence_seconds)
+                self._extend_line(reply)
+        self.usage.tts_seconds += sentence_seconds
+        return first_audio
 
     async def _finish_reply(self, reply: _Reply) -> None:
         reply.mark = _mark_name("reply")
