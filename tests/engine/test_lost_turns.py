@@ -55,3 +55,17 @@ async def test_a_turn_still_unanswered_at_hangup_stays_in_the_record(
         ("bot", "Hi."),
         ("caller", "what time do you open"),
     ]
+
+
+async def test_a_turn_talked_over_then_hung_up_on_stays_in_the_record(
+    engine: Engine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    backend.answer("Let me see", " what we have.", hold=asyncio.Event())
+    stt.hear("what time do you open")
+    await engine.say()
+    await engine.until(lambda: len(backend.requests) == 1, "the request")
+    await engine.feed(voice(0.3))  # the caller talks over the thinking bot, and is still talking
+    assert engine.call.state == "listening"
+    await engine.call.hangup()
+    turns = (await engine.records())["conversation"]["turns"]
+    assert ("caller", "what time do you open") in [(turn["role"], turn.get("text")) for turn in turns]

@@ -238,11 +238,11 @@ class Call:
     def _settle_conversation(self) -> None:
         """What was said stays said: the line being played keeps what was heard, unanswered words stay."""
         reply = self._reply
-        if reply is None:
-            return
-        if self.state is CallState.SPEAKING:
-            self._keep_heard(reply, self._pacer.progress.heard_seconds(self._loop.time()), barge_in=False)
-        self._shelve(reply)
+        if reply is not None:
+            if self.state is CallState.SPEAKING:
+                heard = self._pacer.progress.heard_seconds(self._loop.time())
+                self._keep_heard(reply, heard, barge_in=False)
+            self._shelve(reply)
         self._record_unanswered()
 
     async def _keep_records(self, outcome: str) -> None:
@@ -505,7 +505,8 @@ class Call:
             else:
                 self.usage.stt_seconds += transcript.audio_seconds
                 words = transcript.text
-            self._carried.remove(transcription)
+            if transcription in self._carried:
+                self._carried.remove(transcription)
             self._unanswered = f"{self._unanswered} {words}".strip()
 
     async def _answer(
