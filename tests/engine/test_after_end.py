@@ -21,3 +21,11 @@ async def test_audio_dtmf_and_marks_after_the_end_are_ignored(
     assert not engine.call._tasks and stt.calls == [] and backend.requests == []
     assert engine.call.transcript == transcript and len(engine.wire.frames) == frames
     assert engine.call.state == "ended"
+
+
+async def test_a_transfer_after_the_end_says_nothing_and_moves_nothing(engine: Engine) -> None:
+    await engine.call.hangup()
+    frames = len(engine.wire.frames)
+    await engine.call.transfer("+919800000009")
+    assert len(engine.wire.frames) == frames and engine.call.outcome == "hangup"
+    assert engine.history[-1] != ("bot", "Transferring.")

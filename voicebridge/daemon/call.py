@@ -318,6 +318,8 @@ class Call:
 
     async def transfer(self, number: str) -> None:
         """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
+        if self.ended:
+            return  # too late: the call is over (or ending), there is no one left to transfer
         self.log.info("transferring to %s", number)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("transfer", self._rate)
