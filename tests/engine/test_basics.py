@@ -98,3 +98,27 @@ async def test_dtmf_entry_goes_to_the_backend_as_digits(engine: Engine, backend:
     await engine.listening()
     assert [(r.kind, r.text) for r in backend.requests] == [("reply", "hello there"), ("digits", "1234")]
     assert engine.history[-1] == ("bot", "You said 1234.")
+
+
+async def test_a_failed_transcription_gets_the_apology_and_the_call_goes_on(
+    engine: Engine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    stt.hear(error="injected: the STT worker died")
+    await engine.say()
+    await engine.listening()
+    assert engine.history[-2:] == [("caller", "[speech not recognised]"), ("bot", "Sorry?")]
+    assert engine.metric("voicebridge_errors_total", kind="stt") == 1 and backend.requests == []
+    await engine.say()
+    await engine.listening()
+    assert engine.history[-1] == ("bot", "You said hello there.")
+
+
+async def test_repeated_backend_failures_end_the_call_politely(engine: Engine, backend: FakeBackend) -> None:
+    for _ in range(2):
+        backend.answer("Let me ", error="injected: HTTP 500")
+    await engine.say()
+    await engine.listening()
+    assert engine.history[-1] == ("bot", "Sorry?")  # an unfinished sentence is never spoken
+    await engine.say()
+    await engine.until(lambda: engine.call.ended, "the call to end")
+    assert engine.call.outcome == "backend_failed" and engine.history[-1] == ("bot", "Bye now.")

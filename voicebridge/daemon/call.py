@@ -463,7 +463,8 @@ class Call:
             self._s.metrics.errors.labels(kind="stt").inc()
             self.log.warning("speech recognition failed: %s", exc)
             await reply.gate.wait()
-            await self._apologise(reply, UNRECOGNISED)
+            await self._take_carried()  # earlier words the caller talked over still go into the log
+            await self._apologise(reply, f"{self._unanswered} {UNRECOGNISED}".strip())
             await self._finish_reply(reply)
             return
         self.usage.stt_seconds += transcript.audio_seconds
