@@ -69,3 +69,19 @@ async def test_a_turn_talked_over_then_hung_up_on_stays_in_the_record(
     await engine.call.hangup()
     turns = (await engine.records())["conversation"]["turns"]
     assert ("caller", "what time do you open") in [(turn["role"], turn.get("text")) for turn in turns]
+
+
+async def test_a_keypad_entry_answered_instead_of_a_turn_keeps_the_turn_in_history(
+    engine: Engine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    backend.answer("Let me see", " what we have.", hold=asyncio.Event())
+    stt.hear("I want to pay my bill")
+    await engine.say()
+    await engine.until(lambda: len(backend.requests) == 1, "the request")
+    for key in "42#":
+        await engine.call.on_dtmf(key)
+    await engine.listening()
+    digits = backend.requests[1]
+    assert (digits.kind, digits.text) == ("digits", "42")
+    assert [(turn.role, turn.text) for turn in digits.history][-1] == ("caller", "I want to pay my bill")
+    assert ("caller", "I want to pay my bill") in engine.history

@@ -243,7 +243,7 @@ class Call:
                 heard = self._pacer.progress.heard_seconds(self._loop.time())
                 self._keep_heard(reply, heard, barge_in=False)
             self._shelve(reply)
-        self._record_unanswered()
+        self._record_unanswered(ending=True)
 
     async def _keep_records(self, outcome: str) -> None:
         """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
@@ -414,6 +414,7 @@ class Call:
 
     async def _answer_digits(self, entry: str) -> None:
         await self._cancel_reply()
+        self._record_unanswered(ending=False)
         self.usage.ai_requests += 1
         self._start_reply(
             self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
@@ -555,6 +556,8 @@ class Call:
 
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
+        await self._cancel_reply()
+        self._record_unanswered(ending=False)  # the turn that failed, before the goodbye or transfer line
         number = self._fallback_number
         if number:
             self._s.registry.set_transfer(self.call_sid, number)
@@ -749,15 +752,19 @@ class Call:
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
 
-    def _record_unanswered(self) -> None:
-        """At the end of the call, the caller's last words that never got an answer go into the log."""
+    def _record_unanswered(self, ending: bool) -> None:
+        """The caller's words that never got an answer go into the log: at the end of the call, or when a
+        keypad entry is answered in their place."""
         words = [self._unanswered]
-        for transcription in self._carried:
-            if transcription.done() and not transcription.cancelled() and not transcription.exception():
-                words.append(transcription.result().text)
-            transcription.cancel()  # still running: the call is over, nobody will read it
-        self._carried.clear()
+        if ending:
+            for transcription in self._carried:
+                if transcription.done() and not transcription.cancelled() and not transcription.exception():
+                    words.append(transcription.result().text)
+                transcription.cancel()  # still running: the call is over, nobody will read it
+            self._carried.clear()
+        self._unanswered = ""
         if text := " ".join(word for word in words if word):
+            self.history.append(ConversationTurn("caller", text))
             self.transcript.append({"role": "caller", "text": text, "at": time.time()})
 
     def _shelve(self, reply: _Reply) -> None:
