@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -53,14 +53,15 @@ class Backend(Protocol):
         """Release connections (called once, at shutdown)."""
         ...
 
+    # Async generators, so that whoever stops reading early can close them (and their HTTP response) at once.
     def reply(
         self, call: CallInfo, text: str, history: list[ConversationTurn]
-    ) -> AsyncIterator[str | ReplyAction]:
+    ) -> AsyncGenerator[str | ReplyAction, None]:
         """Yield the reply as text deltas (and at most one action, last); raise BackendError on failure."""
         ...
 
     def digits(
         self, call: CallInfo, digits: str, history: list[ConversationTurn]
-    ) -> AsyncIterator[str | ReplyAction]:
+    ) -> AsyncGenerator[str | ReplyAction, None]:
         """Yield the reply to a completed keypad entry (the call collects digits deterministically)."""
         ...

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Literal
 
 import aiohttp
@@ -327,13 +327,14 @@ class BackendHttp:
                     raise BackendError(f"backend POST {path}: answer is not a JSON object")
                 yield document
                 return
-            async for line in self.read_lines(response, path):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    raise BackendError(f"backend POST {path}: stream line is not JSON") from None
-                if not isinstance(item, dict):
-                    raise BackendError(f"backend POST {path}: stream line is not a JSON object")
-                yield item
+            async with aclosing(self.read_lines(response, path)) as lines:
+                async for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except ValueError:
+                        raise BackendError(f"backend POST {path}: stream line is not JSON") from None
+                    if not isinstance(item, dict):
+                        raise BackendError(f"backend POST {path}: stream line is not a JSON object")
+                    yield item

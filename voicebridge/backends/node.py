@@ -198,6 +198,9 @@ class NodeBackend:
             raise BackendError(f"backend POST {path}: answer has no boolean 'allow'")
         reason = data.get("reason")
         minutes = _number(data.get("minutes_left"))
+        if data["allow"] and minutes is not None and minutes <= 0:
+            # An allowance of zero (or fewer) minutes is an empty budget, not an absent limit.
+            return BudgetDecision(allow=False, reason="no minutes left", minutes_left=0.0)
         return BudgetDecision(
             allow=data["allow"],
             reason=reason if isinstance(reason, str) else "",

@@ -108,15 +108,19 @@ class OpenAIBackend:
                     yield text
                 return
             finished = False
-            async for payload in _events(self._http.read_lines(response, PATH)):
-                if payload == "[DONE]":
-                    return
-                try:
-                    chunk = json.loads(payload)
-                except ValueError:
-                    raise BackendError(f"backend POST {PATH}: event is not JSON") from None
-                text, finished = _content(chunk, "delta")
-                if text:
-                    yield text
+            async with (
+                aclosing(self._http.read_lines(response, PATH)) as lines,
+                aclosing(_events(lines)) as events,
+            ):
+                async for payload in events:
+                    if payload == "[DONE]":
+                        return
+                    try:
+                        chunk = json.loads(payload)
+                    except ValueError:
+                        raise BackendError(f"backend POST {PATH}: event is not JSON") from None
+                    text, finished = _content(chunk, "delta")
+                    if text:
+                        yield text
             if not finished:
                 raise BackendError(f"backend POST {PATH}: stream ended before the completion did")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -44,7 +45,7 @@ from voicebridge.daemon.records import CallRecorder
 from voicebridge.daemon.registry import CallRecord, CallRegistry
 from voicebridge.daemon.sentences import SentenceSplitter, heard_text
 from voicebridge.daemon.telephony import TelephonyControl
-from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech
+from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech, Transcript
 
 logger = logging.getLogger("voicebridge.call")
 
@@ -52,6 +53,13 @@ logger = logging.getLogger("voicebridge.call")
 UNRECOGNISED = "[speech not recognised]"
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
+# Teardown waits this long for the call's cancelled tasks to stop before it keeps the record regardless.
+TEARDOWN_WAIT_S = 5.0
+
+
+def _mark_name(kind: str) -> str:
+    """A mark name no one can guess: only the provider's echo of the mark we sent can match it."""
+    return f"{kind}-{secrets.token_hex(16)}"
 
 
 class CallState(StrEnum):
@@ -91,6 +99,10 @@ class _Reply:
     mark: str = ""
     caller_text: str = ""
     action: ReplyAction | None = None
+    # Where this reply's bot line is, in history (index) and transcript (the entry), once it plays.
+    line: int = -1
+    entry: dict[str, Any] | None = None
+    transcription: asyncio.Future[Transcript] | None = None
 
 
 class Call:
@@ -136,8 +148,9 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reply: _Reply | None = None
         self._unanswered = ""
+        # Transcriptions of committed turns the caller talked over before they were done, oldest first.
+        self._carried: list[asyncio.Future[Transcript]] = []
         self._turn_ended_at = 0.0
-        self._reply_seq = 0
         self.turns = 0
         self.history: list[ConversationTurn] = []
         self.transcript: list[dict[str, Any]] = []
@@ -147,9 +160,14 @@ class Call:
         self.usage = CallUsage()
         self._backend_failures = 0
         self._recorder = CallRecorder(services.outbox, services.settings, self.info)
-        self._minute_limits = [m for m in (services.settings.calls.max_call_minutes, max_minutes) if m]
+        # The config's 0 means "no limit"; a budget's 0 (or less) means no minutes left: goodbye at once.
+        self._minute_limits = [m for m in (services.settings.calls.max_call_minutes,) if m > 0]
+        if max_minutes is not None:
+            self._minute_limits.append(max(0.0, max_minutes))
         self._fallback_number = services.settings.calls.fallback_number
         self._time_limit: asyncio.TimerHandle | None = None
+        self._admitted = False
+        self._teardown: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -162,10 +180,18 @@ class Call:
         if business.max_call_minutes:
             self._minute_limits.append(business.max_call_minutes)
 
+    def admit(self) -> bool:
+        """Take a slot in the registry; False means refuse the call. The one place a call counts as active:
+        teardown uncounts it once, so the gauge stays balanced whatever happens in between."""
+        if not self._s.registry.admit(self):
+            return False
+        self._admitted = True
+        self._s.metrics.calls_active.inc()
+        return True
+
     def begin(self, greeting: str = "greeting") -> None:
         """Start the pacer and play the (pre-rendered) greeting phrase at once."""
         self._spawn(self._pacer.run(), "pacer")
-        self._s.metrics.calls_active.inc()
         audio = self._s.phrases.audio(greeting, self._rate)
         if audio:
             self._play_phrase(greeting, audio)
@@ -180,23 +206,64 @@ class Call:
         await self._recorder.started()
 
     async def finish(self, outcome: str) -> None:
-        """Tear the call down exactly once, whatever ended it: cancel its tasks, keep its record."""
-        if self._ended.is_set():
-            return
-        self._ended.set()
-        self.outcome = outcome
-        self.state = CallState.ENDED
-        if self._digit_timer is not None:
-            self._digit_timer.cancel()
-        if self._time_limit is not None:
-            self._time_limit.cancel()
-        current = asyncio.current_task()
-        doomed = [task for task in self._tasks if task is not current]
-        for task in doomed:
-            task.cancel()
-        await asyncio.gather(*doomed, return_exceptions=True)
+        """Tear the call down exactly once and completely, whatever ended it: stop its tasks, keep its
+        record, free its slot. The teardown is a task of its own that every caller waits for: a caller
+        cancelled meanwhile (a management request whose client went away) cannot stop it half-way."""
+        if self._teardown is None:
+            self._ended.set()
+            self.outcome = outcome
+            self._teardown = asyncio.ensure_future(self._tear_down(outcome, asyncio.current_task()))
+        await asyncio.shield(self._teardown)
+
+    async def _tear_down(self, outcome: str, requester: asyncio.Task[Any] | None) -> None:
+        try:
+            self._settle_conversation()
+            self.state = CallState.ENDED
+            for timer in (self._digit_timer, self._time_limit):
+                if timer is not None:
+                    timer.cancel()
+            # The task that asked for the end goes on to hang up or close the socket; the rest stop.
+            doomed = [task for task in self._tasks if task is not requester]
+            for task in doomed:
+                task.cancel()
+            if doomed:
+                _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
+                if stuck:
+                    self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
+        except Exception as exc:
+            self._teardown_failed("stopping the call's tasks", exc)
+        finally:
+            await self._keep_records(outcome)
+
+    def _settle_conversation(self) -> None:
+        """What was said stays said: the line being played keeps what was heard, unanswered words stay."""
+        reply = self._reply
+        if reply is not None:
+            if self.state is CallState.SPEAKING:
+                heard = self._pacer.progress.heard_seconds(self._loop.time())
+                self._keep_heard(reply, heard, barge_in=False)
+            self._shelve(reply)
+        self._record_unanswered(ending=True)
+
+    async def _keep_records(self, outcome: str) -> None:
+        """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
         duration = time.monotonic() - self._started_mono
-        local_recording = await self._save_recording()
+        self.usage.duration_s = duration
+        local_recording = ""
+        try:
+            local_recording = await self._save_recording()
+        except Exception as exc:
+            self._teardown_failed("saving the recording", exc)
+        finally:
+            try:
+                # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
+                await self._recorder.ended(outcome, self.usage, self.transcript)
+            except Exception as exc:
+                self._teardown_failed("storing the call's records", exc)
+            finally:
+                self._release(outcome, duration, local_recording)
+
+    def _release(self, outcome: str, duration: float, local_recording: str) -> None:
         record = CallRecord(
             call_sid=self.call_sid,
             provider=self.start.provider,
@@ -210,11 +277,9 @@ class Call:
             transcript=list(self.transcript),
             local_recording=local_recording,
         )
-        self.usage.duration_s = duration
-        # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
-        await self._recorder.ended(outcome, self.usage, self.transcript)
         self._s.registry.finish(self, record)
-        self._s.metrics.calls_active.dec()
+        if self._admitted:
+            self._s.metrics.calls_active.dec()
         self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         self.log.info(
             "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
@@ -224,6 +289,10 @@ class Call:
             self._pacer.frames_sent,
             self._pacer.late_frames,
         )
+
+    def _teardown_failed(self, step: str, exc: Exception) -> None:
+        self._s.metrics.errors.labels(kind="teardown").inc()
+        self.log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
 
     async def _save_recording(self) -> str:
         if self._recording is None:
@@ -249,6 +318,8 @@ class Call:
 
     async def transfer(self, number: str) -> None:
         """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
+        if self.ended:
+            return  # too late: the call is over (or ending), there is no one left to transfer
         self.log.info("transferring to %s", number)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("transfer", self._rate)
@@ -293,6 +364,8 @@ class Call:
     async def on_audio(self, pcm16: bytes) -> None:
         """Caller audio at the stream's rate: run turn detection and act on what it says."""
         self._s.metrics.frames_in.inc()
+        if self.ended:
+            return  # a message already in flight when the call ended: it must not start a reply
         if self._recording is not None:
             self._recording.caller(pcm16, self._loop.time())
         for event in self._detector.feed(self._ingress.process(pcm16)):
@@ -320,6 +393,8 @@ class Call:
 
     async def on_dtmf(self, digit: str) -> None:
         """A keypad press: interrupts the bot, and completes an entry on '#', a count or a timeout."""
+        if self.ended:
+            return
         self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
         if self.state is CallState.SPEAKING:
             await self._barge_in()
@@ -339,6 +414,7 @@ class Call:
 
     async def _answer_digits(self, entry: str) -> None:
         await self._cancel_reply()
+        self._record_unanswered(ending=False)
         self.usage.ai_requests += 1
         self._start_reply(
             self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
@@ -348,12 +424,16 @@ class Call:
     def on_mark(self, name: str) -> None:
         """The provider finished playing up to our mark."""
         reply = self._reply
-        if reply is not None and reply.mark == name:
+        # A reply has a mark only once all of it is queued; before that no echo, even an empty one, is it.
+        if not self.ended and reply is not None and reply.mark and reply.mark == name:
             self._reply_played(reply)
 
     # --- replies -------------------------------------------------------------------------------------
 
-    def _start_reply(self, work: Awaitable[None], committed: bool) -> None:
+    def _start_reply(self, work: Coroutine[Any, Any, None], committed: bool) -> None:
+        if self.ended:
+            work.close()  # never started, so nothing to clean up but the coroutine object
+            return
         reply = _Reply(task=None)
         self._reply = reply
         reply.task = self._spawn(work, "reply")
@@ -369,14 +449,23 @@ class Call:
         reply = self._reply
         assert reply is not None
         started = time.monotonic()
+        # A future of its own, so that a turn cut off while being transcribed can still be heard (_shelve).
+        # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
+        transcription = reply.transcription = asyncio.ensure_future(
+            self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+        )
         try:
-            # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
-            transcript = await self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+            transcript = await asyncio.shield(transcription)
+        except asyncio.CancelledError:
+            if transcription not in self._carried:
+                transcription.cancel()
+            raise
         except SpeechEngineError as exc:
             self._s.metrics.errors.labels(kind="stt").inc()
             self.log.warning("speech recognition failed: %s", exc)
             await reply.gate.wait()
-            await self._apologise(reply, UNRECOGNISED)
+            await self._take_carried()  # earlier words the caller talked over still go into the log
+            await self._apologise(reply, f"{self._unanswered} {UNRECOGNISED}".strip())
             await self._finish_reply(reply)
             return
         self.usage.stt_seconds += transcript.audio_seconds
@@ -391,8 +480,9 @@ class Call:
             self._s.metrics.stage_latency.labels(stage="eot_to_stt_done").observe(
                 max(0.0, done - self._turn_ended_at)
             )
+        await self._take_carried()
         text = f"{self._unanswered} {transcript.text}".strip()
-        if not transcript.text:
+        if not text:
             self.log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
             self._turn_ended_at = 0.0
             self._reply_played(reply)
@@ -405,14 +495,35 @@ class Call:
         deltas = self._s.backend.reply(self.info, text, list(self.history))
         await self._answer(text, deltas, backend_started)
 
+    async def _take_carried(self) -> None:
+        """The words of earlier turns the caller talked over join the unanswered text, in order."""
+        while self._carried:
+            transcription = self._carried[0]
+            try:
+                # Shielded: a speculative reply dropped meanwhile must not cancel an earlier turn's words.
+                transcript = await asyncio.shield(transcription)
+            except SpeechEngineError as exc:
+                self._s.metrics.errors.labels(kind="stt").inc()
+                self.log.warning("speech recognition failed on an interrupted turn: %s", exc)
+                words = ""
+            else:
+                self.usage.stt_seconds += transcript.audio_seconds
+                words = transcript.text
+            if transcription in self._carried:
+                self._carried.remove(transcription)
+            self._unanswered = f"{self._unanswered} {words}".strip()
+
     async def _answer(
-        self, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float | None = None
+        self, caller_text: str, deltas: AsyncGenerator[str | ReplyAction, None], started: float | None = None
     ) -> None:
         """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
         reply = self._reply
         assert reply is not None
         try:
-            await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
+            # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
+            # backend's response stream is released at once, not whenever the garbage collector gets to it.
+            async with aclosing(deltas):
+                await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
             self._backend_failures = 0
         except BackendError as exc:
             self._backend_failures += 1
@@ -435,15 +546,18 @@ class Call:
         apology = self._s.phrases.audio("apology", self._rate)
         await reply.gate.wait()
         if self.state is not CallState.SPEAKING:
-            self._begin_speaking(caller_text)
+            self._begin_speaking(reply, caller_text)
         if apology:
             self._pacer.play(apology)
             text = self._s.phrases.text("apology")
             reply.sentences.append((text, len(apology) / 2 / self._rate))
+            self._extend_line(reply)
             self.usage.tts_seconds += len(apology) / 2 / self._rate
 
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
+        await self._cancel_reply()
+        self._record_unanswered(ending=False)  # the turn that failed, before the goodbye or transfer line
         number = self._fallback_number
         if number:
             self._s.registry.set_transfer(self.call_sid, number)
@@ -455,38 +569,46 @@ class Call:
         self, reply: _Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
     ) -> None:
         first_sentence = first_audio = True
-        async for sentences in self._sentences(deltas, SentenceSplitter(), reply):
-            if first_sentence:
-                self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
-                first_sentence = False
-            for sentence in sentences:
-                tts_started = time.monotonic()
-                sentence_seconds = 0.0
-                async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
-                    async for pcm in audio:
-                        if first_audio:
-                            self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
-                                time.monotonic() - tts_started
-                            )
-                            # Everything up to here may have run speculatively; nothing goes out before this.
-                            await reply.gate.wait()
-                            self._begin_speaking(caller_text)
-                            first_audio = False
-                        await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
-                        self._pacer.play(pcm)
-                        sentence_seconds += len(pcm) / 2 / self._rate
-                reply.sentences.append((sentence, sentence_seconds))
-                self.usage.tts_seconds += sentence_seconds
+        async with aclosing(self._sentences(deltas, SentenceSplitter(), reply)) as batches:
+            async for sentences in batches:
+                if first_sentence:
+                    self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
+                    first_sentence = False
+                for sentence in sentences:
+                    first_audio = await self._speak_sentence(reply, caller_text, sentence, first_audio)
         await reply.gate.wait()
         if first_audio:  # the backend said nothing
-            self._begin_speaking(caller_text)
+            self._begin_speaking(reply, caller_text)
+
+    async def _speak_sentence(
+        self, reply: _Reply, caller_text: str, sentence: str, first_audio: bool
+    ) -> bool:
+        """Synthesise one sentence into the pacer; returns whether the reply is still to start speaking."""
+        tts_started = time.monotonic()
+        sentence_seconds = 0.0
+        async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
+            async for pcm in audio:
+                if first_audio:
+                    self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
+                        time.monotonic() - tts_started
+                    )
+                    # Everything up to here may have run speculatively; nothing goes out before this.
+                    await reply.gate.wait()
+                    self._begin_speaking(reply, caller_text)
+                    first_audio = False
+                await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
+                self._pacer.play(pcm)
+                if not sentence_seconds:
+                    reply.sentences.append((sentence, 0.0))
+                sentence_seconds += len(pcm) / 2 / self._rate
+                # The line grows as audio is queued, so an interruption knows what was heard.
+                reply.sentences[-1] = (sentence, sentence_seconds)
+                self._extend_line(reply)
+        self.usage.tts_seconds += sentence_seconds
+        return first_audio
 
     async def _finish_reply(self, reply: _Reply) -> None:
-        spoken = " ".join(text for text, _ in reply.sentences)
-        self.history.append(ConversationTurn("bot", spoken))
-        self.transcript.append({"role": "bot", "text": spoken, "at": time.time()})
-        self._reply_seq += 1
-        reply.mark = f"reply-{self._reply_seq}"
+        reply.mark = _mark_name("reply")
         self._pacer.end_reply(reply.mark)
         await self._wait_reply_played(reply)
         if reply.action is not None and not self.ended:
@@ -518,15 +640,40 @@ class Call:
         if rest := splitter.flush():
             yield rest
 
-    def _begin_speaking(self, caller_text: str) -> None:
+    def _begin_speaking(self, reply: _Reply, caller_text: str) -> None:
         self.turns += 1
         self._s.metrics.turns_total.inc()
         self.last_caller_text = caller_text
         self._unanswered = ""
         self.history.append(ConversationTurn("caller", caller_text))
         self.transcript.append({"role": "caller", "text": caller_text, "at": time.time()})
+        self._open_line(reply, "")
         self._pacer.new_reply()
         self.state = CallState.SPEAKING
+
+    def _open_line(self, reply: _Reply, text: str) -> None:
+        """The reply's bot line enters history and transcript as it starts playing, not when it is done:
+        whatever cuts it short, the next backend request and the record still have it."""
+        reply.line = len(self.history)
+        self.history.append(ConversationTurn("bot", text))
+        reply.entry = {"role": "bot", "text": text, "at": time.time()}
+        self.transcript.append(reply.entry)
+
+    def _extend_line(self, reply: _Reply) -> None:
+        if reply.entry is not None:
+            text = " ".join(sentence for sentence, _ in reply.sentences)
+            self.history[reply.line] = ConversationTurn("bot", text)
+            reply.entry["text"] = text
+
+    def _keep_heard(self, reply: _Reply, heard_seconds: float, barge_in: bool) -> None:
+        """An interrupted line: history keeps what the caller heard; the transcript both."""
+        if reply.entry is None:
+            return
+        said = heard_text(reply.sentences, heard_seconds)
+        self.history[reply.line] = ConversationTurn("bot", said)
+        reply.entry["heard"] = said
+        if barge_in:  # the conversation record marks the line it follows as barged into
+            self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
 
     def _on_first_frame(self) -> None:
         if self._turn_ended_at and self.state is CallState.SPEAKING and self._reply is not None:
@@ -539,9 +686,9 @@ class Call:
     def _play_phrase(self, name: str, pcm: bytes) -> _Reply:
         """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
         text = self._s.phrases.text(name)
-        self._reply_seq += 1
+        # Custom phrases are named by their text, which has no place on the wire.
         reply = _Reply(
-            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=f"{name}-{self._reply_seq}"
+            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=_mark_name(name.split(":")[0])
         )
         reply.gate.set()
         self._reply = reply
@@ -549,8 +696,7 @@ class Call:
         self._pacer.play(pcm)
         self.usage.tts_seconds += len(pcm) / 2 / self._rate
         self._pacer.end_reply(reply.mark)
-        self.transcript.append({"role": "bot", "text": text, "at": time.time()})
-        self.history.append(ConversationTurn("bot", text))
+        self._open_line(reply, text)
         self.state = CallState.SPEAKING
         reply.task = self._spawn(self._wait_reply_played(reply), name)
         return reply
@@ -581,22 +727,17 @@ class Call:
         if reply is None:
             return
         self._s.metrics.barge_ins.inc()
-        speaking = self.state is CallState.SPEAKING
-        if self.state is CallState.THINKING and reply.gate.is_set() and reply.caller_text:
-            # The caller's finished turn was never answered: it prefixes their next one.
-            self._unanswered = reply.caller_text
-        heard = await self._interrupt_reply()
-        if speaking and reply.sentences:
-            said = heard_text(reply.sentences, heard)
-            if self.history and self.history[-1].role == "bot":
-                self.history[-1] = ConversationTurn("bot", said)
-            self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
+        heard = await self._interrupt_reply(barge_in=True)
         self.log.info("barge-in after %.2fs of the reply", heard)
 
-    async def _interrupt_reply(self) -> float:
-        heard = await self._pacer.clear() if self.state is CallState.SPEAKING else 0.0
+    async def _interrupt_reply(self, barge_in: bool = False) -> float:
+        """Stop the reply (a barge-in, a transfer, a goodbye): its line keeps what had been heard."""
+        reply, speaking = self._reply, self.state is CallState.SPEAKING
+        heard = await self._pacer.clear() if speaking else 0.0
         if self._recording is not None and heard:
             self._recording.cleared(self._loop.time())
+        if speaking and reply is not None:
+            self._keep_heard(reply, heard, barge_in)
         await self._cancel_reply()
         return heard
 
@@ -604,9 +745,37 @@ class Call:
         reply, self._reply = self._reply, None
         if not self.ended:
             self.state = CallState.LISTENING
-        if reply is not None and reply.task is not asyncio.current_task():
+        if reply is None:
+            return
+        self._shelve(reply)
+        if reply.task is not None and reply.task is not asyncio.current_task():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
+
+    def _record_unanswered(self, ending: bool) -> None:
+        """The caller's words that never got an answer go into the log: at the end of the call, or when a
+        keypad entry is answered in their place."""
+        words = [self._unanswered]
+        if ending:
+            for transcription in self._carried:
+                if transcription.done() and not transcription.cancelled() and not transcription.exception():
+                    words.append(transcription.result().text)
+                transcription.cancel()  # still running: the call is over, nobody will read it
+            self._carried.clear()
+        self._unanswered = ""
+        if text := " ".join(word for word in words if word):
+            self.history.append(ConversationTurn("caller", text))
+            self.transcript.append({"role": "caller", "text": text, "at": time.time()})
+
+    def _shelve(self, reply: _Reply) -> None:
+        """A finished turn cut off before its answer started playing is not lost: its words (or, while
+        still being transcribed, their transcription) prefix the caller's next turn."""
+        if not reply.gate.is_set() or reply.entry is not None:
+            return  # a guess the caller spoke on from (re-transcribed whole), or a reply already heard
+        if reply.caller_text:
+            self._unanswered = reply.caller_text
+        elif reply.transcription is not None and reply.transcription not in self._carried:
+            self._carried.append(reply.transcription)
 
     # --- tasks ---------------------------------------------------------------------------------------
 

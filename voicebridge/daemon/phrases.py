@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
+
 from voicebridge.audio.resample import resample_once
 from voicebridge.config import PromptsConfig
 from voicebridge.speech.base import TextToSpeech
@@ -19,7 +22,10 @@ class PhraseCache:
     def __init__(self) -> None:
         self._audio: dict[tuple[str, int], bytes] = {}
         self._text: dict[str, str] = {}
-        self._custom: list[str] = []
+        # Custom phrase names, least recently used first.
+        self._custom: OrderedDict[str, None] = OrderedDict()
+        # One render per phrase at a time: calls arriving for a greeting being rendered wait for it.
+        self._rendering: dict[str, asyncio.Task[None]] = {}
 
     async def prepare(self, tts: TextToSpeech, prompts: PromptsConfig) -> None:
         """Synthesise every configured phrase; called once while the daemon starts."""
@@ -28,17 +34,37 @@ class PhraseCache:
                 await self._render(tts, name, text)
 
     async def custom(self, tts: TextToSpeech, text: str) -> str:
-        """The name of a phrase saying `text` (a business's greeting), rendered on first use."""
+        """The name of a phrase saying `text` (a business's greeting), rendered on first use.
+
+        Raises what the TTS raised when it cannot be rendered; a later call tries again.
+        """
         name = f"custom:{text}"
-        if name not in self._text:
-            await self._render(tts, name, text)
-            self._custom.append(name)
-            if len(self._custom) > CUSTOM_KEPT:
-                old = self._custom.pop(0)
-                del self._text[old]
-                for rate in CALL_RATES:
-                    self._audio.pop((old, rate), None)
+        if name in self._custom:
+            self._custom.move_to_end(name)
+            return name
+        rendering = self._rendering.get(name)
+        if rendering is None:
+            rendering = asyncio.ensure_future(self._render_custom(tts, name, text))
+            self._rendering[name] = rendering
+            rendering.add_done_callback(lambda task: self._rendered(name, task))
+        # Shielded: one waiting call going away must not cancel the render the others wait for.
+        await asyncio.shield(rendering)
         return name
+
+    async def _render_custom(self, tts: TextToSpeech, name: str, text: str) -> None:
+        await self._render(tts, name, text)
+        self._custom[name] = None
+        while len(self._custom) > CUSTOM_KEPT:
+            old, _ = self._custom.popitem(last=False)
+            self._text.pop(old, None)
+            for rate in CALL_RATES:
+                self._audio.pop((old, rate), None)
+
+    def _rendered(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._rendering.get(name) is task:
+            del self._rendering[name]
+        if not task.cancelled():
+            task.exception()  # each waiter got it; this only marks it seen when every waiter went away
 
     async def _render(self, tts: TextToSpeech, name: str, text: str) -> None:
         pcm = b"".join([piece async for piece in tts.synthesize(text, RENDER_RATE)])

@@ -204,7 +204,7 @@ class StreamSession:
             self._own_stt = await asyncio.to_thread(services.stt_per_call)
             services = replace(services, stt=self._own_stt)
         call = Call(start, services, translator, self._send, self._close, max_minutes=self._minutes_left)
-        if not self._s.registry.admit(call):
+        if not call.admit():
             reason = self._s.registry.refusal() or "duplicate"
             self._s.metrics.calls_rejected.labels(reason=reason).inc()
             self.log.warning("refusing call: %s", reason)
@@ -212,11 +212,7 @@ class StreamSession:
             await self._close()
             return
         self._call = call
-        business = await self._s.business.settings_for(start.to_number)
-        call.apply_business(business)
-        greeting = "greeting"
-        if business is not None and business.greeting:
-            greeting = await self._s.phrases.custom(self._s.tts, business.greeting)
+        greeting = await self._greeting_for(call, start)
         call.log.info(
             "call started: provider=%s from=%s to=%s rate=%d",
             start.provider,
@@ -226,6 +222,22 @@ class StreamSession:
         )
         call.begin(greeting)
         await call.record_started()
+
+    async def _greeting_for(self, call: Call, start: Start) -> str:
+        """The called business's settings applied, and the name of the greeting phrase to play."""
+        try:
+            business = await self._s.business.settings_for(start.to_number)
+            call.apply_business(business)
+            if business is not None and business.greeting:
+                return await self._s.phrases.custom(self._s.tts, business.greeting)
+        except Exception as exc:  # e.g. the TTS is down with no fallback: the call must still go on
+            self._s.metrics.errors.labels(kind="greeting").inc()
+            call.log.warning(
+                "the business greeting is unavailable (%s: %.200s); playing the configured one",
+                type(exc).__name__,
+                exc,
+            )
+        return "greeting"
 
     async def _play_busy(self, start: Start, translator: Translator) -> None:
         pcm = self._s.phrases.audio("busy", start.sample_rate)

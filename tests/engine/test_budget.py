@@ -1,0 +1,61 @@
+"""#14.14: a budget of zero or fewer minutes means no minutes left, never "no limit"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from tests.engine.conftest import OpenEngine
+from tests.engine.fakes import BudgetBackend
+from tests.fakes.node_api import FakeNodeApi
+from voicebridge.backends.http import BackendHttp
+from voicebridge.backends.node import BudgetDecision, NodeBackend
+from voicebridge.config import BackendConfig, Settings
+from voicebridge.daemon.admission import gate_call
+from voicebridge.daemon.keys import BACKEND, METRICS, REGISTRY, SETTINGS
+from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.registry import CallRegistry
+
+
+def gate_app(backend: Any) -> web.Application:
+    app = web.Application()
+    app[SETTINGS], app[REGISTRY], app[BACKEND], app[METRICS] = Settings(), CallRegistry(5), backend, Metrics()
+    return app
+
+
+@pytest.mark.parametrize("minutes", [0.0, -3.0])
+async def test_the_gate_refuses_a_call_with_no_minutes_left(minutes: float) -> None:
+    app = gate_app(BudgetBackend(decision=BudgetDecision(True, "", minutes)))
+    reason = await gate_call(app, "CA-broke", "+919800000001", "+918047491899", "exotel")
+    assert reason and app[REGISTRY].denied("CA-broke") == reason
+    sample = app[METRICS].registry.get_sample_value
+    assert sample("voicebridge_calls_rejected_total", {"reason": "budget"}) == 1
+
+
+async def test_the_gate_lets_a_call_with_minutes_left_through_with_its_cap() -> None:
+    app = gate_app(BudgetBackend(decision=BudgetDecision(True, "", 2.5)))
+    assert await gate_call(app, "CA-rich", "+919800000001", "+918047491899", "exotel") == ""
+    pending = app[REGISTRY].take_pending("CA-rich")
+    assert pending is not None and pending.minutes_left == 2.5
+
+
+@pytest.mark.parametrize("minutes", [0, -3])
+async def test_the_node_backend_reads_no_minutes_left_as_a_refusal(minutes: int) -> None:
+    async with FakeNodeApi(api_key="k", budget={"allow": True, "minutes_left": minutes}) as fake:
+        config = BackendConfig(kind="node", url=fake.url, api_key=SecretStr("k"))
+        node = NodeBackend(config, BackendHttp(config))
+        await node.start()
+        try:
+            decision = await node.budget_check("CA-broke", "+91", "+91", "exotel")
+        finally:
+            await node.close()
+    assert not decision.allow and decision.minutes_left == 0
+
+
+async def test_a_call_capped_at_zero_minutes_says_goodbye_and_ends(open_engine: OpenEngine) -> None:
+    engine = await open_engine(max_minutes=0.0)
+    await engine.until(lambda: engine.call.ended, "the call to end")
+    assert engine.call.outcome == "time_limit" and engine.history[-1] == ("bot", "Bye now.")

@@ -1,0 +1,57 @@
+"""#14.11: custom greetings can never kill a call, and calls_active stays balanced."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.engine.fakes import BudgetBackend, FakeSocket, FakeSTT, FakeTTS
+from tests.engine.harness import build_services, engine_settings, voice
+from voicebridge.backends.node import BusinessSettings
+from voicebridge.daemon.phrases import CUSTOM_KEPT, PhraseCache
+from voicebridge.daemon.providers.exotel import ExotelCaller
+from voicebridge.daemon.stream import StreamSession
+
+
+async def test_two_calls_rendering_one_greeting_render_it_once() -> None:
+    tts, phrases = FakeTTS(delay_s=0.05), PhraseCache()
+    names = await asyncio.gather(*(phrases.custom(tts, "Welcome to Acme.") for _ in range(3)))
+    assert len(set(names)) == 1 and tts.spoken == ["Welcome to Acme."]
+    assert phrases.audio(names[0], 8000) and phrases.text(names[0]) == "Welcome to Acme."
+
+
+async def test_evicting_old_greetings_never_fails() -> None:
+    tts, phrases = FakeTTS(delay_s=0.01), PhraseCache()
+    await asyncio.gather(phrases.custom(tts, "Welcome to Acme."), phrases.custom(tts, "Welcome to Acme."))
+    tts.delay_s = 0.0
+    for n in range(CUSTOM_KEPT + 5):
+        await phrases.custom(tts, f"Welcome to shop {n}.")
+    assert phrases.text("custom:Welcome to Acme.") == ""  # evicted, the newest kept
+    assert phrases.text(f"custom:Welcome to shop {CUSTOM_KEPT + 4}.")
+
+
+async def test_a_greeting_that_cannot_be_rendered_leaves_the_call_with_the_default(tmp_path: Path) -> None:
+    caller = ExotelCaller("CA-greet", "SS-greet")
+    backend = BudgetBackend(businesses={caller.to_number: BusinessSettings(greeting="Welcome to Acme.")})
+    tts = FakeTTS(fail_on={"Acme"})  # the TTS is down for anything new; no fallback
+    services = await build_services(engine_settings(tmp_path), FakeSTT(), tts, backend, tmp_path / "o.db")
+    socket = FakeSocket()
+    session = StreamSession(services, socket, "CA-greet", 8000)  # type: ignore[arg-type]
+    for text in (caller.connected(), caller.start(), caller.media(voice(0.1))):
+        socket.incoming.put_nowait(text)
+    running = asyncio.create_task(session.run())
+    for _ in range(500):
+        if services.registry.active_count:
+            break
+        await asyncio.sleep(0.01)
+    assert services.registry.active_count == 1 and not running.done()  # the call goes on
+    assert services.metrics.registry.get_sample_value("voicebridge_calls_active") == 1
+    socket.incoming.put_nowait(caller.stop())
+    await running  # nothing escapes the session
+    record = services.registry.finished("CA-greet")
+    assert record is not None and record.outcome == "completed"
+    assert record.transcript[0]["text"] == "Hi."  # the configured greeting instead
+    sample = services.metrics.registry.get_sample_value
+    assert sample("voicebridge_calls_active") == 0
+    assert sample("voicebridge_errors_total", {"kind": "greeting"}) == 1
+    await services.outbox.close()

@@ -1,0 +1,88 @@
+"""#14.16: teardown runs once and completely whatever raises or cancels; cancelled replies close their
+backend stream themselves."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import OpenEngine
+from tests.engine.fakes import FakeBackend, FakeTTS
+from tests.engine.harness import Engine, voice
+
+
+async def assert_torn_down_once(engine: Engine, outcome: str) -> None:
+    call, registry = engine.call, engine.services.registry
+    await engine.until(lambda: registry.active_count == 0, "the registry slot to be freed")
+    record = registry.finished(call.call_sid)
+    assert record is not None and record.outcome == outcome
+    assert engine.metric("voicebridge_calls_active") == 0
+    assert {"event:ended", "cost", "conversation"} <= set(await engine.records())
+    await call.finish("dropped")  # a second finish changes nothing
+    assert engine.metric("voicebridge_calls_total", outcome=outcome, provider="exotel") == 1
+    assert engine.metric("voicebridge_calls_total", outcome="dropped", provider="exotel") == 0
+    assert registry.finished_total == 1
+
+
+async def test_a_cancelled_finish_still_tears_the_call_down(
+    open_engine: OpenEngine, backend: FakeBackend, tts: FakeTTS
+) -> None:
+    engine = await open_engine({"calls": {"record_locally": True}})
+    await engine.listening()
+    tts.holds["Second"] = asyncio.Event()
+    tts.cancel_delay_s = 0.3  # the reply task is slow to die, like a TTS connection closing
+    backend.answer("First words of a long answer. ", "Second part is held. ")
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    finishing = asyncio.create_task(engine.call.finish("hangup"))
+    await engine.until(lambda: tts.cancelled == 1, "teardown to be cancelling the reply")
+    finishing.cancel()  # e.g. the management request that asked for the hangup went away
+    await asyncio.gather(finishing, return_exceptions=True)
+    await assert_torn_down_once(engine, "hangup")
+    record = engine.services.registry.finished(engine.call.call_sid)
+    assert record is not None and record.local_recording
+    assert await asyncio.to_thread(Path(record.local_recording).exists)
+
+
+async def test_a_failing_step_does_not_stop_the_rest_of_teardown(
+    open_engine: OpenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await open_engine({"calls": {"record_locally": True}})
+    await engine.listening()
+
+    async def broken(*_args: object) -> Path:
+        raise RuntimeError("injected: the recording writer is broken")
+
+    assert engine.call._recording is not None
+    monkeypatch.setattr(engine.call._recording, "save", broken)
+    await engine.call.finish("completed")
+    await assert_torn_down_once(engine, "completed")
+
+
+async def test_a_cancelled_reply_closes_its_backend_stream_itself(
+    engine: Engine, backend: FakeBackend, tts: FakeTTS
+) -> None:
+    """Cancelled while synthesising, the reply holds the backend's stream open at a yield: it must close it,
+    not leave it to the garbage collector's finaliser some time later."""
+    tts.holds["Second"] = asyncio.Event()
+    backend.answer("First words of a long answer. ", "Second part is held. ", "Third.")
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    for offset in range(0, 3200, 320):  # a barge-in, without giving other tasks a turn meanwhile
+        await engine.call.on_audio(voice(0.2)[offset : offset + 320])
+    request = backend.requests[0]
+    assert request.closed and not request.completed
+    assert request.closed_by == f"{engine.call.call_sid}:reply"
+
+
+async def test_a_hangup_closes_the_backend_stream_before_it_returns(
+    engine: Engine, backend: FakeBackend, tts: FakeTTS
+) -> None:
+    tts.holds["Second"] = asyncio.Event()
+    backend.answer("First words of a long answer. ", "Second part is held. ", "Third.")
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    await engine.call.hangup()
+    assert backend.requests[0].closed and backend.open_streams == 0
