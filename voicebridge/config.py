@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -338,21 +339,37 @@ class Settings(BaseSettings):
         )
 
     def control_socket_path(self) -> Path:
-        """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR."""
+        """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR, else a
+        private directory of our own under the temp dir (checked by the control server before use)."""
         if self.control.socket_path:
             return Path(self.control.socket_path)
         if runtime := os.environ.get("RUNTIME_DIRECTORY"):
             return Path(runtime.split(":")[0]) / "control.sock"
-        base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/voicebridge-{os.getuid()}"
-        return Path(base) / "voicebridge" / "control.sock"
+        base = xdg_base_dir("XDG_RUNTIME_DIR") or private_runtime_fallback()
+        return base / "voicebridge" / "control.sock"
 
     def state_path(self) -> Path:
-        """Where durable state lives: configured, else systemd's StateDirectory, else ~/.local/state."""
+        """Where durable state lives: configured, else systemd's StateDirectory, else $XDG_STATE_HOME,
+        else ~/.local/state (the XDG base-directory spec's default)."""
         if self.server.state_dir:
             return Path(self.server.state_dir)
         if state := os.environ.get("STATE_DIRECTORY"):
             return Path(state.split(":")[0])
-        return Path.home() / ".local" / "state" / "voicebridge"
+        base = xdg_base_dir("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return base / "voicebridge"
+
+
+def xdg_base_dir(variable: str) -> Path | None:
+    """An XDG base directory from the environment; unset, empty or relative means none (the spec says a
+    relative path is invalid and must be ignored)."""
+    value = os.environ.get(variable, "")
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def private_runtime_fallback() -> Path:
+    """The per-user directory for the control socket when there is no runtime dir. It lives in a shared,
+    world-writable place, so the control server refuses it unless it is ours alone."""
+    return Path(tempfile.gettempdir()) / f"voicebridge-{os.getuid()}"
 
 
 class _DictSource(PydanticBaseSettingsSource):
