@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from voicebridge.config import private_runtime_fallback
 from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
 
 PROTOCOL_VERSION = 1
@@ -64,6 +65,9 @@ class ControlServer:
     async def start(self) -> None:
         """Create the directory and socket (refusing if a live daemon already answers on it)."""
         gid = self._group_id()
+        fallback = private_runtime_fallback()
+        if self._path.is_relative_to(fallback):
+            ensure_private_dir(fallback)
         try:
             self._path.parent.mkdir(mode=0o750 if gid is not None else 0o700, parents=True, exist_ok=True)
             self._remove_stale()
@@ -204,6 +208,32 @@ class ControlServer:
         if request_id is not None:
             response["id"] = request_id
         return response
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700, or accept it only if it is a real directory of ours that no one else can write:
+    in a shared temp dir another local user could have made it first, to hold or swap our socket."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ControlSocketError(f"control socket directory {path}: {exc.strerror or exc}") from None
+    info = os.lstat(path)
+    problem = ""
+    if stat.S_ISLNK(info.st_mode):
+        problem = "is a symlink"
+    elif not stat.S_ISDIR(info.st_mode):
+        problem = "is not a directory"
+    elif info.st_uid != os.geteuid():
+        problem = f"belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    if problem:
+        raise ControlSocketError(
+            f"control socket directory {path} {problem}; refusing it (someone else could control the "
+            "socket): remove it, or set control.socket_path or XDG_RUNTIME_DIR"
+        )
 
 
 def _string(request: dict[str, Any], key: str) -> str:
