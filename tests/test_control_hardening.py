@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
 import stat
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import tomli_w
 
 from voicebridge.config import Settings
-from voicebridge.daemon.child import free_port
+from voicebridge.daemon.child import free_port, start_daemon
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.registry import CallRegistry
 
@@ -82,9 +87,7 @@ def test_a_daemon_refuses_a_world_writable_fallback_directory_in_one_line(tmp_pa
     private.mkdir()
     private.chmod(0o777)
     config = tmp_path / "daemon.toml"
-    config.write_text(
-        tomli_w.dumps({"server": {"port": free_port(), "state_dir": str(tmp_path / "state")}})
-    )
+    config.write_text(tomli_w.dumps({"server": {"port": free_port(), "state_dir": str(tmp_path / "state")}}))
     env = {
         k: v
         for k, v in os.environ.items()
@@ -103,3 +106,106 @@ def test_a_daemon_refuses_a_world_writable_fallback_directory_in_one_line(tmp_pa
     (refusal,) = [line for line in output.splitlines() if "control socket directory" in line]
     assert "ERROR" in refusal and "writable by group or others" in refusal and str(private) in refusal
     assert not (private / "voicebridge").exists()
+
+
+DEEP = 20_000
+HOSTILE_LINES: list[tuple[bytes, str]] = [
+    (b"[" * 30_000, "bad_request"),
+    (b"[" * DEEP + b"]" * DEEP, "bad_request"),
+    (b'{"version": ' + b"7" * 5_000 + b', "op": "list"}', "bad_request"),
+    (b'{"version": 1, "op": "show", "call_sid": "CA-' + b"9" * 5_000 + b'"}', "unknown_call"),
+    (b'\xff\xfe{"version": 1, "op": "list"}', "bad_request"),
+    (b'{"version": 1, "op": "\xed\xa0\x80"}', "bad_request"),
+    (b'{"version": NaN, "op": "list"}', "bad_request"),
+    (b'{"version": 1, "op": "list", "id": Infinity}', "bad_request"),
+    (b'{"version": true, "op": "list"}', "bad_version"),
+    (b'{"version": "' + b"v" * 50_000 + b'", "op": "list"}', "bad_version"),
+    (b'{"version": 1, "op": "' + b"x" * 50_000 + b'"}', "unknown_op"),
+    (b'{"version": 1, "op": "show", "call_sid": {"a": [1, 2]}}', "bad_request"),
+    (b'{"version": 1, "op": ["list"]}', "unknown_op"),
+    (b'{"version": 1, "op": "list", "id": ' + b"[" * 900 + b"]" * 900 + b"}", ""),
+    (b"", "bad_request"),
+    (b"\x00\x01\x02", "bad_request"),
+]
+
+
+async def exchange(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every hostile line on one connection, then a status request: the replies, in order."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+    replies = []
+    try:
+        for line, _ in HOSTILE_LINES:
+            writer.write(line + b"\n")
+            await writer.drain()
+            raw = await asyncio.wait_for(reader.readline(), 30)
+            assert raw.endswith(b"\n"), (line[:60], raw)
+            replies.append(json.loads(raw))
+        writer.write(b'{"version": 1, "op": "status", "id": "last"}\n')
+        await writer.drain()
+        status = json.loads(await asyncio.wait_for(reader.readline(), 30))
+    finally:
+        writer.close()
+    return replies, status
+
+
+async def too_large(path: Path) -> dict[str, Any]:
+    """A line beyond the request limit gets one reply, and the daemon closes that connection."""
+    reader, writer = await asyncio.open_unix_connection(str(path), limit=1 << 20)
+    try:
+        writer.write(b'{"version": 1, "op": "' + b"a" * 300_000 + b'"}\n')
+        with contextlib.suppress(ConnectionError):  # the daemon may hang up before reading it all
+            await writer.drain()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 30))
+        try:  # closed: an orderly end, or a reset since the rest of the line was never read
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+        except ConnectionResetError:
+            pass
+    finally:
+        writer.close()
+    return reply
+
+
+def check_replies(replies: list[dict[str, Any]], status: dict[str, Any]) -> None:
+    for (line, code), reply in zip(HOSTILE_LINES, replies, strict=True):
+        assert reply["version"] == 1, line[:60]
+        if code:
+            assert not reply["ok"] and reply["code"] == code, (line[:60], reply)
+            assert len(reply["error"]) < 300
+        else:
+            assert reply["ok"] and "id" not in reply  # an id that is not a short string or number is dropped
+    assert status["ok"] and status["id"] == "last"
+
+
+async def test_every_hostile_line_gets_one_json_reply_in_process(tmp_path: Path) -> None:
+    unhandled: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    server = ControlServer(CallRegistry(4), tmp_path / "c.sock", lambda: {"status": "ok"})
+    await server.start()
+    try:
+        replies, status = await exchange(server.path)
+        check_replies(replies, status)
+        assert (await too_large(server.path))["code"] == "too_large"
+        replies, status = await exchange(server.path)  # and the server still serves new connections
+        check_replies(replies, status)
+    finally:
+        await server.close()
+        loop.set_exception_handler(None)
+    assert unhandled == []
+
+
+@pytest.mark.e2e
+async def test_every_hostile_line_gets_one_json_reply_from_a_real_daemon(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, {"prompts": {"greeting": "Hello."}})
+    try:
+        replies, status = await exchange(daemon.control_socket)
+        check_replies(replies, status)
+        assert status["result"]["status"] == "ok"
+        assert (await too_large(daemon.control_socket))["code"] == "too_large"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{daemon.http}/metrics") as response:
+                metrics = await response.text()
+        assert "voicebridge_unhandled_exceptions_total 0.0" in metrics
+        assert "Traceback" not in daemon.log()
+    finally:
+        assert daemon.terminate() == 0

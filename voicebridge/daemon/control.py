@@ -143,7 +143,7 @@ class ControlServer:
                     break
                 response = await self._respond(line)
                 await self._send(writer, response)
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # the client went away
             pass
         finally:
             self._clients.discard(task)
@@ -152,30 +152,37 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
-        writer.write(json.dumps(response).encode() + b"\n")
+        try:
+            encoded = json.dumps(response, allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as exc:  # a result that is not JSON is our bug
+            logger.error("control reply not encodable: %s", type(exc).__name__)
+            failure = self._failure(response.get("id"), "internal_error", "the daemon's answer was not JSON")
+            encoded = json.dumps(failure).encode()
+        writer.write(encoded + b"\n")
         await writer.drain()
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
+        """Exactly one reply for any line: whatever the bytes hold, nothing escapes to the loop."""
         request_id = None
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise _RequestError("bad_request", "a request is one JSON object per line")
-            request_id = request.get("id")
-            if request.get("version") != PROTOCOL_VERSION:
+            request = parse_request(line)
+            request_id = _reply_id(request.get("id"))
+            version = request.get("version")
+            # `true == 1` and `1.0 == 1` in Python: only the integer 1 is version 1.
+            if type(version) is not int or version != PROTOCOL_VERSION:
                 raise _RequestError(
-                    "bad_version",
-                    f"unsupported version {request.get('version')!r}; this daemon speaks 1",
+                    "bad_version", f"unsupported version {_brief(version)}; this daemon speaks 1"
                 )
             result = await self._dispatch(request)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._failure(request_id, "bad_request", "request is not valid JSON")
         except _RequestError as exc:
             return self._failure(request_id, exc.code, str(exc))
         except UnknownCall as exc:
-            return self._failure(request_id, "unknown_call", f"no live call {exc.args[0]}")
+            return self._failure(request_id, "unknown_call", f"no live call {_brief(exc.args[0])}")
         except InvalidNumber as exc:
-            return self._failure(request_id, "bad_number", str(exc))
+            return self._failure(request_id, "bad_number", str(exc)[:200])
+        except Exception as exc:  # a bug in an operation must cost one reply, not the connection
+            logger.error("control request failed: %s", type(exc).__name__)
+            return self._failure(request_id, "internal_error", f"the daemon failed: {type(exc).__name__}")
         response: dict[str, Any] = {"version": PROTOCOL_VERSION, "ok": True, "result": result}
         if request_id is not None:
             response["id"] = request_id
@@ -189,7 +196,7 @@ class ControlServer:
         if op == "status":
             return self._status()
         if op not in OPERATIONS:
-            raise _RequestError("unknown_op", f"unknown op {op!r}; one of {', '.join(OPERATIONS)}")
+            raise _RequestError("unknown_op", f"unknown op {_brief(op)}; one of {', '.join(OPERATIONS)}")
         call_sid = _string(request, "call_sid")
         if op == "show":
             return registry.show(call_sid)
@@ -208,6 +215,39 @@ class ControlServer:
         if request_id is not None:
             response["id"] = request_id
         return response
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line as a JSON object; _RequestError for anything else, however hostile."""
+    try:
+        # Strict UTF-8: json.loads on bytes would guess UTF-16/32 from the byte pattern.
+        request = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers bad JSON, NaN/Infinity and integers beyond Python's digit limit;
+        # RecursionError a few thousand nested brackets.
+        raise _RequestError("bad_request", "request is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise _RequestError("bad_request", "a request is one JSON object per line")
+    return request
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _reply_id(value: Any) -> str | int | None:
+    """The request's `id`, echoed only when it is a short string or a plain integer."""
+    if isinstance(value, str) and len(value) <= 100:
+        return value
+    if type(value) is int and abs(value) < 2**63:
+        return value
+    return None
+
+
+def _brief(value: Any) -> str:
+    """A value from the request, quoted for an error message and cut short."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -239,5 +279,5 @@ def ensure_private_dir(path: Path) -> None:
 def _string(request: dict[str, Any], key: str) -> str:
     value = request.get(key)
     if not isinstance(value, str) or not value:
-        raise _RequestError("bad_request", f"{request.get('op')} needs {key!r} (a string)")
+        raise _RequestError("bad_request", f"{_brief(request.get('op'))} needs {key!r} (a string)")
     return value
