@@ -30,7 +30,7 @@ class ControlClient:
         self.path = path
         self._timeout = timeout
 
-    def request(self, op: str, **params: str) -> dict[str, Any]:
+    def request(self, op: str, **params: str | int | bool) -> dict[str, Any]:
         """Send one operation and return its result; raise DaemonUnreachable or ControlRequestFailed."""
         line = json.dumps({"version": PROTOCOL_VERSION, "op": op, **params}).encode() + b"\n"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:

@@ -2,7 +2,8 @@
 
 Each request is one line `{"version": 1, "op": "...", ...}` and gets one line back
 `{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false, "code": "...", "error": "..."}`.
-The operations are the registry's, the same ones the HTTP management API calls.
+The call operations are the registry's, the same ones the HTTP management API calls; the outbox_*
+operations list, show and re-queue stored call records (`voicebridge outbox`).
 """
 
 from __future__ import annotations
@@ -20,24 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from voicebridge.config import private_runtime_fallback
+from voicebridge.daemon.control_outbox import OUTBOX_OPERATIONS, outbox_operation
+from voicebridge.daemon.control_protocol import (
+    PROTOCOL_VERSION,
+    RequestError,
+    brief,
+    parse_request,
+    reply_id,
+    string_param,
+)
+from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
 
-PROTOCOL_VERSION = 1
 # A request is a sid and a phone number; anything near this is not an operator typing.
 MAX_REQUEST_BYTES = 64 * 1024
-OPERATIONS = ("list", "show", "hangup", "transfer", "status")
+OPERATIONS = ("list", "show", "hangup", "transfer", "status", *OUTBOX_OPERATIONS)
 
 logger = logging.getLogger("voicebridge.control")
 
 
 class ControlSocketError(Exception):
     """The control socket cannot be served (another daemon owns it, or the path is unusable)."""
-
-
-class _RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ControlServer:
@@ -49,8 +53,10 @@ class ControlServer:
         path: Path,
         status: Callable[[], dict[str, Any]],
         group: str = "",
+        outbox: Outbox | None = None,
     ) -> None:
         self._registry = registry
+        self._outbox = outbox
         self._path = path
         self._status = status
         self._group = group
@@ -166,18 +172,18 @@ class ControlServer:
         request_id = None
         try:
             request = parse_request(line)
-            request_id = _reply_id(request.get("id"))
+            request_id = reply_id(request.get("id"))
             version = request.get("version")
             # `true == 1` and `1.0 == 1` in Python: only the integer 1 is version 1.
             if type(version) is not int or version != PROTOCOL_VERSION:
-                raise _RequestError(
-                    "bad_version", f"unsupported version {_brief(version)}; this daemon speaks 1"
+                raise RequestError(
+                    "bad_version", f"unsupported version {brief(version)}; this daemon speaks 1"
                 )
             result = await self._dispatch(request)
-        except _RequestError as exc:
+        except RequestError as exc:
             return self._failure(request_id, exc.code, str(exc))
         except UnknownCall as exc:
-            return self._failure(request_id, "unknown_call", f"no live call {_brief(exc.args[0])}")
+            return self._failure(request_id, "unknown_call", f"no live call {brief(exc.args[0])}")
         except InvalidNumber as exc:
             return self._failure(request_id, "bad_number", str(exc)[:200])
         except Exception as exc:  # a bug in an operation must cost one reply, not the connection
@@ -196,15 +202,17 @@ class ControlServer:
         if op == "status":
             return self._status()
         if op not in OPERATIONS:
-            raise _RequestError("unknown_op", f"unknown op {_brief(op)}; one of {', '.join(OPERATIONS)}")
-        call_sid = _string(request, "call_sid")
+            raise RequestError("unknown_op", f"unknown op {brief(op)}; one of {', '.join(OPERATIONS)}")
+        if op in OUTBOX_OPERATIONS:
+            return await outbox_operation(self._outbox, op, request)
+        call_sid = string_param(request, "call_sid")
         if op == "show":
             return registry.show(call_sid)
         if op == "hangup":
             await registry.hangup(call_sid)
             logger.info("hangup requested over the control socket", extra={"call_sid": call_sid})
             return {"call_sid": call_sid, "action": "hangup"}
-        number = _string(request, "number")
+        number = string_param(request, "number")
         await registry.transfer(call_sid, number)
         logger.info("transfer requested over the control socket", extra={"call_sid": call_sid})
         return {"call_sid": call_sid, "action": "transfer", "number": number}
@@ -215,39 +223,6 @@ class ControlServer:
         if request_id is not None:
             response["id"] = request_id
         return response
-
-
-def parse_request(line: bytes) -> dict[str, Any]:
-    """One request line as a JSON object; _RequestError for anything else, however hostile."""
-    try:
-        # Strict UTF-8: json.loads on bytes would guess UTF-16/32 from the byte pattern.
-        request = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        # ValueError covers bad JSON, NaN/Infinity and integers beyond Python's digit limit;
-        # RecursionError a few thousand nested brackets.
-        raise _RequestError("bad_request", "request is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise _RequestError("bad_request", "a request is one JSON object per line")
-    return request
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _reply_id(value: Any) -> str | int | None:
-    """The request's `id`, echoed only when it is a short string or a plain integer."""
-    if isinstance(value, str) and len(value) <= 100:
-        return value
-    if type(value) is int and abs(value) < 2**63:
-        return value
-    return None
-
-
-def _brief(value: Any) -> str:
-    """A value from the request, quoted for an error message and cut short."""
-    text = repr(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -274,10 +249,3 @@ def ensure_private_dir(path: Path) -> None:
             f"control socket directory {path} {problem}; refusing it (someone else could control the "
             "socket): remove it, or set control.socket_path or XDG_RUNTIME_DIR"
         )
-
-
-def _string(request: dict[str, Any], key: str) -> str:
-    value = request.get(key)
-    if not isinstance(value, str) or not value:
-        raise _RequestError("bad_request", f"{_brief(request.get('op'))} needs {key!r} (a string)")
-    return value
