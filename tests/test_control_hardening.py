@@ -18,6 +18,7 @@ import pytest
 import tomli_w
 
 from voicebridge.config import Settings
+from voicebridge.control_client import ControlClient, DaemonUnreachable
 from voicebridge.daemon.child import free_port, start_daemon
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.registry import CallRegistry
@@ -209,3 +210,26 @@ async def test_every_hostile_line_gets_one_json_reply_from_a_real_daemon(tmp_pat
         assert "Traceback" not in daemon.log()
     finally:
         assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    "answer", [b"[" * 30_000 + b"\n", b'{"ok": ' + b"1" * 5_000 + b"}\n", b"\xff\xfe\n", b"x" * 5_000_000]
+)
+async def test_the_client_turns_a_hostile_answer_into_one_error(tmp_path: Path, answer: bytes) -> None:
+    """Something else on the socket path (or a broken daemon) answering garbage: a clean error, no crash."""
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(answer)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_unix_server(reply, path=str(tmp_path / "odd.sock"))
+    try:
+        client = ControlClient(tmp_path / "odd.sock", timeout=30)
+        with pytest.raises(DaemonUnreachable) as failed:
+            await asyncio.to_thread(client.request, "list")
+    finally:
+        server.close()
+    assert "\n" not in str(failed.value) and len(str(failed.value)) < 300
