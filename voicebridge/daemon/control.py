@@ -141,10 +141,15 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as end:  # the last line may lack its newline
+                    line = end.partial
+                except asyncio.LimitOverrunError as overrun:
+                    # The whole over-long line is read and dropped, so the next one is read cleanly.
+                    if not await _skip_line(reader, overrun.consumed):
+                        break
                     await self._send(writer, self._failure(None, "too_large", "request line too long"))
-                    break
+                    continue
                 if not line:
                     break
                 response = await self._respond(line)
@@ -183,7 +188,7 @@ class ControlServer:
         except RequestError as exc:
             return self._failure(request_id, exc.code, str(exc))
         except UnknownCall as exc:
-            return self._failure(request_id, "unknown_call", f"no live call {brief(exc.args[0])}")
+            return self._failure(request_id, "unknown_call", f"no live call {str(exc.args[0])[:100]}")
         except InvalidNumber as exc:
             return self._failure(request_id, "bad_number", str(exc)[:200])
         except Exception as exc:  # a bug in an operation must cost one reply, not the connection
@@ -223,6 +228,20 @@ class ControlServer:
         if request_id is not None:
             response["id"] = request_id
         return response
+
+
+async def _skip_line(reader: asyncio.StreamReader, consumed: int) -> bool:
+    """Drop bytes through the next newline (`consumed` of them known to precede it); False at the end."""
+    try:
+        while True:
+            await reader.readexactly(consumed)
+            try:
+                await reader.readuntil(b"\n")
+                return True
+            except asyncio.LimitOverrunError as overrun:
+                consumed = overrun.consumed
+    except asyncio.IncompleteReadError:
+        return False
 
 
 def ensure_private_dir(path: Path) -> None:
