@@ -233,3 +233,19 @@ async def test_the_client_turns_a_hostile_answer_into_one_error(tmp_path: Path, 
     finally:
         server.close()
     assert "\n" not in str(failed.value) and len(str(failed.value)) < 300
+
+
+def test_doctor_fails_a_fallback_directory_the_daemon_would_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicebridge.doctor import check_control_socket
+
+    server = fallback_server(tmp_path, monkeypatch)
+    assert check_control_socket(Settings()).status == "pass"  # absent: it will be created 0700
+    private = server.path.parent.parent
+    private.mkdir()
+    private.chmod(0o757)
+    check = check_control_socket(Settings())
+    assert check.status == "fail" and "writable by group or others" in check.detail, check
+    private.chmod(0o700)
+    assert check_control_socket(Settings()).status == "pass"

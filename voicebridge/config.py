@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import tempfile
 import tomllib
 from pathlib import Path
@@ -370,6 +371,23 @@ def private_runtime_fallback() -> Path:
     """The per-user directory for the control socket when there is no runtime dir. It lives in a shared,
     world-writable place, so the control server refuses it unless it is ours alone."""
     return Path(tempfile.gettempdir()) / f"voicebridge-{os.getuid()}"
+
+
+def private_dir_problem(path: Path) -> str:
+    """Why an existing `path` is not ours alone ("is a symlink", …), or "" when it is (or is absent)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return ""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
 
 
 class _DictSource(PydanticBaseSettingsSource):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from voicebridge.config import private_runtime_fallback
+from voicebridge.config import private_dir_problem, private_runtime_fallback
 from voicebridge.daemon.control_outbox import OUTBOX_OPERATIONS, outbox_operation
 from voicebridge.daemon.control_protocol import (
     PROTOCOL_VERSION,
@@ -253,17 +253,7 @@ def ensure_private_dir(path: Path) -> None:
         pass
     except OSError as exc:
         raise ControlSocketError(f"control socket directory {path}: {exc.strerror or exc}") from None
-    info = os.lstat(path)
-    problem = ""
-    if stat.S_ISLNK(info.st_mode):
-        problem = "is a symlink"
-    elif not stat.S_ISDIR(info.st_mode):
-        problem = "is not a directory"
-    elif info.st_uid != os.geteuid():
-        problem = f"belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})"
-    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        problem = f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
-    if problem:
+    if problem := private_dir_problem(path):
         raise ControlSocketError(
             f"control socket directory {path} {problem}; refusing it (someone else could control the "
             "socket): remove it, or set control.socket_path or XDG_RUNTIME_DIR"
