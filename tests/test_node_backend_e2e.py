@@ -132,23 +132,32 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+RECORDS = ("event:started", "event:ended", "cost", "conversation")
+
+
+def call_keys(keys: Any, call_sid: str) -> dict[str, str]:
+    """A call's record keys (`{call_sid}:{session}:{record}`, one session here) by record."""
+    found = {
+        key.split(":", 2)[2]: key for key in keys if key.startswith(f"{call_sid}:") and key.count(":") >= 2
+    }
+    return {record: key for record, key in found.items() if record in RECORDS}
+
+
 def delivered_once(node: NodeBackend, call_sid: str) -> None:
     """Every record of the call arrived, and each Idempotency-Key was posted exactly once."""
-    keys = [
-        f"{call_sid}:event:started",
-        f"{call_sid}:event:ended",
-        f"{call_sid}:cost",
-        f"{call_sid}:conversation",
-    ]
-    wait_until(lambda: all(key in node.received()["deliveries"] for key in keys))
+    wait_until(lambda: len(call_keys(node.received()["deliveries"], call_sid)) == len(RECORDS))
     time.sleep(1.0)  # any duplicate delivery would have happened by now
     deliveries = node.received()["deliveries"]
-    assert [deliveries[key] for key in keys] == [1, 1, 1, 1]
+    keys = call_keys(deliveries, call_sid)
+    assert [deliveries[keys[record]] for record in RECORDS] == [1, 1, 1, 1]
+    assert len([key for key in deliveries if key.startswith(f"{call_sid}:")]) == len(RECORDS)
 
 
 def outbox_states(daemon_dir: Path, call_sid: str) -> dict[str, str]:
+    """The call's records' states by `{call_sid}:{record}` (the session id taken out of the key)."""
     with sqlite3.connect(daemon_dir / "state" / "outbox.sqlite3") as db:
-        return dict(db.execute("SELECT key, state FROM records WHERE call_sid = ?", (call_sid,)).fetchall())
+        found = dict(db.execute("SELECT key, state FROM records WHERE call_sid = ?", (call_sid,)).fetchall())
+    return {f"{call_sid}:{record}": found[key] for record, key in call_keys(found, call_sid).items()}
 
 
 async def test_a_two_turn_call_is_answered_by_the_node_backend_and_recorded_there(

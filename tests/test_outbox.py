@@ -21,11 +21,13 @@ class ScriptedSink:
         self.attempts: list[tuple[str, str, dict[str, Any]]] = []
         self.delivered = asyncio.Event()
 
-    async def deliver(self, path: str, payload: dict[str, Any], idempotency_key: str) -> DeliveryResult:
+    async def deliver(
+        self, path: str, payload: dict[str, Any], idempotency_key: str
+    ) -> tuple[DeliveryResult, str]:
         self.attempts.append((idempotency_key, path, payload))
         if self.answer == "delivered":
             self.delivered.set()
-        return self.answer
+        return self.answer, "" if self.answer == "delivered" else "HTTP 503"
 
 
 async def wait_for(condition: Any, timeout: float = 10.0) -> None:
@@ -70,7 +72,7 @@ async def test_retries_until_the_backend_is_back_then_marks_delivered(tmp_path: 
     await outbox.close()
 
 
-async def test_pending_rows_survive_a_restart_and_rejected_ones_are_kept(tmp_path: Path) -> None:
+async def test_pending_rows_survive_a_restart_and_parked_ones_are_kept(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     down = ScriptedSink("retry")
     first = Outbox(path, down, retry_base_s=60, retry_cap_s=60)
@@ -81,9 +83,11 @@ async def test_pending_rows_survive_a_restart_and_rejected_ones_are_kept(tmp_pat
     await first.close()
 
     class Picky(ScriptedSink):
-        async def deliver(self, path: str, payload: dict[str, Any], idempotency_key: str) -> DeliveryResult:
+        async def deliver(
+            self, path: str, payload: dict[str, Any], idempotency_key: str
+        ) -> tuple[DeliveryResult, str]:
             self.attempts.append((idempotency_key, path, payload))
-            return "rejected" if idempotency_key.endswith(":bad") else "delivered"
+            return ("parked", "HTTP 422") if idempotency_key.endswith(":bad") else ("delivered", "")
 
     up = Picky()
     # A new process with the backend back; the first run's retry time is moved to "now" to save a minute.
@@ -94,8 +98,10 @@ async def test_pending_rows_survive_a_restart_and_rejected_ones_are_kept(tmp_pat
     await wait_for(lambda: len(up.attempts) >= 2)
     await asyncio.sleep(0.1)
     states = {r.key: r.state for r in await second.records("CA3")}
-    assert states == {"CA3:conversation": "delivered", "CA3:bad": "rejected"}
-    assert await second.counts() == {"delivered": 1, "rejected": 1}
+    assert states == {"CA3:conversation": "delivered", "CA3:bad": "parked"}
+    assert await second.counts() == {"delivered": 1, "parked": 1}
+    (parked,) = await second.listing(("parked",))
+    assert parked.key == "CA3:bad" and parked.last_error == "HTTP 422"
     await second.close()
 
 

@@ -16,6 +16,7 @@ from voicebridge import __version__
 from voicebridge.commands import CliError
 from voicebridge.commands.calls import calls_app
 from voicebridge.commands.doctor import doctor
+from voicebridge.commands.outbox import outbox_app
 from voicebridge.commands.simulate import simulate
 from voicebridge.config import (
     ConfigError,
@@ -36,6 +37,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Create and inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(calls_app, name="calls")
+app.add_typer(outbox_app, name="outbox")
 app.command("simulate")(simulate)
 app.command("doctor")(doctor)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -356,21 +358,54 @@ class Settings(BaseSettings):
         return not self.open_mode or bool(self.server.trusted_proxies) or not self.server.is_loopback()
 
     def control_socket_path(self) -> Path:
-        """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR."""
+        """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR, else a
+        private directory of our own under the temp dir (checked by the control server before use)."""
         if self.control.socket_path:
             return Path(self.control.socket_path)
         if runtime := os.environ.get("RUNTIME_DIRECTORY"):
             return Path(runtime.split(":")[0]) / "control.sock"
-        base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/voicebridge-{os.getuid()}"
-        return Path(base) / "voicebridge" / "control.sock"
+        base = xdg_base_dir("XDG_RUNTIME_DIR") or private_runtime_fallback()
+        return base / "voicebridge" / "control.sock"
 
     def state_path(self) -> Path:
-        """Where durable state lives: configured, else systemd's StateDirectory, else ~/.local/state."""
+        """Where durable state lives: configured, else systemd's StateDirectory, else $XDG_STATE_HOME,
+        else ~/.local/state (the XDG base-directory spec's default)."""
         if self.server.state_dir:
             return Path(self.server.state_dir)
         if state := os.environ.get("STATE_DIRECTORY"):
             return Path(state.split(":")[0])
-        return Path.home() / ".local" / "state" / "voicebridge"
+        base = xdg_base_dir("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+        return base / "voicebridge"
+
+
+def xdg_base_dir(variable: str) -> Path | None:
+    """An XDG base directory from the environment; unset, empty or relative means none (the spec says a
+    relative path is invalid and must be ignored)."""
+    value = os.environ.get(variable, "")
+    return Path(value) if value and os.path.isabs(value) else None
+
+
+def private_runtime_fallback() -> Path:
+    """The per-user directory for the control socket when there is no runtime dir. It lives in a shared,
+    world-writable place, so the control server refuses it unless it is ours alone."""
+    return Path(tempfile.gettempdir()) / f"voicebridge-{os.getuid()}"
+
+
+def private_dir_problem(path: Path) -> str:
+    """Why an existing `path` is not ours alone ("is a symlink", …), or "" when it is (or is absent)."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return ""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"belongs to uid {info.st_uid}, not to us (uid {os.geteuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return ""
 
 
 class _DictSource(PydanticBaseSettingsSource):

@@ -9,6 +9,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 TIMEOUT_S = 10.0
+# The longest answer read (an outbox listing with payloads is well under this).
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 
 
 class DaemonUnreachable(Exception):
@@ -30,7 +32,7 @@ class ControlClient:
         self.path = path
         self._timeout = timeout
 
-    def request(self, op: str, **params: str) -> dict[str, Any]:
+    def request(self, op: str, **params: str | int | bool) -> dict[str, Any]:
         """Send one operation and return its result; raise DaemonUnreachable or ControlRequestFailed."""
         line = json.dumps({"version": PROTOCOL_VERSION, "op": op, **params}).encode() + b"\n"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -56,9 +58,12 @@ class ControlClient:
                 raise DaemonUnreachable(f"no answer on {self.path} within {self._timeout:.0f}s") from None
             except OSError as exc:
                 raise DaemonUnreachable(f"the daemon closed {self.path}: {exc.strerror or exc}") from None
+            except ValueError:
+                raise DaemonUnreachable(f"the answer on {self.path} is too long") from None
         try:
-            response = json.loads(reply)
-        except json.JSONDecodeError:
+            # Whatever answers on the path may not be a voicebridge: a deep or huge answer is an error too.
+            response = json.loads(reply.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise DaemonUnreachable(
                 f"unreadable answer on {self.path}: is it a voicebridge socket?"
             ) from None
@@ -79,4 +84,6 @@ def _read_line(sock: socket.socket) -> bytes:
                 raise ConnectionResetError(0, "closed without answering")
             break
         buffer += piece
+        if len(buffer) > MAX_REPLY_BYTES:
+            raise ValueError("answer too long")
     return bytes(buffer)

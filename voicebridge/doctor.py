@@ -25,7 +25,14 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from voicebridge.config import ConfigError, Settings, load_settings, resolve_config_path
+from voicebridge.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    private_dir_problem,
+    private_runtime_fallback,
+    resolve_config_path,
+)
 
 Status = Literal["pass", "warn", "fail"]
 
@@ -400,6 +407,10 @@ def check_control_socket(settings: Settings) -> Check:
     if len(os.fsencode(path)) > UNIX_PATH_MAX:
         detail = f"{path} is {len(os.fsencode(path))} bytes; Unix sockets allow {UNIX_PATH_MAX}"
         return Check("control socket", "fail", detail, "set control.socket_path to a shorter path")
+    fallback = private_runtime_fallback()
+    if path.is_relative_to(fallback) and (problem := private_dir_problem(fallback)):
+        # The daemon refuses this directory (another user could control the socket): so does doctor.
+        return Check("control socket", "fail", f"{fallback} {problem}", f"remove {fallback}, or {fix}")
     return _writable("control socket", path.parent, fix, subject=str(path))
 
 

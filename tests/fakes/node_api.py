@@ -2,13 +2,15 @@
 
 It checks `X-Api-Key` (401 on a wrong or missing key), answers caller messages as NDJSON lines when the
 request accepts them (else one JSON object), and stores records once per `Idempotency-Key`. Tests script
-failures: `statuses` are answered first, one per request, before normal handling.
+failures: `statuses` are answered first, one per request, before normal handling, and `record_status`
+is what record deliveries get (switch it while a daemon runs, e.g. 401 for a while, then 200).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -49,6 +51,7 @@ class FakeNodeApi:
     businesses: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[Seen] = field(default_factory=list)
     records: dict[str, Any] = field(default_factory=dict)
+    accepted: Counter[str] = field(default_factory=Counter)  # 2xx answers per Idempotency-Key
     abandoned: int = 0  # streams the client went away from before their end
     eof_delay: float = 0.0  # between the done line and the end of the stream
 
@@ -137,4 +140,5 @@ class FakeNodeApi:
         key = request.headers.get("Idempotency-Key", "")
         if 200 <= self.record_status < 300:
             self.records.setdefault(key, await request.json())
+            self.accepted[key] += 1
         return web.json_response({}, status=self.record_status)

@@ -19,7 +19,10 @@ from voicebridge.config import BackendConfig
 
 logger = logging.getLogger("voicebridge.backend.node")
 
-DeliveryResult = Literal["delivered", "rejected", "retry"]
+DeliveryResult = Literal["delivered", "parked", "retry"]
+# Answers that no retry can change: the record itself is malformed or too large for the backend. Anything
+# else (401/403 from a wrong key, 404 during a deploy, 408, 429, 5xx, no connection) is retried.
+PERMANENT_STATUSES = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,17 +210,17 @@ class NodeBackend:
             minutes_left=max(0.0, minutes) if minutes is not None else None,
         )
 
-    async def deliver(self, path: str, payload: dict[str, Any], idempotency_key: str) -> DeliveryResult:
-        """Deliver one outbox record once; the outbox owns retrying (2xx, permanent 4xx, else retry)."""
+    async def deliver(
+        self, path: str, payload: dict[str, Any], idempotency_key: str
+    ) -> tuple[DeliveryResult, str]:
+        """Deliver one outbox record once; the outbox owns retrying and parking (see PERMANENT_STATUSES)."""
         try:
             status, _ = await self._http.request_json(
                 "POST", path, payload, idempotent=False, idempotency_key=idempotency_key
             )
         except BackendError as exc:  # unreachable, timed out, or the breaker is open
             logger.debug("delivery of %s failed: %s", idempotency_key, exc)
-            return "retry"
+            return "retry", str(exc)[:200]
         if 200 <= status < 300:
-            return "delivered"
-        if 400 <= status < 500 and status not in (408, 429):
-            return "rejected"
-        return "retry"
+            return "delivered", ""
+        return ("parked" if status in PERMANENT_STATUSES else "retry"), f"HTTP {status}"

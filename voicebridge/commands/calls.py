@@ -28,11 +28,11 @@ SocketOption = Annotated[
 ]
 
 
-def _client(config: Path | None, socket_path: Path | None) -> ControlClient:
+def client_for(config: Path | None, socket_path: Path | None) -> ControlClient:
     return ControlClient(socket_path or load_settings(config).control_socket_path())
 
 
-def _request(client: ControlClient, op: str, **params: str) -> dict[str, Any]:
+def request_op(client: ControlClient, op: str, **params: str | int | bool) -> dict[str, Any]:
     """One operation; failures become a one-line CliError with exit code 1."""
     try:
         return client.request(op, **params)
@@ -76,8 +76,8 @@ def calls_list(
     socket_path: SocketOption = None,
 ) -> None:
     """Show live calls: sid, provider, numbers, state, duration, turns, what the caller said last."""
-    client = _client(config, socket_path)
-    calls = _request(client, "list")["calls"]
+    client = client_for(config, socket_path)
+    calls = request_op(client, "list")["calls"]
     if as_json:
         typer.echo(json.dumps({"calls": calls}))
         return
@@ -105,7 +105,7 @@ def calls_show(
     socket_path: SocketOption = None,
 ) -> None:
     """Everything known about one call, live or recently ended, as JSON."""
-    typer.echo(json.dumps(_request(_client(config, socket_path), "show", call_sid=call_sid), indent=2))
+    typer.echo(json.dumps(request_op(client_for(config, socket_path), "show", call_sid=call_sid), indent=2))
 
 
 @calls_app.command("hangup")
@@ -115,7 +115,7 @@ def calls_hangup(
     socket_path: SocketOption = None,
 ) -> None:
     """End a live call now."""
-    _request(_client(config, socket_path), "hangup", call_sid=call_sid)
+    request_op(client_for(config, socket_path), "hangup", call_sid=call_sid)
     typer.echo(f"hung up {call_sid}")
 
 
@@ -127,5 +127,5 @@ def calls_transfer(
     socket_path: SocketOption = None,
 ) -> None:
     """Say the transfer line, then hand the call to a human at NUMBER."""
-    _request(_client(config, socket_path), "transfer", call_sid=call_sid, number=number)
+    request_op(client_for(config, socket_path), "transfer", call_sid=call_sid, number=number)
     typer.echo(f"transferring {call_sid} to {number}")

@@ -239,6 +239,7 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
         settings.control_socket_path(),
         lambda: management.health_document(app),
         group=settings.control.group,
+        outbox=app[OUTBOX],
     )
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     try:

@@ -2,7 +2,8 @@
 
 Each request is one line `{"version": 1, "op": "...", ...}` and gets one line back
 `{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false, "code": "...", "error": "..."}`.
-The operations are the registry's, the same ones the HTTP management API calls.
+The call operations are the registry's, the same ones the HTTP management API calls; the outbox_*
+operations list, show and re-queue stored call records (`voicebridge outbox`).
 """
 
 from __future__ import annotations
@@ -19,25 +20,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from voicebridge.config import private_dir_problem, private_runtime_fallback
+from voicebridge.daemon.control_outbox import OUTBOX_OPERATIONS, outbox_operation
+from voicebridge.daemon.control_protocol import (
+    PROTOCOL_VERSION,
+    RequestError,
+    brief,
+    parse_request,
+    reply_id,
+    string_param,
+)
+from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
 from voicebridge.daemon.sids import SID_RULE, is_valid_sid
 
-PROTOCOL_VERSION = 1
 # A request is a sid and a phone number; anything near this is not an operator typing.
 MAX_REQUEST_BYTES = 64 * 1024
-OPERATIONS = ("list", "show", "hangup", "transfer", "status")
+OPERATIONS = ("list", "show", "hangup", "transfer", "status", *OUTBOX_OPERATIONS)
 
 logger = logging.getLogger("voicebridge.control")
 
 
 class ControlSocketError(Exception):
     """The control socket cannot be served (another daemon owns it, or the path is unusable)."""
-
-
-class _RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class ControlServer:
@@ -49,8 +54,10 @@ class ControlServer:
         path: Path,
         status: Callable[[], dict[str, Any]],
         group: str = "",
+        outbox: Outbox | None = None,
     ) -> None:
         self._registry = registry
+        self._outbox = outbox
         self._path = path
         self._status = status
         self._group = group
@@ -65,6 +72,9 @@ class ControlServer:
     async def start(self) -> None:
         """Create the directory and socket (refusing if a live daemon already answers on it)."""
         gid = self._group_id()
+        fallback = private_runtime_fallback()
+        if self._path.is_relative_to(fallback):
+            ensure_private_dir(fallback)
         try:
             self._path.parent.mkdir(mode=0o750 if gid is not None else 0o700, parents=True, exist_ok=True)
             self._remove_stale()
@@ -132,15 +142,20 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError as end:  # the last line may lack its newline
+                    line = end.partial
+                except asyncio.LimitOverrunError as overrun:
+                    # The whole over-long line is read and dropped, so the next one is read cleanly.
+                    if not await _skip_line(reader, overrun.consumed):
+                        break
                     await self._send(writer, self._failure(None, "too_large", "request line too long"))
-                    break
+                    continue
                 if not line:
                     break
                 response = await self._respond(line)
                 await self._send(writer, response)
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # the client went away
             pass
         finally:
             self._clients.discard(task)
@@ -149,30 +164,37 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
-        writer.write(json.dumps(response).encode() + b"\n")
+        try:
+            encoded = json.dumps(response, allow_nan=False).encode()
+        except (TypeError, ValueError, RecursionError) as exc:  # a result that is not JSON is our bug
+            logger.error("control reply not encodable: %s", type(exc).__name__)
+            failure = self._failure(response.get("id"), "internal_error", "the daemon's answer was not JSON")
+            encoded = json.dumps(failure).encode()
+        writer.write(encoded + b"\n")
         await writer.drain()
 
     async def _respond(self, line: bytes) -> dict[str, Any]:
+        """Exactly one reply for any line: whatever the bytes hold, nothing escapes to the loop."""
         request_id = None
         try:
-            request = json.loads(line)
-            if not isinstance(request, dict):
-                raise _RequestError("bad_request", "a request is one JSON object per line")
-            request_id = request.get("id")
-            if request.get("version") != PROTOCOL_VERSION:
-                raise _RequestError(
-                    "bad_version",
-                    f"unsupported version {request.get('version')!r}; this daemon speaks 1",
+            request = parse_request(line)
+            request_id = reply_id(request.get("id"))
+            version = request.get("version")
+            # `true == 1` and `1.0 == 1` in Python: only the integer 1 is version 1.
+            if type(version) is not int or version != PROTOCOL_VERSION:
+                raise RequestError(
+                    "bad_version", f"unsupported version {brief(version)}; this daemon speaks 1"
                 )
             result = await self._dispatch(request)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._failure(request_id, "bad_request", "request is not valid JSON")
-        except _RequestError as exc:
+        except RequestError as exc:
             return self._failure(request_id, exc.code, str(exc))
         except UnknownCall as exc:
-            return self._failure(request_id, "unknown_call", f"no live call {exc.args[0]}")
+            return self._failure(request_id, "unknown_call", f"no live call {str(exc.args[0])[:100]}")
         except InvalidNumber as exc:
-            return self._failure(request_id, "bad_number", str(exc))
+            return self._failure(request_id, "bad_number", str(exc)[:200])
+        except Exception as exc:  # a bug in an operation must cost one reply, not the connection
+            logger.error("control request failed: %s", type(exc).__name__)
+            return self._failure(request_id, "internal_error", f"the daemon failed: {type(exc).__name__}")
         response: dict[str, Any] = {"version": PROTOCOL_VERSION, "ok": True, "result": result}
         if request_id is not None:
             response["id"] = request_id
@@ -186,17 +208,19 @@ class ControlServer:
         if op == "status":
             return self._status()
         if op not in OPERATIONS:
-            raise _RequestError("unknown_op", f"unknown op {op!r}; one of {', '.join(OPERATIONS)}")
-        call_sid = _string(request, "call_sid")
+            raise RequestError("unknown_op", f"unknown op {brief(op)}; one of {', '.join(OPERATIONS)}")
+        if op in OUTBOX_OPERATIONS:
+            return await outbox_operation(self._outbox, op, request)
+        call_sid = string_param(request, "call_sid")
         if not is_valid_sid(call_sid):
-            raise _RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")
+            raise RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")
         if op == "show":
             return registry.show(call_sid)
         if op == "hangup":
             await registry.hangup(call_sid)
             logger.info("hangup requested over the control socket", extra={"call_sid": call_sid})
             return {"call_sid": call_sid, "action": "hangup"}
-        number = _string(request, "number")
+        number = string_param(request, "number")
         await registry.transfer(call_sid, number)
         logger.info("transfer requested over the control socket", extra={"call_sid": call_sid})
         return {"call_sid": call_sid, "action": "transfer", "number": number}
@@ -209,8 +233,31 @@ class ControlServer:
         return response
 
 
-def _string(request: dict[str, Any], key: str) -> str:
-    value = request.get(key)
-    if not isinstance(value, str) or not value:
-        raise _RequestError("bad_request", f"{request.get('op')} needs {key!r} (a string)")
-    return value
+async def _skip_line(reader: asyncio.StreamReader, consumed: int) -> bool:
+    """Drop bytes through the next newline (`consumed` of them known to precede it); False at the end."""
+    try:
+        while True:
+            await reader.readexactly(consumed)
+            try:
+                await reader.readuntil(b"\n")
+                return True
+            except asyncio.LimitOverrunError as overrun:
+                consumed = overrun.consumed
+    except asyncio.IncompleteReadError:
+        return False
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` 0700, or accept it only if it is a real directory of ours that no one else can write:
+    in a shared temp dir another local user could have made it first, to hold or swap our socket."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ControlSocketError(f"control socket directory {path}: {exc.strerror or exc}") from None
+    if problem := private_dir_problem(path):
+        raise ControlSocketError(
+            f"control socket directory {path} {problem}; refusing it (someone else could control the "
+            "socket): remove it, or set control.socket_path or XDG_RUNTIME_DIR"
+        )

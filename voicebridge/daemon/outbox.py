@@ -2,8 +2,10 @@
 
 Conversation logs, cost records, call events and provider callbacks go in with a stable idempotency key
 (a repeat of the same key is the same record, stored once). A background task delivers pending rows to
-the backend with jittered exponential backoff; they survive backend outages and daemon restarts, and
-delivered rows are marked, never deleted. SQLite runs on one dedicated thread, never on the event loop.
+the backend with jittered exponential backoff; they survive backend outages, wrong keys, deploys and
+daemon restarts. Only an answer that can never succeed (the sink says "parked") stops the retries, and a
+parked row stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite
+runs on one dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 logger = logging.getLogger("voicebridge.outbox")
 
-DeliveryResult = Literal["delivered", "rejected", "retry"]
-RecordState = Literal["pending", "delivered", "rejected", "local"]
+DeliveryResult = Literal["delivered", "parked", "retry"]
+RecordState = Literal["pending", "delivered", "parked", "local"]
+STATES: tuple[RecordState, ...] = ("pending", "parked", "delivered", "local")
+# Failed attempts of one record logged at WARNING: the first, then every this many (the rest at DEBUG).
+_LOG_EVERY = 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -48,7 +53,11 @@ CREATE INDEX IF NOT EXISTS records_call ON records (call_sid);
 class RecordSink(Protocol):
     """Where records go: the business's backend (see docs/backend-api.md)."""
 
-    async def deliver(self, path: str, payload: dict[str, Any], idempotency_key: str) -> DeliveryResult: ...
+    async def deliver(
+        self, path: str, payload: dict[str, Any], idempotency_key: str
+    ) -> tuple[DeliveryResult, str]:
+        """Deliver once: ("delivered", ""), ("retry", why) or ("parked", why) for a refusal for good."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,37 @@ class OutboxRecord:
     payload: dict[str, Any]
     state: RecordState
     attempts: int
+    last_error: str = ""
+    created_at: float = 0.0
+    delivered_at: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The record without its payload (for listings)."""
+        return {
+            "id": self.id,
+            "key": self.key,
+            "call_sid": self.call_sid,
+            "kind": self.kind,
+            "path": self.path,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "created_at": self.created_at,
+            "delivered_at": self.delivered_at,
+        }
+
+
+class RecordNotFound(LookupError):
+    """No record has that key or id."""
+
+
+_COLUMNS = "id, key, call_sid, kind, path, payload, state, attempts, last_error, created_at, delivered_at"
+
+
+def _record(row: tuple[Any, ...]) -> OutboxRecord:
+    return OutboxRecord(
+        row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8], row[9], row[10]
+    )
 
 
 class Outbox:
@@ -101,6 +141,13 @@ class Outbox:
         # FULL: a record acknowledged to the provider must survive a power cut, not just a crash.
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
+        # Earlier versions marked any 4xx (a wrong key, a 404 during a deploy) `rejected` and gave up.
+        # Those rows go back to pending: judged again by today's rule, a 400/422 is parked after one try.
+        revived = db.execute(
+            "UPDATE records SET state='pending', next_attempt_at=0 WHERE state='rejected'"
+        ).rowcount
+        if revived:
+            logger.warning("outbox: %d record(s) an earlier version gave up on are pending again", revived)
         self._db = db
 
     async def close(self) -> None:
@@ -139,13 +186,52 @@ class Outbox:
 
     async def records(self, call_sid: str | None = None) -> list[OutboxRecord]:
         """Stored records, oldest first (all, or one call's)."""
-        sql = "SELECT id, key, call_sid, kind, path, payload, state, attempts FROM records"
-        params: tuple[Any, ...] = ()
+        where, params = ("WHERE call_sid = ?", (call_sid,)) if call_sid is not None else ("", ())
+        return await self._select(where, params)
+
+    async def listing(
+        self, states: tuple[str, ...], call_sid: str | None = None, limit: int = 200
+    ) -> list[OutboxRecord]:
+        """Records in any of `states` (optionally one call's), oldest first, at most `limit`."""
+        where = f"WHERE state IN ({','.join('?' * len(states))})"
+        params: tuple[Any, ...] = states
         if call_sid is not None:
-            sql += " WHERE call_sid = ?"
-            params = (call_sid,)
-        rows = await self._run(self._query, sql + " ORDER BY id", params)
-        return [OutboxRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7]) for r in rows]
+            where, params = where + " AND call_sid = ?", (*states, call_sid)
+        return await self._select(where, params, limit)
+
+    async def _select(self, where: str, params: tuple[Any, ...], limit: int = -1) -> list[OutboxRecord]:
+        sql = f"SELECT {_COLUMNS} FROM records {where} ORDER BY id LIMIT ?"
+        return [_record(row) for row in await self._run(self._query, sql, (*params, limit))]
+
+    async def find(self, ref: str) -> OutboxRecord:
+        """One record by its idempotency key, or by its row id (all digits); RecordNotFound if none."""
+        found = await self._select("WHERE key = ? OR id = ?", (ref, _row_id(ref)))
+        if not found:
+            raise RecordNotFound(ref)
+        return found[0]
+
+    async def retry(self, ref: str | None = None) -> int:
+        """Queue records for delivery now: one (by key or id, parked or pending) or, with None, every
+        parked one. Returns how many; RecordNotFound for an unknown ref, ValueError when there is nothing
+        to retry (delivered, or kept locally with no backend)."""
+        if self._sink is None:
+            raise ValueError("records are kept locally (no backend takes them): nothing to retry")
+        if ref is None:
+            count = await self._run(self._requeue_blocking, "state = 'parked'", ())
+        else:
+            record = await self.find(ref)
+            if record.state not in ("parked", "pending"):
+                raise ValueError(f"record {record.key} is {record.state}; only parked or pending ones retry")
+            count = await self._run(self._requeue_blocking, "id = ?", (record.id,))
+        if count:
+            logger.info("outbox: %d record(s) queued for delivery again", count)
+            self._wake.set()
+        return int(count)
+
+    def _requeue_blocking(self, condition: str, params: tuple[Any, ...]) -> int:
+        assert self._db is not None
+        sql = "UPDATE records SET state='pending', next_attempt_at=0 WHERE state IN ('parked','pending') AND "
+        return int(self._db.execute(sql + condition, params).rowcount)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._db is not None
@@ -168,15 +254,26 @@ class Outbox:
         delivered = 0
         for row_id, key, path, payload, attempts in rows:
             try:
-                result = await self._sink.deliver(path, json.loads(payload), key)
-                error = "" if result == "delivered" else result
+                result, error = await self._sink.deliver(path, json.loads(payload), key)
             except Exception as exc:  # a sink bug must not stop delivery of everything else
-                logger.warning("outbox delivery of %s raised %s", key, type(exc).__name__)
-                result, error = "retry", type(exc).__name__
+                result, error = "retry", f"the sink raised {type(exc).__name__}"
             await self._run(self._record_attempt, row_id, result, attempts + 1, error)
             delivered += result == "delivered"
-            if result == "rejected":
-                logger.error("backend refused %s for good; kept locally as rejected", key)
+            if result == "parked":
+                logger.error(
+                    "outbox: the backend refused %s for good (%s); parked, see `voicebridge outbox list`",
+                    key,
+                    error,
+                )
+            elif result == "retry":
+                level = logging.WARNING if attempts % _LOG_EVERY == 0 else logging.DEBUG
+                logger.log(
+                    level,
+                    "outbox: delivery of %s failed (%s), attempt %d; retrying",
+                    key,
+                    error,
+                    attempts + 1,
+                )
         return delivered
 
     def _record_attempt(self, row_id: int, result: DeliveryResult, attempts: int, error: str) -> None:
@@ -187,9 +284,9 @@ class Outbox:
                 "UPDATE records SET state='delivered', attempts=?, delivered_at=?, last_error='' WHERE id=?",
                 (attempts, now, row_id),
             )
-        elif result == "rejected":
+        elif result == "parked":
             self._db.execute(
-                "UPDATE records SET state='rejected', attempts=?, last_error=? WHERE id=?",
+                "UPDATE records SET state='parked', attempts=?, last_error=? WHERE id=?",
                 (attempts, error, row_id),
             )
         else:
@@ -222,3 +319,8 @@ class Outbox:
         if row is None or row[0] is None:
             return None
         return max(0.0, row[0] - time.time())
+
+
+def _row_id(ref: str) -> int:
+    # Bounded: a 5,000-digit "id" is no row, and must not reach int()'s digit limit.
+    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -33,12 +34,18 @@ def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 class CallRecorder:
-    """Writes one call's records; a failed write is logged with the record, never dropped quietly."""
+    """Writes one stream session's records; a failed write is logged with the record, never dropped quietly.
+
+    A CallSid can have more than one stream session (a reconnect, a second Voicebot applet in the flow),
+    each with its own events, cost and conversation: every record's key and payload carry the session's
+    id, so a second session is never mistaken for a repeat of the first.
+    """
 
     def __init__(self, outbox: Outbox, settings: Settings, info: CallInfo) -> None:
         self._outbox = outbox
         self._settings = settings
         self._info = info
+        self.session = secrets.token_hex(8)
         self._base = f"/v1/calls/{path_segment(info.call_sid)}"
 
     async def started(self) -> None:
@@ -78,14 +85,17 @@ class CallRecorder:
         )
 
     async def _put(self, kind: str, suffix: str, path: str, payload: dict[str, Any]) -> None:
-        key = f"{self._info.call_sid}:{suffix}"
+        key = f"{self._info.call_sid}:{self.session}:{suffix}"
+        body = {**payload, "session": self.session}
         try:
-            await self._outbox.add(key, self._info.call_sid, kind, f"{self._base}/{path}", payload)
+            stored = await self._outbox.add(key, self._info.call_sid, kind, f"{self._base}/{path}", body)
+            if not stored:  # cannot happen with a fresh session id; if it does, say so with the record
+                logger.error("outbox already held %s; this copy was not stored: %s", key, body)
         except Exception as exc:  # the disk is full or the file is gone: say so loudly, with the record
             logger.error(
                 "could not store %s in the outbox (%s): %s",
                 key,
                 exc,
-                payload,
+                body,
                 extra={"call_sid": self._info.call_sid},
             )

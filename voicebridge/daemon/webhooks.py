@@ -10,7 +10,8 @@ from aiohttp import web
 
 from voicebridge.daemon.admission import gate_call
 from voicebridge.daemon.bodies import BadInput, request_fields
-from voicebridge.daemon.keys import METRICS, OUTBOX, REGISTRY, SETTINGS, STREAM_TOKENS
+from voicebridge.daemon.callbacks import callback_key, report_key, store_callback, stream_report
+from voicebridge.daemon.keys import METRICS, REGISTRY, SETTINGS, STREAM_TOKENS
 from voicebridge.daemon.registry import PendingCall
 from voicebridge.daemon.sids import is_valid_sid, path_segment
 
@@ -72,14 +73,21 @@ async def exotel_incoming(request: web.Request) -> web.Response:
 
 
 async def exotel_passthru(request: web.Request) -> web.Response:
-    """Gate before the Voicebot applet: 200 proceeds to the bot, 302 takes the flow's other path."""
+    """Before the Voicebot applet, the gate: 200 proceeds to the bot, 302 takes the flow's other path.
+    After it, a report of the finished stream: stored durably and answered 200, whatever the load."""
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "exotel_passthru", required=False)
+    report = stream_report(fields)
+    if report is not None:
+        if not call_sid:
+            _count(request, "exotel_passthru", "bad_request")
+            raise BadInput("no_call_sid")
+        # Draining, at capacity or overloaded changes nothing here: the call has already been served.
+        await store_callback(
+            request, "exotel_passthru", "passthru", call_sid, report_key(call_sid, report), fields
+        )
+        return web.Response(status=200, text="ok")
     registry = request.app[REGISTRY]
-    stream_fields = {k: v for k, v in fields.items() if k.startswith("Stream")}
-    if call_sid and stream_fields:
-        # Placed after the Voicebot applet, the passthru reports how the stream ended.
-        registry.record_callback(call_sid, "passthru", stream_fields)
     if reason := registry.refusal():
         request.app[METRICS].calls_rejected.labels(reason=reason).inc()
         logger.warning(
@@ -89,11 +97,7 @@ async def exotel_passthru(request: web.Request) -> web.Response:
         return web.Response(status=302, text=reason)
     from_number = fields.get("From") or fields.get("CallFrom", "")
     to_number = fields.get("To") or fields.get("CallTo", "")
-    if (
-        call_sid
-        and not stream_fields
-        and (reason := await gate_call(request.app, call_sid, from_number, to_number, "exotel"))
-    ):
+    if call_sid and (reason := await gate_call(request.app, call_sid, from_number, to_number, "exotel")):
         _count(request, "exotel_passthru", "denied")
         return web.Response(status=302, text=reason)
     _count(request, "exotel_passthru", "ok")
@@ -103,25 +107,9 @@ async def exotel_passthru(request: web.Request) -> web.Response:
 async def _callback(request: web.Request, kind: str) -> web.Response:
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, f"exotel_{kind}")
-    request.app[REGISTRY].record_callback(call_sid, kind, fields)
     # Stored durably before Exotel hears 200; the key makes its retries the same record.
-    detail = fields.get("Status") or fields.get("EventType") or fields.get("RecordingUrl", "")
-    try:
-        stored = await request.app[OUTBOX].add(
-            f"{call_sid}:{kind}:{detail}",
-            call_sid,
-            "callback",
-            f"/v1/calls/{path_segment(call_sid)}/callbacks",
-            {"kind": kind, "fields": fields},
-        )
-    except Exception as exc:  # not stored: a 500 makes the provider retry rather than lose it
-        logger.error("could not store %s callback: %s", kind, exc, extra={"call_sid": call_sid})
-        _count(request, f"exotel_{kind}", "error")
-        raise web.HTTPInternalServerError(text="could not store the callback; retry") from None
-    _count(request, f"exotel_{kind}", "stored" if stored else "duplicate")
-    logger.info(
-        "%s callback %s", kind, "stored" if stored else "duplicate ignored", extra={"call_sid": call_sid}
-    )
+    key = callback_key(call_sid, kind, fields)
+    stored = await store_callback(request, f"exotel_{kind}", kind, call_sid, key, fields)
     return web.json_response({"ok": True, "duplicate": not stored})
 
 
