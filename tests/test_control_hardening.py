@@ -114,7 +114,10 @@ HOSTILE_LINES: list[tuple[bytes, str]] = [
     (b"[" * 30_000, "bad_request"),
     (b"[" * DEEP + b"]" * DEEP, "bad_request"),
     (b'{"version": ' + b"7" * 5_000 + b', "op": "list"}', "bad_request"),
-    (b'{"version": 1, "op": "show", "call_sid": "CA-' + b"9" * 5_000 + b'"}', "unknown_call"),
+    (
+        b'{"version": 1, "op": "show", "call_sid": "CA-' + b"9" * 5_000 + b'"}',
+        "bad_call_sid",
+    ),  # over 64 characters
     (b'\xff\xfe{"version": 1, "op": "list"}', "bad_request"),
     (b'{"version": 1, "op": "\xed\xa0\x80"}', "bad_request"),
     (b'{"version": NaN, "op": "list"}', "bad_request"),

@@ -25,6 +25,7 @@ from voicebridge.backends.http import BackendHttp
 from voicebridge.backends.node import NodeBackend
 from voicebridge.config import BackendConfig, Settings
 from voicebridge.daemon import webhooks
+from voicebridge.daemon.access import access_control
 from voicebridge.daemon.child import DaemonProcess, start_daemon
 from voicebridge.daemon.control import ControlServer
 from voicebridge.daemon.costs import CallUsage
@@ -324,8 +325,9 @@ REPORT = {
 
 @pytest.fixture
 async def passthru_app(tmp_path: Path) -> AsyncIterator[tuple[TestClient, web.Application]]:
-    """The webhook routes on an app with a real outbox file, a one-call registry and a rate limit of 1."""
-    app = web.Application()
+    """The webhook routes behind the daemon's door (hostile input → 4xx) on an app with a real outbox file,
+    a one-call registry and a rate limit of 1."""
+    app = web.Application(middlewares=[access_control])
     app[SETTINGS] = Settings.model_validate({"calls": {"rate_limit_calls": 1, "rate_limit_window_s": 600}})
     app[METRICS] = Metrics()
     app[REGISTRY] = CallRegistry(1)
