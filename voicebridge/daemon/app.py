@@ -23,6 +23,7 @@ from voicebridge.daemon import management, webhooks
 from voicebridge.daemon.access import access_control, stream_tokens
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.connection_guard import ConnectionLimits, GuardedTCPSite, body_deadline
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,
@@ -62,7 +63,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
         raise web.HTTPBadRequest(text=str(exc)) from None
-    ws = web.WebSocketResponse(max_msg_size=request.app[SETTINGS].limits.max_message_bytes, heartbeat=None)
+    limits = request.app[SETTINGS].limits
+    # Pings find a dead peer while the line is quiet (aiohttp pings only after `heartbeat` s without a
+    # message, and cuts a peer whose pong is not back within half of it).
+    ws = web.WebSocketResponse(max_msg_size=limits.max_message_bytes, heartbeat=limits.ws_heartbeat_s or None)
     await ws.prepare(request)
     session = StreamSession(
         request.app[CALL_SERVICES],
@@ -184,7 +188,8 @@ ENGINES = web.AppKey("engines", Engines)
 
 def create_app(settings: Settings, engines: Engines | None = None) -> web.Application:
     """Build the aiohttp application; heavy services load in its cleanup context."""
-    app = web.Application(client_max_size=1 << 20, middlewares=[access_control])
+    # body_deadline first: no check or handler waits on a body that trickles in.
+    app = web.Application(client_max_size=1 << 20, middlewares=[body_deadline, access_control])
     app[SETTINGS] = settings
     if engines is not None:
         app[ENGINES] = engines
@@ -254,7 +259,13 @@ def configure_logging(config: LoggingConfig) -> None:
 async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     """Run until SIGTERM/SIGINT, then drain live calls and exit; returns the process exit code."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # The keep-alive timer also bounds every request head after a connection's first (connection_guard.py).
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=settings.limits.request_head_timeout_s + 1,
+    )
     try:
         await runner.setup()
     except (OSError, sqlite3.Error) as exc:
@@ -269,7 +280,8 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
         lambda: management.health_document(app),
         group=settings.control.group,
     )
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    limits = ConnectionLimits(settings, app[METRICS])
+    site = GuardedTCPSite(runner, settings.server.host, settings.server.port, limits)
     try:
         # The socket first: a second daemon on the same socket is refused before it takes a port.
         await control.start()
