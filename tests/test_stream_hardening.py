@@ -377,3 +377,35 @@ def test_a_mark_is_due_its_grace_after_its_audio_has_played() -> None:
     acks.clear()
     now[0] = 200.0
     assert acks.overdue_s() == 0.0
+
+
+class _ClosingSocket:
+    """Just enough of a WebSocket for a start that is refused: it records the close."""
+
+    closed = False
+    close_code: int | None = None
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> None:
+        self.closed, self.close_code = True, code
+
+
+async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() -> None:
+    from voicebridge.config import Settings
+    from voicebridge.daemon.metrics import Metrics
+    from voicebridge.daemon.registry import CallRegistry, PendingCall
+    from voicebridge.daemon.stream import StreamSession
+
+    class Services:  # what a start refused at the token check touches
+        settings = Settings()
+        metrics = Metrics()
+        registry = CallRegistry(4)
+
+    services = Services()
+    services.registry.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
+    services.registry.allow_minutes("CAother", 3.0)
+    ws = _ClosingSocket()
+    session = StreamSession(services, ws, "CAmine", None, token_bound=True)  # type: ignore[arg-type]
+    await session._on_text(exotel_start("CAother", "MZother"))
+    assert ws.close_code == 1008
+    pending = services.registry.take_pending("CAother")  # still there for CAother's own stream
+    assert pending is not None and pending.minutes_left == 3.0

@@ -185,6 +185,9 @@ class StreamSession:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid
             )
+        if self._token_bound and start.call_sid != self._path_sid:
+            # Refused in _begin: it must not consume that other call's webhook record (its budget).
+            return start
         pending = self._s.registry.take_pending(start.call_sid or self._path_sid or "")
         if pending is None:
             return start
