@@ -198,6 +198,14 @@ async def test_a_huge_stream_sid_is_refused_and_never_echoed(wire: DaemonProcess
     assert await counter(wire, "voicebridge_protocol_rejections_total", kind="field_too_long") == before + 1
 
 
+@pytest.mark.parametrize("path_sid", ["C" * 5000, "CA%0Aforged", "CA%2F..%2Fadmin"])
+async def test_a_stream_url_with_an_unusable_call_sid_is_refused(wire: DaemonProcess, path_sid: str) -> None:
+    before = await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid")
+    with pytest.raises(ConnectionError, match="400"):
+        await RawWebSocket.connect(wire.port, f"/ws/stream/{path_sid}")
+    assert await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid") == before + 1
+
+
 # --- 13: a silent or half-open stream ------------------------------------------------------------------
 
 
