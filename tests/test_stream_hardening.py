@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.raw_websocket import OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket
-from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, ulaw_to_pcm16
+from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.child import DaemonProcess, start_daemon
 from voicebridge.simulate import SimulatedCaller
 
@@ -129,25 +129,35 @@ async def greeting_frames(ws: RawWebSocket, stream_sid: str, timeout: float = 60
 # --- 12: Exotel μ-law -----------------------------------------------------------------------------------
 
 
-async def test_a_mulaw_exotel_stream_hears_the_greeting_in_mulaw(
-    wire: DaemonProcess, transcribe: Transcribe
+async def test_a_mulaw_exotel_stream_is_mulaw_both_ways(
+    wire: DaemonProcess, speak: Callable[[str, int], bytes], transcribe: Transcribe
 ) -> None:
     ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-ulaw")
     try:
         ws.send_text(exotel_start("CA-ulaw", "MZulaw", encoding="audio/x-mulaw"))
-        frames = await greeting_frames(ws, "MZulaw")
-        payload = b"".join(
-            b64decode_payload(str(m["media"]["payload"]))  # type: ignore[index]
-            for m in frames
-            if m["event"] == "media"
-        )
-        assert len(payload) > 8000  # a second of 8 kHz audio at least
-        heard = ulaw_to_pcm16(payload)
+        greeting = mulaw_audio(await greeting_frames(ws, "MZulaw"))
+        assert len(greeting) > 8000  # a second of 8 kHz audio at least
         # PCM16 misread as μ-law is loud broadband noise; the greeting read correctly is speech.
-        assert "help" in transcribe(heard, 8000).lower()
+        assert "help" in transcribe(ulaw_to_pcm16(greeting), 8000).lower()
+        # The caller's turn goes in as μ-law too; the echo backend's answer comes back in μ-law.
+        speech = speak("Please book a table for two.", 8000) + bytes(2 * 8000 * 2)
+        for offset in range(0, len(speech), 3200):
+            ws.send_text(exotel_media("MZulaw", pcm16_to_ulaw(speech[offset : offset + 3200])))
+            await ws.writer.drain()
+            await asyncio.sleep(0.2)
+        reply = mulaw_audio(await greeting_frames(ws, "MZulaw"))
+        assert "table" in transcribe(ulaw_to_pcm16(reply), 8000).lower()
         ws.send_text(json.dumps({"event": "stop", "stream_sid": "MZulaw", "stop": {"reason": "callended"}}))
     finally:
         ws.close()
+
+
+def mulaw_audio(messages: list[dict[str, object]]) -> bytes:
+    return b"".join(
+        b64decode_payload(str(m["media"]["payload"]))  # type: ignore[index]
+        for m in messages
+        if m["event"] == "media"
+    )
 
 
 async def test_the_url_sample_rate_wins_over_start_and_a_mismatch_is_logged(wire: DaemonProcess) -> None:

@@ -46,7 +46,7 @@ from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.registry import CallRegistry
-from voicebridge.daemon.stream import CALL_SID, StreamSession, requested_rate
+from voicebridge.daemon.stream_endpoint import stream_handler
 from voicebridge.daemon.systemd import SystemdNotifier
 from voicebridge.daemon.telephony import TelephonyControl
 from voicebridge.speech.base import SpeechToText, TextToSpeech
@@ -54,37 +54,6 @@ from voicebridge.speech.factory import build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 
 logger = logging.getLogger("voicebridge.daemon")
-
-
-async def stream_handler(request: web.Request) -> web.StreamResponse:
-    """The provider's audio WebSocket; one connection is one call."""
-    path_sid = request.match_info.get("call_sid")
-    if path_sid is not None and not CALL_SID.fullmatch(path_sid):
-        # It would key the call's records and every log line: refused before the upgrade.
-        request.app[METRICS].calls_rejected.labels(reason="bad_call_sid").inc()
-        logger.warning("refusing a stream URL with an unusable call sid %r", path_sid[:40])
-        raise web.HTTPBadRequest(text="unusable call sid\n")
-    try:
-        rate = requested_rate(request.query.get("sample-rate"))
-    except ValueError as exc:
-        request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
-        logger.warning("refusing a stream URL: %s", exc)
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    limits = request.app[SETTINGS].limits
-    # Pings find a dead peer while the line is quiet (aiohttp pings only after `heartbeat` s without a
-    # message, and cuts a peer whose pong is not back within half of it).
-    ws = web.WebSocketResponse(max_msg_size=limits.max_message_bytes, heartbeat=limits.ws_heartbeat_s or None)
-    await ws.prepare(request)
-    session = StreamSession(
-        request.app[CALL_SERVICES],
-        ws,
-        path_sid,
-        rate,
-        token_bound="token" in request.match_info,
-        abort=lambda: request.transport.abort() if request.transport is not None else None,
-    )
-    await session.run()
-    return ws
 
 
 async def speech_services(app: web.Application) -> AsyncIterator[None]:

@@ -34,7 +34,6 @@ from voicebridge.speech.base import SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
-SUPPORTED_RATES = (8000, 16000, 24000)
 # Provider sids are short ASCII; anything else cannot key a call's records (file names, SQLite, URLs).
 CALL_SID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
@@ -341,14 +340,3 @@ class StreamSession:
                 self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
                 self._abort()
                 return
-
-
-def requested_rate(raw: str | None) -> int | None:
-    """The `sample-rate` query parameter of Exotel's Voicebot URL; None when absent, ValueError if bad."""
-    if not raw:
-        return None
-    digits = raw.strip().lower().removesuffix("hz")
-    rate = int(digits) if re.fullmatch(r"[0-9]{1,6}", digits) else 0
-    if rate not in SUPPORTED_RATES:
-        raise ValueError(f"unsupported sample-rate {raw[:20]!r}")
-    return rate
