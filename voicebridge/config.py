@@ -265,8 +265,8 @@ class LimitsConfig(Section):
     # WebSocket ping interval; a peer that does not answer within half of it is cut. 0 turns pings off.
     ws_heartbeat_s: float = Field(20.0, ge=0, le=600)
     # Each mark we send must be echoed this long after the audio before it should have finished playing;
-    # otherwise the provider stopped reading (or playing) and the connection is cut.
-    mark_echo_timeout_s: float = Field(5.0, gt=0, le=120)
+    # otherwise the provider stopped reading (or playing) and the connection is cut. 0 turns this off.
+    mark_echo_timeout_s: float = Field(5.0, ge=0, le=120)
     # An HTTP connection must deliver a request's head, and then its body, within these many seconds.
     request_head_timeout_s: float = Field(10.0, gt=0, le=300)
     request_body_timeout_s: float = Field(10.0, gt=0, le=300)

@@ -95,7 +95,7 @@ class StreamSession:
                 elif message.type is WSMsgType.ERROR:
                     self.log.warning("websocket error: %s", self._ws.exception())
                     break
-                if watchdog is None and self._call is not None:
+                if watchdog is None and self._call is not None and self._limits.mark_echo_timeout_s:
                     watchdog = asyncio.create_task(self._watch_acks(self._call))
                 if self._call is not None and self._call.ended:
                     break
