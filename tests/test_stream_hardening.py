@@ -319,6 +319,14 @@ async def test_slow_request_heads_and_bodies_are_cut_and_fds_come_back(wire: Dae
     assert await counter(wire, "voicebridge_connections_refused_total", reason="slow_request_head") >= 10
     assert await counter(wire, "voicebridge_connections_refused_total", reason="slow_request_body") >= 4
     assert await wait_until(lambda: _fds_at_most(wire, baseline + 4), 20)
+    # A body that arrives in time still reaches the handler whole (the deadline only waited for it).
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{wire.http}/webhooks/twilio/incoming", data={"CallSid": "CAfast", "From": "+1555"}
+        ) as answer,
+    ):
+        assert answer.status == 200 and "<Stream" in await answer.text()
     async with SimulatedCaller(f"{wire.ws}/ws/stream/CA-after-slow", call_sid="CA-after-slow") as caller:
         assert await caller.listen_until_mark(timeout=60) is not None
 

@@ -6,8 +6,8 @@ aiohttp has no timeout for reading a request head (its keep-alive timer starts o
 idle), and none for a body. So the listening socket hands every connection to `GuardedConnection`, a
 transparent asyncio protocol in front of aiohttp's own, which counts connections per address and gives
 the first request head `limits.request_head_timeout_s` to arrive; later heads are bounded by aiohttp's
-keep-alive timeout, which `serve` sets from the same limit. Bodies are read under a deadline in
-`body_deadline`, before any handler (or the access checks) see the request.
+keep-alive timeout, which `serve` sets from the same limit. `body_deadline` waits for a body to arrive,
+under a deadline, before any handler (or the access checks) runs.
 """
 
 from __future__ import annotations
@@ -173,20 +173,29 @@ class GuardedTCPSite(web.BaseSite):
         )
 
 
+# Bodies up to this size are awaited whole before any handler runs; the stream reader keeps up to twice
+# its 64 KiB read size buffered without pausing the socket, so waiting for its end cannot stall.
+WHOLE_BODY_BYTES = 64 * 1024
+
+
 @web.middleware
 async def body_deadline(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Read a request's body within limits.request_body_timeout_s (408 and the connection closed if not)."""
+    """Receive a request's body within limits.request_body_timeout_s (408 and the connection closed if not).
+
+    The body is awaited, not read: it stays in the request's stream for the access checks and handlers.
+    A larger body or one of unknown length (chunked) is read by its handler, so the deadline covers that.
+    """
     if not request.body_exists:
         return await handler(request)
     limits = request.app[SETTINGS].limits
+    length = request.content_length
     try:
         async with asyncio.timeout(limits.request_body_timeout_s):
-            if request.content_type.startswith("multipart/"):
-                # A multipart body is parsed as a stream by its handler: the deadline covers the handler.
+            if length is None or length > WHOLE_BODY_BYTES:
                 return await handler(request)
-            await request.read()  # cached: the handler's post()/json()/text() read it from memory
+            await request.content.wait_eof()
     except TimeoutError:
         request.app[METRICS].connections_refused.labels(reason="slow_request_body").inc()
         logger.warning(
