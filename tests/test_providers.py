@@ -23,7 +23,7 @@ from voicebridge.daemon.providers.events import (
 from voicebridge.daemon.providers.exotel import ExotelCaller, ExotelTranslator
 from voicebridge.daemon.providers.twilio import TwilioCaller, TwilioTranslator
 
-# Verbatim shapes from PROTOCOLS.md.
+# The documented shapes (docs/exotel-stream.md, docs/twilio-stream.md).
 EXOTEL_START = {
     "event": "start",
     "sequence_number": "1",
