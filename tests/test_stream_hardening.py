@@ -45,6 +45,8 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     )
     yield process
     process.terminate()
+    # Every refusal above is one counted line, never a traceback.
+    assert "Traceback" not in process.log()
 
 
 async def metrics(daemon: DaemonProcess) -> str:
