@@ -310,7 +310,9 @@ class StreamSession:
         try:
             # Our own deadline, not receive(timeout=): aiohttp restarts that one on every ping and pong.
             async with asyncio.timeout_at(deadline):
-                message = await self._ws.receive()
+                message = await anext(self._ws)  # ends (StopAsyncIteration) on close
+        except StopAsyncIteration:
+            return None
         except TimeoutError:
             if not started:
                 self._s.metrics.calls_rejected.labels(reason="no_start").inc()
@@ -320,8 +322,6 @@ class StreamSession:
                 self._s.metrics.errors.labels(kind="inbound_idle").inc()
                 self._dropped_because = f"nothing received for {self._limits.inbound_idle_s:.0f}s"
                 self._went_silent = True
-            return None
-        if message.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
             return None
         self._last_inbound = loop.time()
         return message
