@@ -212,10 +212,17 @@ async def test_a_huge_stream_sid_is_refused_and_never_echoed(wire: DaemonProcess
 
 @pytest.mark.parametrize("path_sid", ["C" * 5000, "CA%0Aforged", "CA%2F..%2Fadmin"])
 async def test_a_stream_url_with_an_unusable_call_sid_is_refused(wire: DaemonProcess, path_sid: str) -> None:
-    before = await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid")
+    before = await sid_refusals(wire)
     with pytest.raises(ConnectionError, match="400"):
         await RawWebSocket.connect(wire.port, f"/ws/stream/{path_sid}")
-    assert await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid") == before + 1
+    assert await sid_refusals(wire) == before + 1
+
+
+async def sid_refusals(wire: DaemonProcess) -> float:
+    """Refusals of a bad path sid, by the stream endpoint or (where it checks first) the HTTP door."""
+    return await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid") + await counter(
+        wire, "voicebridge_http_rejections_total", reason="bad_call_sid"
+    )
 
 
 # --- 13: a silent or half-open stream ------------------------------------------------------------------
