@@ -88,9 +88,11 @@ def fresh_translators() -> list[Translator]:
     """Every translator state a message can meet: Exotel at each rate (PCM and μ-law) and Twilio."""
     translators: list[Translator] = [ExotelTranslator(rate) for rate in RATES]
     mulaw = ExotelTranslator(8000)
-    mulaw.parse(
+    start = mulaw.parse(
         {"event": "start", "start": {"call_sid": "CA", "media_format": {"encoding": "audio/x-mulaw"}}}
     )
+    assert isinstance(start, Start)
+    mulaw.accept(start)
     return [*translators, mulaw, TwilioTranslator()]
 
 
@@ -208,7 +210,9 @@ def test_a_stream_of_mixed_messages_is_handled(data: st.DataObject, provider: st
             if event_name(message) != "start":
                 continue
             candidate = translator_for_start(message, rate)
-            if isinstance(parse_or_violation(candidate, message), Start):
+            start = parse_or_violation(candidate, message)
+            if isinstance(start, Start):
+                candidate.accept(start)
                 translator = candidate
         else:
             parse_or_violation(translator, message)
@@ -233,9 +237,10 @@ def test_valid_messages_still_parse(
     rate = 8000 if provider == "twilio" else rate
     caller = make_caller(provider, call_sid, stream_sid, rate)
     start_message = json.loads(caller.start())
-    translator = translator_for_start(start_message, 8000)
+    translator = translator_for_start(start_message, None)
     start = translator.parse(start_message)
     assert isinstance(start, Start)
+    translator.accept(start)
     assert (start.provider, start.call_sid, start.stream_sid, start.sample_rate) == (
         provider,
         call_sid,

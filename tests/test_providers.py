@@ -23,7 +23,7 @@ from voicebridge.daemon.providers.events import (
 from voicebridge.daemon.providers.exotel import ExotelCaller, ExotelTranslator
 from voicebridge.daemon.providers.twilio import TwilioCaller, TwilioTranslator
 
-# Verbatim shapes from PROTOCOLS.md.
+# The documented shapes (docs/exotel-stream.md, docs/twilio-stream.md).
 EXOTEL_START = {
     "event": "start",
     "sequence_number": "1",
@@ -99,7 +99,7 @@ def test_exotel_start_is_lenient(media_format: dict[str, object], rate: int) -> 
         "Event": "start",
         "start": {"streamSid": "MZ9", "call_sid": "CA9", "media_format": media_format},
     }
-    start = ExotelTranslator(8000).parse(message)
+    start = ExotelTranslator().parse(message)  # a URL without sample-rate: the start's rate applies
     assert isinstance(start, Start)
     assert (start.stream_sid, start.call_sid, start.sample_rate) == ("MZ9", "CA9", rate)
 
@@ -139,7 +139,9 @@ def test_unknown_events_are_a_distinct_kind() -> None:
 
 def test_exotel_outbound_uses_snake_case_and_pcm() -> None:
     translator = ExotelTranslator()
-    translator.parse(EXOTEL_START)
+    start = translator.parse(EXOTEL_START)
+    assert isinstance(start, Start)
+    translator.accept(start)
     media = json.loads(translator.media(PCM))
     assert media == {"event": "media", "stream_sid": "MZ1", "media": {"payload": b64(PCM)}}
     assert json.loads(translator.mark("turn-3")) == {
@@ -173,7 +175,9 @@ def test_twilio_start_and_media_in_mulaw() -> None:
 
 def test_twilio_outbound_uses_camel_case_and_mulaw() -> None:
     translator = TwilioTranslator()
-    translator.parse(TWILIO_START)
+    start = translator.parse(TWILIO_START)
+    assert isinstance(start, Start)
+    translator.accept(start)
     media = json.loads(translator.media(PCM))
     assert media["streamSid"] == "MZ2" and "stream_sid" not in media
     assert base64.b64decode(media["media"]["payload"]) == pcm16_to_ulaw(PCM)
@@ -198,10 +202,11 @@ def test_caller_and_translator_agree(caller_kind: str) -> None:
         else TwilioCaller("CA7", "MZ7", from_number="+1555", to_number="+1666")
     )
     start_message = json.loads(caller.start())
-    translator = translator_for_start(start_message, 8000)
+    translator = translator_for_start(start_message, None)
     start = translator.parse(start_message)
     assert isinstance(start, Start) and start.call_sid == "CA7" and start.provider == caller_kind
     assert start.sample_rate == caller.sample_rate
+    translator.accept(start)
     audio = translator.parse(json.loads(caller.media(PCM)))
     assert isinstance(audio, Audio) and len(audio.pcm16) == len(PCM)
     assert translator.parse(json.loads(caller.dtmf("#"))) == Dtmf("#")
@@ -212,3 +217,94 @@ def test_caller_and_translator_agree(caller_kind: str) -> None:
     assert outbound.kind == "media" and len(outbound.pcm16) == len(PCM) and outbound.stream_sid == "MZ7"
     assert caller.parse_outbound(translator.mark("turn-1")).mark_name == "turn-1"
     assert caller.parse_outbound(translator.clear()).kind == "clear"
+
+
+# --- issue 14 items 12, 20, 21: μ-law both ways, refused starts change nothing, bounded identifiers
+
+
+def exotel_start(**media_format: object) -> dict[str, object]:
+    return {"event": "start", "stream_sid": "MZ5", "start": {"call_sid": "CA5", "media_format": media_format}}
+
+
+def test_exotel_mulaw_stream_sends_mulaw() -> None:
+    translator = ExotelTranslator()
+    start = translator.parse(exotel_start(encoding="audio/x-mulaw", sample_rate="8000"))
+    assert isinstance(start, Start) and start.encoding == "mulaw"
+    translator.accept(start)
+    sent = base64.b64decode(json.loads(translator.media(PCM))["media"]["payload"])
+    assert sent == pcm16_to_ulaw(PCM)
+
+
+@pytest.mark.parametrize(
+    ("url_rate", "stated", "rate", "announced"),
+    [
+        (None, None, 8000, None),  # Exotel's default
+        (None, "16000", 16000, None),  # no URL parameter: the start's media format
+        (16000, None, 16000, None),
+        (16000, "16000", 16000, None),
+        (
+            16000,
+            "8000",
+            16000,
+            8000,
+        ),  # the URL's sample-rate sets the rate; the start disagreeing is reported
+        (24000, "8000", 24000, 8000),
+    ],
+)
+def test_exotel_sample_rate_precedence(
+    url_rate: int | None, stated: str | None, rate: int, announced: int | None
+) -> None:
+    media_format = {"sample_rate": stated} if stated else {}
+    start = ExotelTranslator(url_rate).parse(exotel_start(**media_format))
+    assert isinstance(start, Start)
+    assert (start.sample_rate, start.announced_rate) == (rate, announced)
+
+
+def test_a_start_changes_nothing_until_accepted() -> None:
+    for translator, first, second in (
+        (ExotelTranslator(), EXOTEL_START, exotel_start(encoding="audio/x-mulaw")),
+        (TwilioTranslator(), TWILIO_START, {**TWILIO_START, "streamSid": "MZother"}),
+    ):
+        start = translator.parse(first)
+        assert isinstance(start, Start)
+        translator.accept(start)
+        before = (translator.media(PCM), translator.mark("m"), translator.clear(), translator.sample_rate)
+        assert isinstance(translator.parse(second), Start)  # parsed, then refused by the stream
+        assert (
+            translator.media(PCM),
+            translator.mark("m"),
+            translator.clear(),
+            translator.sample_rate,
+        ) == before
+
+
+@pytest.mark.parametrize(
+    ("start_body", "kind"),
+    [
+        ({"call_sid": "CA1", "stream_sid": "M" * 300_000}, "field_too_long"),
+        ({"call_sid": "C" * 129}, "field_too_long"),
+        ({"call_sid": "CA1", "account_sid": "A" * 1000}, "field_too_long"),
+        ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_sid"),
+        ({"call_sid": "../../admin"}, "bad_sid"),
+        ({"call_sid": "CA1", "from": "+91" + "9" * 100}, "field_too_long"),
+        ({"call_sid": "CA1", "custom_parameters": {"k": "v" * 257}}, "field_too_long"),
+        ({"call_sid": "CA1", "custom_parameters": {"k" * 65: "v"}}, "field_too_long"),
+        ({"call_sid": "CA1", "custom_parameters": {f"k{i}": "v" for i in range(33)}}, "field_too_long"),
+    ],
+)
+def test_identifiers_from_the_wire_are_bounded(start_body: dict[str, object], kind: str) -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        ExotelTranslator().parse({"event": "start", "start": start_body})
+    assert caught.value.kind == kind
+
+
+def test_long_mark_names_and_twilio_numbers_are_refused() -> None:
+    for translator in (ExotelTranslator(), TwilioTranslator()):
+        with pytest.raises(ProtocolViolation) as caught:
+            translator.parse({"event": "mark", "mark": {"name": "m" * 129}})
+        assert caught.value.kind == "field_too_long"
+    start = json.loads(json.dumps(TWILIO_START))
+    start["start"]["customParameters"]["From"] = "+1" + "5" * 100
+    with pytest.raises(ProtocolViolation) as caught:
+        TwilioTranslator().parse(start)
+    assert caught.value.kind == "field_too_long"

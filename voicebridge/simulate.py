@@ -201,7 +201,9 @@ class SimulatedCaller:
 
     async def turn(self, speech: bytes, timeout: float = 20.0, silence_s: float = 1.5) -> TurnResult:
         """Say one turn and wait for the reply's mark; keeps the line alive with silence meanwhile."""
-        speech_end = await self.say(speech, trailing_silence_s=silence_s)
+        # The silence runs on while we wait (until the next turn or hangup): a real line never stops
+        # sending, and the daemon ends a stream that goes quiet (limits.inbound_idle_s).
+        speech_end = await self.say(speech, trailing_silence_s=silence_s + timeout)
         mark_at = await self.wait_for_mark(speech_end, timeout)
         first = self.log.first_frame_after(speech_end)
         reply = self.log.audio_between(speech_end, (mark_at or time.monotonic()) + 0.001)

@@ -21,6 +21,7 @@ from voicebridge.daemon import management, webhooks
 from voicebridge.daemon.access import access_control, stream_tokens
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
+from voicebridge.daemon.connection_guard import ConnectionLimits, GuardedTCPSite, body_deadline
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,
@@ -44,7 +45,7 @@ from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox, RecordSink
 from voicebridge.daemon.phrases import PhraseCache
 from voicebridge.daemon.registry import CallRegistry
-from voicebridge.daemon.stream import StreamSession, requested_rate
+from voicebridge.daemon.stream_endpoint import stream_handler
 from voicebridge.daemon.systemd import SystemdNotifier
 from voicebridge.daemon.telephony import TelephonyControl
 from voicebridge.speech.base import SpeechToText, TextToSpeech
@@ -52,27 +53,6 @@ from voicebridge.speech.factory import build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 
 logger = logging.getLogger("voicebridge.daemon")
-
-
-async def stream_handler(request: web.Request) -> web.StreamResponse:
-    """The provider's audio WebSocket; one connection is one call."""
-    try:
-        rate = requested_rate(request.query.get("sample-rate"))
-    except ValueError as exc:
-        request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    ws = web.WebSocketResponse(max_msg_size=request.app[SETTINGS].limits.max_message_bytes, heartbeat=None)
-    await ws.prepare(request)
-    session = StreamSession(
-        request.app[CALL_SERVICES],
-        ws,
-        request.match_info.get("call_sid"),
-        rate,
-        token_bound="token" in request.match_info,
-        abort=lambda: request.transport.abort() if request.transport is not None else None,
-    )
-    await session.run()
-    return ws
 
 
 async def speech_services(app: web.Application) -> AsyncIterator[None]:
@@ -193,7 +173,8 @@ ENGINES = web.AppKey("engines", Engines)
 
 def create_app(settings: Settings, engines: Engines | None = None) -> web.Application:
     """Build the aiohttp application; heavy services load in its cleanup context."""
-    app = web.Application(client_max_size=1 << 20, middlewares=[access_control])
+    # body_deadline first: no check or handler waits on a body that trickles in.
+    app = web.Application(client_max_size=1 << 20, middlewares=[body_deadline, access_control])
     app[SETTINGS] = settings
     if engines is not None:
         app[ENGINES] = engines
@@ -225,7 +206,13 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
 async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     """Run until SIGTERM/SIGINT, then drain live calls and exit; returns the process exit code."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # The keep-alive timer also bounds every request head after a connection's first (connection_guard.py).
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=settings.limits.request_head_timeout_s + 1,
+    )
     try:
         await runner.setup()
     except (OSError, sqlite3.Error) as exc:
@@ -241,7 +228,8 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
         group=settings.control.group,
         outbox=app[OUTBOX],
     )
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    limits = ConnectionLimits(settings, app[METRICS])
+    site = GuardedTCPSite(runner, settings.server.host, settings.server.port, limits)
     try:
         # The socket first: a second daemon on the same socket is refused before it takes a port.
         await control.start()

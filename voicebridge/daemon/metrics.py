@@ -70,6 +70,12 @@ class Metrics:
             "Exceptions that reached the event loop's handler (each one is a bug)",
             registry=r,
         )
+        self.connections_refused = Counter(
+            "voicebridge_connections_refused_total",
+            "Connections cut before a request: per-address cap, slow request head or body",
+            ["reason"],
+            registry=r,
+        )
         self.protocol_rejections = Counter(
             "voicebridge_protocol_rejections_total",
             "Inbound WebSocket messages rejected or ignored, by kind",

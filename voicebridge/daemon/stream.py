@@ -13,10 +13,11 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import replace
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from voicebridge.daemon.call import Call, CallServices
 from voicebridge.daemon.pacer import OutboundPacer
+from voicebridge.daemon.playback_acks import PlaybackAcks
 from voicebridge.daemon.providers import Translator, event_name, load_message, translator_for_start
 from voicebridge.daemon.providers.events import (
     Audio,
@@ -33,9 +34,10 @@ from voicebridge.speech.base import SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
-SUPPORTED_RATES = (8000, 16000, 24000)
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
 SEND_TIMEOUT_S = 5.0
+# How often a live call checks that its marks come back (limits.mark_echo_timeout_s).
+ACK_CHECK_S = 0.25
 
 
 class StreamSession:
@@ -46,7 +48,7 @@ class StreamSession:
         services: CallServices,
         ws: web.WebSocketResponse,
         path_sid: str | None,
-        default_rate: int,
+        url_rate: int | None,
         token_bound: bool = False,
         abort: Callable[[], None] = lambda: None,
         send_timeout_s: float = SEND_TIMEOUT_S,
@@ -54,12 +56,13 @@ class StreamSession:
         self._s = services
         self._ws = ws
         self._path_sid = path_sid
-        self._default_rate = default_rate
+        # The URL's `sample-rate` (Exotel), None when it has none.
+        self._url_rate = url_rate
         # The URL's token was issued for path_sid: the stream may only be that call.
         self._token_bound = token_bound
         self._abort = abort
         self._send_timeout = send_timeout_s
-        self._translator: Translator | None = None
+        self._translator: PlaybackAcks | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
         self._own_stt: SpeechToText | None = None
@@ -68,12 +71,19 @@ class StreamSession:
         # A one-second window of message counts: cheap, and enough to stop a flood.
         self._window_start = 0.0
         self._window_count = 0
+        # Why we ended the stream ourselves (silence, unechoed marks): the call is then `dropped`.
+        self._dropped_because = ""
+        self._went_silent = False
+        loop = asyncio.get_running_loop()
+        self._start_deadline = loop.time() + self._limits.start_timeout_s
+        self._last_inbound = loop.time()
         self.log = logging.LoggerAdapter(logger, {"call_sid": path_sid or "-"})
 
     async def run(self) -> None:
         """Serve the connection until it closes; the call is finalised whatever ended it."""
+        watchdog: asyncio.Task[None] | None = None
         try:
-            async for message in self._ws:
+            while (message := await self._receive()) is not None:
                 if not self._within_rate():
                     self._reject(ProtocolViolation("rate_limited", "over limits.max_messages_per_second"))
                 elif message.type is WSMsgType.TEXT:
@@ -83,6 +93,8 @@ class StreamSession:
                 elif message.type is WSMsgType.ERROR:
                     self.log.warning("websocket error: %s", self._ws.exception())
                     break
+                if watchdog is None and self._call is not None and self._limits.mark_echo_timeout_s:
+                    watchdog = asyncio.create_task(self._watch_acks(self._call))
                 if self._call is not None and self._call.ended:
                     break
                 if self._bad_messages >= self._limits.max_bad_messages:
@@ -91,14 +103,19 @@ class StreamSession:
                     await self._ws.close(code=1008, message=b"too many bad messages")
                     break
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             if self._call is not None and not self._call.ended:
                 code = self._ws.close_code
-                outcome = (
-                    "completed" if code in (None, 1000, 1001) and not self._ws.exception() else "dropped"
-                )
+                clean = code in (None, 1000, 1001) and not self._ws.exception()
+                outcome = "completed" if clean and not self._dropped_because else "dropped"
                 if outcome == "dropped":
-                    self.log.warning("stream dropped (close code %s); finalising the call", code)
+                    self.log.warning(
+                        "stream dropped (%s); finalising the call", self._dropped_because or f"close {code}"
+                    )
                 await asyncio.shield(self._call.finish(outcome))
+            if self._went_silent:
+                await self._close(code=1001)
             if self._own_stt is not None and (close := getattr(self._own_stt, "close", None)):
                 close()
 
@@ -121,6 +138,7 @@ class StreamSession:
                 return
             await call.on_audio(event.pcm16)
         elif isinstance(event, MarkEcho):
+            self._translator.echoed(event.name)
             call.on_mark(event.name)
         elif isinstance(event, Dtmf):
             await call.on_dtmf(event.digit)
@@ -138,7 +156,7 @@ class StreamSession:
         if name != "start":
             kind = "media_before_start" if name == "media" else "event_before_start"
             raise ProtocolViolation(kind, name or "no event name")
-        translator = translator_for_start(message, self._default_rate)
+        translator = translator_for_start(message, self._url_rate)
         if not self._s.settings.provider_enabled(translator.provider):
             # A disabled provider has no webhooks; a stream in its shape is refused too (1008, no call).
             self._s.metrics.calls_rejected.labels(reason="provider_disabled").inc()
@@ -149,8 +167,16 @@ class StreamSession:
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
         completed = self._complete_start(start)  # a bad start is refused before any call exists
-        self._translator = translator
-        await self._begin(completed, translator)
+        if completed.announced_rate is not None:
+            self.log.warning(
+                "sample-rate mismatch: the stream URL %s, start says %d; using %d",
+                f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate",
+                completed.announced_rate,
+                completed.sample_rate,
+            )
+        translator.accept(completed)
+        self._translator = PlaybackAcks(translator, self._limits.mark_echo_timeout_s)
+        await self._begin(completed, self._translator)
 
     def _complete_start(self, start: Start) -> Start:
         if not start.call_sid:
@@ -167,6 +193,9 @@ class StreamSession:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid
             )
+        if self._token_bound and start.call_sid != self._path_sid:
+            # Refused in _begin: it must not consume that other call's webhook record (its budget).
+            return start
         pending = self._s.registry.take_pending(start.call_sid or self._path_sid or "")
         if pending is None:
             return start
@@ -288,16 +317,47 @@ class StreamSession:
             self.log.warning("the provider stopped reading for %.0fs; cutting the stream", self._send_timeout)
             self._abort()
 
-    async def _close(self) -> None:
+    async def _close(self, code: int = 1000) -> None:
         if not self._ws.closed:
-            await self._ws.close(code=1000)
+            await self._ws.close(code=code)
 
+    async def _receive(self) -> WSMessage | None:
+        """The next message, or None once the stream is over: closed, or silent past its deadline (no
+        `start` within limits.start_timeout_s; then no message within limits.inbound_idle_s, since
+        providers send media continuously and silence means a half-open stream)."""
+        loop = asyncio.get_running_loop()
+        started = self._translator is not None
+        deadline = self._last_inbound + self._limits.inbound_idle_s if started else self._start_deadline
+        try:
+            # Our own deadline, not receive(timeout=): aiohttp restarts that one on every ping and pong.
+            async with asyncio.timeout_at(deadline):
+                message = await anext(self._ws)  # ends (StopAsyncIteration) on close
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if not started:
+                self._s.metrics.calls_rejected.labels(reason="no_start").inc()
+                self.log.warning("closing a stream that sent no start in %.0fs", self._limits.start_timeout_s)
+                await self._close(code=1008)
+            elif self._call is not None and not self._call.ended:
+                self._s.metrics.errors.labels(kind="inbound_idle").inc()
+                self._dropped_because = f"nothing received for {self._limits.inbound_idle_s:.0f}s"
+                self._went_silent = True
+            return None
+        self._last_inbound = loop.time()
+        return message
 
-def requested_rate(raw: str | None) -> int:
-    """The `sample-rate` query parameter Exotel passes (default 8000), or ValueError."""
-    if not raw:
-        return 8000
-    rate = int(raw.lower().removesuffix("hz"))
-    if rate not in SUPPORTED_RATES:
-        raise ValueError(f"unsupported sample-rate {raw}")
-    return rate
+    async def _watch_acks(self, call: Call) -> None:
+        """Cut the stream once a mark is overdue: the provider stopped reading (playback_acks.py)."""
+        assert self._translator is not None
+        while not call.ended:
+            await asyncio.sleep(ACK_CHECK_S)
+            overdue = self._translator.overdue_s()
+            if overdue > 0:
+                self._s.metrics.errors.labels(kind="unacknowledged_audio").inc()
+                self._dropped_because = (
+                    f"no mark echo {self._limits.mark_echo_timeout_s:.0f}s after its audio should have played"
+                )
+                self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
+                self._abort()
+                return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from voicebridge.daemon.providers.events import InboundEvent, ProtocolViolation, ProviderName
+from voicebridge.daemon.providers.events import InboundEvent, ProtocolViolation, ProviderName, Start
 
 
 class Translator(Protocol):
@@ -19,7 +19,12 @@ class Translator(Protocol):
     sample_rate: int
 
     def parse(self, message: dict[str, Any]) -> InboundEvent:
-        """The internal event for one decoded wire message; raises ProtocolViolation."""
+        """The internal event for one decoded wire message; raises ProtocolViolation. Pure: a `start`
+        changes nothing until the stream `accept`s it."""
+        ...
+
+    def accept(self, start: Start) -> None:
+        """Adopt a start the stream accepted: its stream sid, encoding and rate apply from now on."""
         ...
 
     def media(self, pcm16: bytes) -> str:
@@ -63,11 +68,12 @@ def is_twilio_start(message: dict[str, Any]) -> bool:
     return "callSid" in body and "call_sid" not in body and "tracks" in body
 
 
-def translator_for_start(message: dict[str, Any], default_rate: int) -> Translator:
-    """A translator for the stream that this `start` message opens."""
+def translator_for_start(message: dict[str, Any], url_rate: int | None = None) -> Translator:
+    """A translator for the stream that this `start` message opens; `url_rate` is the stream URL's
+    `sample-rate` (Exotel), None when the URL has none."""
     from voicebridge.daemon.providers.exotel import ExotelTranslator
     from voicebridge.daemon.providers.twilio import TwilioTranslator
 
     if is_twilio_start(message):
         return TwilioTranslator()
-    return ExotelTranslator(default_rate)
+    return ExotelTranslator(url_rate)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ProviderName = Literal["exotel", "twilio"]
+AudioEncoding = Literal["pcm16", "mulaw"]
 
 
 # --- inbound: provider → call -------------------------------------------------------------------
@@ -31,6 +32,10 @@ class Start:
     to_number: str = ""
     sample_rate: int = 8000
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    # The audio on the wire both ways, once the stream accepts this start.
+    encoding: AudioEncoding = "pcm16"
+    # The rate the start message itself stated, when it differs from `sample_rate` (the one in force).
+    announced_rate: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Exotel Voicebot applet stream: snake_case JSON, base64 PCM16LE at 8/16/24 kHz (see PROTOCOLS.md).
+"""Exotel Voicebot applet stream: snake_case JSON, base64 PCM16LE at 8/16/24 kHz or μ-law at 8 kHz
+(docs/exotel-stream.md).
 
 `ExotelTranslator` is the daemon's side; `ExotelCaller` speaks Exotel's side for the simulator and tests.
 Both are pure: strings in, strings or events out.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, ulaw_to_pcm16
+from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.providers import event_name
 from voicebridge.daemon.providers.caller import OutboundMessage
 from voicebridge.daemon.providers.events import (
@@ -24,19 +25,34 @@ from voicebridge.daemon.providers.events import (
     Stop,
     UnknownEvent,
 )
-from voicebridge.daemon.providers.fields import digit, section, string_map, text
+from voicebridge.daemon.providers.fields import (
+    MAX_NUMBER_CHARS,
+    MAX_SID_CHARS,
+    digit,
+    section,
+    sid,
+    string_map,
+    text,
+)
 from voicebridge.daemon.providers.fields import sample_rate as parse_rate
 
 EXOTEL_RATES = (8000, 16000, 24000)
 
 
 class ExotelTranslator:
-    """Exotel wire JSON ⇄ internal events for one stream."""
+    """Exotel wire JSON ⇄ internal events for one stream.
+
+    The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter as what sets the stream's
+    rate (8000 when absent); the `start` message's `media_format` describes the stream. An explicit URL
+    rate wins and a disagreeing start is reported (`Start.announced_rate`); without one, the start's rate
+    applies (an applet-level media format), else 8000. μ-law is 8000 Hz only (docs/exotel-stream.md).
+    """
 
     provider: ProviderName = "exotel"
 
-    def __init__(self, default_rate: int = 8000) -> None:
-        self.sample_rate = default_rate
+    def __init__(self, url_rate: int | None = None) -> None:
+        self._url_rate = url_rate
+        self.sample_rate = url_rate or 8000
         self.stream_sid = ""
         self._mulaw = False
 
@@ -52,37 +68,49 @@ class ExotelTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit", "digits")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name"))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
         if name == "stop":
             stop = message.get("stop")
             return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
 
+    def accept(self, start: Start) -> None:
+        """From now on: this start's stream sid in every outbound frame, its encoding and rate both ways."""
+        self.stream_sid = start.stream_sid
+        self.sample_rate = start.sample_rate
+        self._mulaw = start.encoding == "mulaw"
+
     def _start(self, message: dict[str, Any]) -> Start:
+        # Locals only: a start the stream refuses (a duplicate, a bad sid) must leave this stream as it was.
         body = section(message, "start")
         media_format = body.get("media_format") or body.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             media_format = {}
-        self.sample_rate = parse_rate(
-            media_format.get("sample_rate", media_format.get("sampleRate")), self.sample_rate, EXOTEL_RATES
-        )
         encoding = text(media_format, "encoding").lower()
-        self._mulaw = "mulaw" in encoding or "pcmu" in encoding
-        if self._mulaw and self.sample_rate != 8000:
+        mulaw = "mulaw" in encoding or "pcmu" in encoding
+        raw_rate = media_format.get("sample_rate", media_format.get("sampleRate"))
+        stated = parse_rate(raw_rate, 0, EXOTEL_RATES) or None
+        rate = 8000 if mulaw else (self._url_rate or stated or 8000)
+        if mulaw and stated not in (None, 8000):
             raise ProtocolViolation("bad_sample_rate", "μ-law audio must be 8000 Hz")
-        self.stream_sid = text(message, "stream_sid", "streamSid") or text(body, "stream_sid", "streamSid")
-        call_sid = text(body, "call_sid", "callSid", "CallSid")
-        if not call_sid and not self.stream_sid:
+        announced = stated if stated is not None and stated != rate else None
+        if mulaw and self._url_rate not in (None, 8000):
+            announced = 8000  # the URL asked for another rate; μ-law is 8000 whatever it says
+        stream_sid = sid(message, "stream_sid", "streamSid") or sid(body, "stream_sid", "streamSid")
+        call_sid = sid(body, "call_sid", "callSid", "CallSid")
+        if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither call_sid nor stream_sid")
         return Start(
             provider="exotel",
-            stream_sid=self.stream_sid,
+            stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=text(body, "account_sid", "accountSid"),
-            from_number=text(body, "from", "From", "call_from"),
-            to_number=text(body, "to", "To", "call_to"),
-            sample_rate=self.sample_rate,
+            account_sid=sid(body, "account_sid", "accountSid"),
+            from_number=text(body, "from", "From", "call_from", limit=MAX_NUMBER_CHARS),
+            to_number=text(body, "to", "To", "call_to", limit=MAX_NUMBER_CHARS),
+            sample_rate=rate,
             custom_parameters=string_map(body.get("custom_parameters") or body.get("customParameters")),
+            encoding="mulaw" if mulaw else "pcm16",
+            announced_rate=announced,
         )
 
     def _media(self, media: dict[str, Any]) -> Audio:
@@ -100,9 +128,10 @@ class ExotelTranslator:
         return Audio(audio, self.sample_rate)
 
     def media(self, pcm16: bytes) -> str:
-        """An outbound media message (PCM16LE at the stream's rate)."""
+        """An outbound media message at the stream's rate, in the stream's encoding (PCM16LE or μ-law)."""
+        audio = pcm16_to_ulaw(pcm16) if self._mulaw else pcm16
         return json.dumps(
-            {"event": "media", "stream_sid": self.stream_sid, "media": {"payload": b64encode_payload(pcm16)}}
+            {"event": "media", "stream_sid": self.stream_sid, "media": {"payload": b64encode_payload(audio)}}
         )
 
     def mark(self, name: str) -> str:

@@ -8,6 +8,14 @@ from typing import Any
 from voicebridge.daemon.providers.events import ProtocolViolation
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
+# Every value from the wire is bounded before it is kept: a stream sid is echoed in every outbound frame,
+# numbers and parameters go into records and logs. Provider sids are ~34 characters, numbers ~16.
+MAX_SID_CHARS = 128
+MAX_TEXT_CHARS = 256
+MAX_NUMBER_CHARS = 64
+MAX_PARAMETERS = 32
+MAX_PARAMETER_KEY_CHARS = 64
+SID = re.compile(r"[A-Za-z0-9_.:-]*")
 
 
 def section(message: dict[str, Any], name: str) -> dict[str, Any]:
@@ -18,13 +26,25 @@ def section(message: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def text(obj: dict[str, Any], *names: str, default: str = "") -> str:
-    """The first of `names` present, as a string (numbers arrive as strings or ints)."""
+def text(obj: dict[str, Any], *names: str, default: str = "", limit: int = MAX_TEXT_CHARS) -> str:
+    """The first of `names` present, as a string (numbers arrive as strings or ints), at most `limit`
+    characters long: a longer one is a ProtocolViolation, never truncated into something else."""
     for name in names:
         value = obj.get(name)
         if value is not None and not isinstance(value, (dict, list)):
-            return str(value).strip()
+            raw = value if isinstance(value, str) else str(value)
+            if len(raw) > limit:
+                raise ProtocolViolation("field_too_long", f"{name} of {len(raw)} characters (limit {limit})")
+            return raw.strip()
     return default
+
+
+def sid(obj: dict[str, Any], *names: str) -> str:
+    """A provider identifier (stream, call or account sid): bounded, letters, digits and `_.:-` only."""
+    value = text(obj, *names, limit=MAX_SID_CHARS)
+    if not SID.fullmatch(value):
+        raise ProtocolViolation("bad_sid", f"{names[0]} is not a provider sid: {value[:40]!r}")
+    return value
 
 
 def sample_rate(raw: object, default: int, supported: tuple[int, ...]) -> int:
@@ -47,7 +67,18 @@ def digit(raw: str) -> str:
 
 
 def string_map(raw: object) -> dict[str, str]:
-    """Custom parameters as a str→str dict; anything else is ignored."""
+    """Custom parameters as a bounded str→str dict (nested values are ignored); too many or too long
+    entries are a ProtocolViolation."""
     if not isinstance(raw, dict):
         return {}
-    return {str(key): str(value) for key, value in raw.items() if not isinstance(value, (dict, list))}
+    if len(raw) > MAX_PARAMETERS:
+        raise ProtocolViolation("field_too_long", f"{len(raw)} custom parameters (limit {MAX_PARAMETERS})")
+    parameters: dict[str, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, (dict, list)):
+            continue
+        name, content = str(key), value if isinstance(value, str) else str(value)
+        if len(name) > MAX_PARAMETER_KEY_CHARS or len(content) > MAX_TEXT_CHARS:
+            raise ProtocolViolation("field_too_long", f"custom parameter {name[:20]!r} too long")
+        parameters[name] = content
+    return parameters

@@ -1,4 +1,4 @@
-"""Twilio Media Streams: camelCase JSON, base64 μ-law at 8 kHz (see PROTOCOLS.md).
+"""Twilio Media Streams: camelCase JSON, base64 μ-law at 8 kHz (docs/twilio-stream.md).
 
 `TwilioTranslator` is the daemon's side; `TwilioCaller` speaks Twilio's side for the simulator and tests.
 """
@@ -23,7 +23,15 @@ from voicebridge.daemon.providers.events import (
     Stop,
     UnknownEvent,
 )
-from voicebridge.daemon.providers.fields import digit, section, string_map, text
+from voicebridge.daemon.providers.fields import (
+    MAX_NUMBER_CHARS,
+    MAX_SID_CHARS,
+    digit,
+    section,
+    sid,
+    string_map,
+    text,
+)
 
 TWILIO_RATE = 8000
 
@@ -49,35 +57,45 @@ class TwilioTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name"))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
         if name == "stop":
             return Stop("stopped")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
 
+    def accept(self, start: Start) -> None:
+        """From now on: this start's stream sid in every outbound frame."""
+        self.stream_sid = start.stream_sid
+
     def _start(self, message: dict[str, Any]) -> Start:
+        # Locals only: a start the stream refuses must leave this stream as it was.
         body = section(message, "start")
         media_format = body.get("mediaFormat") if isinstance(body.get("mediaFormat"), dict) else {}
         encoding = text(media_format, "encoding", default="audio/x-mulaw").lower()
         if "mulaw" not in encoding:
-            raise ProtocolViolation("bad_audio", f"unsupported Twilio encoding {encoding!r}")
+            raise ProtocolViolation("bad_audio", f"unsupported Twilio encoding {encoding[:40]!r}")
         rate = text(media_format, "sampleRate", default=str(TWILIO_RATE))
         if rate != str(TWILIO_RATE):
-            raise ProtocolViolation("bad_sample_rate", f"Twilio streams are 8000 Hz, got {rate!r}")
-        self.stream_sid = text(message, "streamSid", "stream_sid") or text(body, "streamSid", "stream_sid")
-        call_sid = text(body, "callSid", "call_sid")
-        if not call_sid and not self.stream_sid:
+            raise ProtocolViolation("bad_sample_rate", f"Twilio streams are 8000 Hz, got {rate[:20]!r}")
+        stream_sid = sid(message, "streamSid", "stream_sid") or sid(body, "streamSid", "stream_sid")
+        call_sid = sid(body, "callSid", "call_sid")
+        if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither callSid nor streamSid")
         parameters = string_map(body.get("customParameters"))
+        from_number = parameters.get("From", parameters.get("from", ""))
+        to_number = parameters.get("To", parameters.get("to", ""))
+        if len(from_number) > MAX_NUMBER_CHARS or len(to_number) > MAX_NUMBER_CHARS:
+            raise ProtocolViolation("field_too_long", "a From/To parameter longer than a phone number")
         return Start(
             provider="twilio",
-            stream_sid=self.stream_sid,
+            stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=text(body, "accountSid", "account_sid"),
+            account_sid=sid(body, "accountSid", "account_sid"),
             # Twilio's start has no numbers; our TwiML passes them as <Parameter>s.
-            from_number=parameters.get("From", parameters.get("from", "")),
-            to_number=parameters.get("To", parameters.get("to", "")),
+            from_number=from_number,
+            to_number=to_number,
             sample_rate=TWILIO_RATE,
             custom_parameters=parameters,
+            encoding="mulaw",
         )
 
     def _media(self, media: dict[str, Any]) -> Audio:

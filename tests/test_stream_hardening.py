@@ -1,0 +1,446 @@
+"""The stream and the wire against a real daemon: μ-law both ways, refused starts that change nothing,
+bounded identifiers, half-open and idle connections, slow HTTP clients, and a provider that stops reading.
+
+One daemon serves the module, with every timer short so each case ends in seconds; the waits below are
+upper bounds for a loaded machine, never timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterator
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.raw_websocket import OP_CLOSE, OP_PING, OP_TEXT, RawWebSocket
+from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
+from voicebridge.daemon.child import DaemonProcess, start_daemon
+from voicebridge.simulate import SimulatedCaller
+
+pytestmark = pytest.mark.e2e
+
+Transcribe = Callable[[bytes, int], str]
+CAP = 24
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    process = start_daemon(
+        tmp_path_factory.mktemp("stream-hardening"),
+        {
+            "prompts": {"greeting": "Hello, how can I help?"},
+            "limits": {
+                "inbound_idle_s": 3.0,
+                "start_timeout_s": 2.0,
+                "ws_heartbeat_s": 2.0,
+                "mark_echo_timeout_s": 3.0,
+                "request_head_timeout_s": 2.0,
+                "request_body_timeout_s": 2.0,
+                "max_connections_per_address": CAP,
+            },
+        },
+    )
+    yield process
+    process.terminate()
+    # Every refusal above is one counted line, never a traceback.
+    assert "Traceback" not in process.log()
+
+
+async def metrics(daemon: DaemonProcess) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.http}/metrics") as response:
+        return await response.text()
+
+
+async def counter(daemon: DaemonProcess, name: str, **labels: str) -> float:
+    """One sample of a counter, summed over the label sets that contain `labels`."""
+    total = 0.0
+    for line in (await metrics(daemon)).splitlines():
+        found = re.fullmatch(rf"{name}\{{(.*)\}} ([0-9.e+-]+)", line)
+        if found and all(f'{key}="{value}"' in found.group(1) for key, value in labels.items()):
+            total += float(found.group(2))
+    return total
+
+
+async def open_fds(daemon: DaemonProcess) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.http}/health") as response:
+        health = await response.json()
+    return int(health["process"]["open_fds"])
+
+
+async def wait_until(check: Callable[[], object], timeout: float, every: float = 0.25) -> bool:
+    """Poll an (async) check until it is true or `timeout` passes; returns the last answer."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result or asyncio.get_running_loop().time() > deadline:
+            return bool(result)
+        await asyncio.sleep(every)
+
+
+def exotel_start(call_sid: str, stream_sid: str, encoding: str = "audio/x-raw", rate: str = "8000") -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequence_number": "1",
+            "stream_sid": stream_sid,
+            "start": {
+                "stream_sid": stream_sid,
+                "call_sid": call_sid,
+                "account_sid": "ACtest",
+                "from": "+919876543210",
+                "to": "+918047491899",
+                "custom_parameters": {},
+                "media_format": {"encoding": encoding, "sample_rate": rate, "bit_rate": "16"},
+            },
+        }
+    )
+
+
+def exotel_media(stream_sid: str, payload: bytes) -> str:
+    return json.dumps(
+        {"event": "media", "stream_sid": stream_sid, "media": {"payload": b64encode_payload(payload)}}
+    )
+
+
+def exotel_mark(stream_sid: str, name: str) -> str:
+    return json.dumps({"event": "mark", "stream_sid": stream_sid, "mark": {"name": name}})
+
+
+async def greeting_frames(ws: RawWebSocket, stream_sid: str, timeout: float = 60) -> list[dict[str, object]]:
+    """Outbound messages up to the greeting's mark, echoing it (a well-behaved provider)."""
+    messages: list[dict[str, object]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await ws.recv()
+            if frame.opcode == OP_CLOSE:
+                return messages
+            if frame.opcode != OP_TEXT:
+                continue
+            message = json.loads(frame.payload)
+            messages.append(message)
+            if message["event"] == "mark":
+                await ws.send_text_drained(exotel_mark(stream_sid, message["mark"]["name"]))
+                return messages
+
+
+# --- 12: Exotel μ-law -----------------------------------------------------------------------------------
+
+
+async def test_a_mulaw_exotel_stream_is_mulaw_both_ways(
+    wire: DaemonProcess, speak: Callable[[str, int], bytes], transcribe: Transcribe
+) -> None:
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-ulaw")
+    try:
+        ws.send_text(exotel_start("CA-ulaw", "MZulaw", encoding="audio/x-mulaw"))
+        greeting = mulaw_audio(await greeting_frames(ws, "MZulaw"))
+        assert len(greeting) > 8000  # a second of 8 kHz audio at least
+        # PCM16 misread as μ-law is loud broadband noise; the greeting read correctly is speech.
+        assert "help" in transcribe(ulaw_to_pcm16(greeting), 8000).lower()
+        # The caller's turn goes in as μ-law too; the echo backend's answer comes back in μ-law.
+        speech = speak("Please book a table for two.", 8000) + bytes(2 * 8000 * 2)
+        for offset in range(0, len(speech), 3200):
+            ws.send_text(exotel_media("MZulaw", pcm16_to_ulaw(speech[offset : offset + 3200])))
+            await ws.writer.drain()
+            await asyncio.sleep(0.2)
+        reply = mulaw_audio(await greeting_frames(ws, "MZulaw"))
+        assert "table" in transcribe(ulaw_to_pcm16(reply), 8000).lower()
+        ws.send_text(json.dumps({"event": "stop", "stream_sid": "MZulaw", "stop": {"reason": "callended"}}))
+    finally:
+        ws.close()
+
+
+def mulaw_audio(messages: list[dict[str, object]]) -> bytes:
+    return b"".join(
+        b64decode_payload(str(m["media"]["payload"]))  # type: ignore[index]
+        for m in messages
+        if m["event"] == "media"
+    )
+
+
+async def test_the_url_sample_rate_wins_over_start_and_a_mismatch_is_logged(wire: DaemonProcess) -> None:
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-rate?sample-rate=16000")
+    try:
+        ws.send_text(exotel_start("CA-rate", "MZrate", rate="8000"))
+        frames = await greeting_frames(ws, "MZrate")
+        media = [b64decode_payload(str(m["media"]["payload"])) for m in frames if m["event"] == "media"]
+        # The daemon chunks outbound audio in 200 ms pieces: 6,400 bytes at 16 kHz, 3,200 at 8 kHz.
+        assert media and len(media[0]) == 6400
+    finally:
+        ws.close()
+    assert await wait_until(lambda: "sample-rate=16000" in wire.log() and "says 8000" in wire.log(), 10)
+    lines = [line for line in wire.log().splitlines() if "CA-rate" in line and "says 8000" in line]
+    assert len(lines) == 1, lines
+
+
+# --- 20 and 21: refused starts change nothing; identifiers are bounded ------------------------------------
+
+
+async def test_a_refused_second_start_does_not_change_the_stream(wire: DaemonProcess) -> None:
+    before = await counter(wire, "voicebridge_protocol_rejections_total", kind="duplicate_start")
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-dup")
+    try:
+        ws.send_text(exotel_start("CA-dup", "MZfirst"))
+        ws.send_text(exotel_start("CA-dup", "MZsecond", encoding="audio/x-mulaw"))
+        frames = await greeting_frames(ws, "MZfirst")
+    finally:
+        ws.close()
+    assert await counter(wire, "voicebridge_protocol_rejections_total", kind="duplicate_start") == before + 1
+    media = [m for m in frames if m["event"] == "media"]
+    assert media and {m["stream_sid"] for m in frames} == {"MZfirst"}
+    # Still PCM16 at 8 kHz: 200 ms chunks of 3,200 bytes, not 1,600 bytes of μ-law.
+    assert {len(b64decode_payload(str(m["media"]["payload"]))) for m in media} == {3200}  # type: ignore[index]
+
+
+async def test_a_huge_stream_sid_is_refused_and_never_echoed(wire: DaemonProcess) -> None:
+    before = await counter(wire, "voicebridge_protocol_rejections_total", kind="field_too_long")
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-bigsid")
+    try:
+        ws.send_text(exotel_start("CA-bigsid", "M" * 300_000))
+        async with asyncio.timeout(60):
+            frames = await ws.recv_until_closed()
+    finally:
+        ws.close()
+    assert all(len(frame.payload) < 10_000 for frame in frames)
+    assert not [frame for frame in frames if frame.opcode == OP_TEXT]
+    assert await counter(wire, "voicebridge_protocol_rejections_total", kind="field_too_long") == before + 1
+
+
+@pytest.mark.parametrize("path_sid", ["C" * 5000, "CA%0Aforged", "CA%2F..%2Fadmin"])
+async def test_a_stream_url_with_an_unusable_call_sid_is_refused(wire: DaemonProcess, path_sid: str) -> None:
+    before = await sid_refusals(wire)
+    with pytest.raises(ConnectionError, match="400"):
+        await RawWebSocket.connect(wire.port, f"/ws/stream/{path_sid}")
+    assert await sid_refusals(wire) == before + 1
+
+
+async def sid_refusals(wire: DaemonProcess) -> float:
+    """Refusals of a bad path sid, by the stream endpoint or (where it checks first) the HTTP door."""
+    return await counter(wire, "voicebridge_calls_rejected_total", reason="bad_call_sid") + await counter(
+        wire, "voicebridge_http_rejections_total", reason="bad_call_sid"
+    )
+
+
+# --- 13: a silent or half-open stream ------------------------------------------------------------------
+
+
+async def test_a_stream_that_goes_silent_is_ended_as_dropped(wire: DaemonProcess) -> None:
+    dropped = await counter(wire, "voicebridge_calls_total", outcome="dropped")
+    async with aiohttp.ClientSession() as session:
+        # aiohttp answers pings: the connection is alive, only the provider's media stopped.
+        async with session.ws_connect(f"{wire.ws}/ws/stream/CA-silent") as ws:
+            await ws.send_str(exotel_start("CA-silent", "MZsilent"))
+            async with asyncio.timeout(60):
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.TEXT and '"mark"' in message.data:
+                        name = json.loads(message.data)["mark"]["name"]
+                        await ws.send_str(exotel_mark("MZsilent", name))
+            assert ws.closed
+    assert await wait_until(lambda: _dropped_more(wire, dropped), 10), (
+        "the silent call was not recorded as dropped"
+    )
+    assert await counter(wire, "voicebridge_errors_total", kind="inbound_idle") >= 1
+
+
+async def _dropped_more(wire: DaemonProcess, before: float) -> bool:
+    return await counter(wire, "voicebridge_calls_total", outcome="dropped") > before
+
+
+async def test_the_daemon_pings_and_cuts_a_peer_that_never_answers(wire: DaemonProcess) -> None:
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-noping")
+    try:
+        ws.send_text(exotel_start("CA-noping", "MZnoping"))
+        async with asyncio.timeout(60):
+            frames = await ws.recv_until_closed()
+    finally:
+        ws.close()
+    assert any(frame.opcode == OP_PING for frame in frames)
+
+
+# --- 23: idle connections ------------------------------------------------------------------------------
+
+
+async def test_a_websocket_that_never_starts_is_closed(wire: DaemonProcess) -> None:
+    before = await counter(wire, "voicebridge_calls_rejected_total", reason="no_start")
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-nostart")
+    try:
+        ws.send_text(json.dumps({"event": "connected"}))
+        async with asyncio.timeout(60):
+            frames = await ws.recv_until_closed()
+    finally:
+        ws.close()
+    assert frames and frames[-1].opcode == OP_CLOSE
+    assert await counter(wire, "voicebridge_calls_rejected_total", reason="no_start") == before + 1
+
+
+async def _trickle(port: int, request: bytes, pause: float, at_once: bytes = b"") -> bytes:
+    """Send `at_once`, then `request` a byte at a time until the server answers or closes; return what it
+    answered. Reading as we go: a reset caused by writing after its close would discard the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = bytearray()
+
+    async def read_all() -> None:
+        try:
+            while chunk := await reader.read(4096):
+                answer.extend(chunk)
+        except ConnectionError:
+            pass
+
+    reading = asyncio.create_task(read_all())
+    try:
+        writer.write(at_once)
+        for byte in request:
+            if answer or reading.done():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(pause)
+    except ConnectionError:
+        pass
+    try:
+        await reading
+        return bytes(answer)
+    finally:
+        writer.transport.abort()
+
+
+async def test_slow_request_heads_and_bodies_are_cut_and_fds_come_back(wire: DaemonProcess) -> None:
+    baseline = await open_fds(wire)
+    head = b"GET /live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 400 + b"\r\n\r\n"
+    body = b"CallSid=CAslow&From=%2B15550001111&To=%2B15550002222" * 20
+    post = (
+        b"POST /webhooks/twilio/incoming HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    async with asyncio.timeout(120):
+        answers = await asyncio.gather(
+            *[_trickle(wire.port, head, 0.2) for _ in range(10)],
+            *[_trickle(wire.port, body, 0.2, at_once=post) for _ in range(4)],
+        )
+    for answer in answers[:10]:
+        assert not answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    for answer in answers[10:]:
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert await counter(wire, "voicebridge_connections_refused_total", reason="slow_request_head") >= 10
+    assert await counter(wire, "voicebridge_connections_refused_total", reason="slow_request_body") >= 4
+    assert await wait_until(lambda: _fds_at_most(wire, baseline + 4), 20)
+    # A body that arrives in time still reaches the handler whole (the deadline only waited for it).
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{wire.http}/webhooks/twilio/incoming", data={"CallSid": "CAfast", "From": "+1555"}
+        ) as answer,
+    ):
+        assert answer.status == 200 and "<Stream" in await answer.text()
+    async with SimulatedCaller(f"{wire.ws}/ws/stream/CA-after-slow", call_sid="CA-after-slow") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+
+
+async def _fds_at_most(wire: DaemonProcess, limit: int) -> bool:
+    return await open_fds(wire) <= limit
+
+
+async def test_connections_per_address_are_capped(wire: DaemonProcess) -> None:
+    before = await counter(wire, "voicebridge_connections_refused_total", reason="per_address")
+    held = [await asyncio.open_connection("127.0.0.1", wire.port) for _ in range(CAP + 6)]
+    try:
+        # The ones over the cap are closed at once, without a byte; the others wait for a request.
+        async with asyncio.timeout(30):
+            closed = await asyncio.gather(*[reader.read() for reader, _ in held[CAP:]])
+        assert closed == [b""] * 6
+    finally:
+        for _, writer in held:
+            writer.transport.abort()
+    # Asked only now: while the cap is full, this request's own connection would be refused too.
+    refused = await counter(wire, "voicebridge_connections_refused_total", reason="per_address")
+    assert refused >= before + 6
+    assert len([line for line in wire.log().splitlines() if "connections from 127.0.0.1" in line]) >= 1
+    async with SimulatedCaller(f"{wire.ws}/ws/stream/CA-after-cap", call_sid="CA-after-cap") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+
+
+# --- 25: a provider that stops reading ----------------------------------------------------------------
+
+
+async def test_a_provider_that_stops_reading_is_cut_and_the_call_dropped(wire: DaemonProcess) -> None:
+    cut = await counter(wire, "voicebridge_errors_total", kind="unacknowledged_audio")
+    dropped = await counter(wire, "voicebridge_calls_total", outcome="dropped")
+    # Never recv(): the greeting lands in kernel buffers (far more than its size), and its mark is never
+    # echoed. The client keeps sending caller audio, so only the missing echo can tell.
+    ws = await RawWebSocket.connect(wire.port, "/ws/stream/CA-deaf")
+    silence = np.zeros(1600, dtype="<i2").tobytes()
+    try:
+        ws.send_text(exotel_start("CA-deaf", "MZdeaf"))
+        async with asyncio.timeout(90):
+            while await counter(wire, "voicebridge_errors_total", kind="unacknowledged_audio") == cut:
+                for _ in range(5):
+                    ws.send_text(exotel_media("MZdeaf", silence))
+                    try:
+                        await ws.writer.drain()
+                    except ConnectionError:
+                        break
+                    await asyncio.sleep(0.1)
+    finally:
+        ws.close()
+    assert await wait_until(lambda: _dropped_more(wire, dropped), 10)
+
+
+def test_a_mark_is_due_its_grace_after_its_audio_has_played() -> None:
+    from voicebridge.daemon.playback_acks import PlaybackAcks
+    from voicebridge.daemon.providers.exotel import ExotelTranslator
+
+    now = [100.0]
+    acks = PlaybackAcks(ExotelTranslator(), grace_s=5.0, clock=lambda: now[0])
+    for _ in range(10):  # 2 s of 8 kHz audio, built at once: it plays until 102.0
+        acks.media(bytes(3200))
+    acks.mark("reply-1")
+    now[0] = 106.9
+    assert acks.overdue_s() == 0.0
+    now[0] = 107.5
+    assert acks.overdue_s() == pytest.approx(0.5)
+    acks.echoed("someone-elses-mark")
+    assert acks.overdue_s() > 0
+    acks.echoed("reply-1")
+    assert acks.overdue_s() == 0.0
+    # A clear drops the queued audio, and the provider may drop the marks after it unechoed.
+    acks.media(bytes(3200))
+    acks.mark("reply-2")
+    acks.clear()
+    now[0] = 200.0
+    assert acks.overdue_s() == 0.0
+
+
+class _ClosingSocket:
+    """Just enough of a WebSocket for a start that is refused: it records the close."""
+
+    closed = False
+    close_code: int | None = None
+
+    async def close(self, code: int = 1000, message: bytes = b"") -> None:
+        self.closed, self.close_code = True, code
+
+
+async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() -> None:
+    from voicebridge.config import Settings
+    from voicebridge.daemon.metrics import Metrics
+    from voicebridge.daemon.registry import CallRegistry, PendingCall
+    from voicebridge.daemon.stream import StreamSession
+
+    class Services:  # what a start refused at the token check touches
+        settings = Settings()
+        metrics = Metrics()
+        registry = CallRegistry(4)
+
+    services = Services()
+    services.registry.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
+    services.registry.allow_minutes("CAother", 3.0)
+    ws = _ClosingSocket()
+    session = StreamSession(services, ws, "CAmine", None, token_bound=True)  # type: ignore[arg-type]
+    await session._on_text(exotel_start("CAother", "MZother"))
+    assert ws.close_code == 1008
+    pending = services.registry.take_pending("CAother")  # still there for CAother's own stream
+    assert pending is not None and pending.minutes_left == 3.0

@@ -1,0 +1,77 @@
+"""Whether the provider is still taking our audio: every mark we send must come back.
+
+Kernel buffers hide a provider that stopped reading: at telephone bitrates they absorb minutes of audio
+before a send blocks, so "the send did not complete" is no rule. A mark is echoed only once the provider
+has read and played the audio before it, whatever the buffers hold. So: each mark is due a fixed grace
+after the audio before it should have finished playing (the pacer sends at real time); one that is
+overdue means the provider stopped reading (or playing), and the stream is cut.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from voicebridge.daemon.providers import Translator
+from voicebridge.daemon.providers.events import InboundEvent, ProviderName, Start
+
+
+class PlaybackAcks:
+    """Wraps the stream's translator: notes every outbound media and mark as the call builds them."""
+
+    def __init__(
+        self, inner: Translator, grace_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._inner = inner
+        self._grace = grace_s
+        self._clock = clock
+        self._play_until = 0.0
+        # Mark name → when its echo is due; insertion order is send order.
+        self._due: dict[str, float] = {}
+
+    @property
+    def provider(self) -> ProviderName:
+        return self._inner.provider
+
+    @property
+    def sample_rate(self) -> int:
+        return self._inner.sample_rate
+
+    def parse(self, message: dict[str, Any]) -> InboundEvent:
+        return self._inner.parse(message)
+
+    def accept(self, start: Start) -> None:
+        self._inner.accept(start)
+
+    def media(self, pcm16: bytes) -> str:
+        """The media message; its audio plays after everything sent before it."""
+        self._play_until = max(self._play_until, self._clock()) + len(pcm16) / 2 / self.sample_rate
+        return self._inner.media(pcm16)
+
+    def mark(self, name: str) -> str:
+        """The mark message; its echo is due `grace_s` after the audio before it has played."""
+        self._due.pop(name, None)
+        self._due[name] = max(self._play_until, self._clock()) + self._grace
+        return self._inner.mark(name)
+
+    def clear(self) -> str:
+        """The clear message: the provider drops its queue, and may drop the marks in it unechoed."""
+        self._due.clear()
+        self._play_until = self._clock()
+        return self._inner.clear()
+
+    def echoed(self, name: str) -> None:
+        """A mark came back: it and every mark sent before it are settled (providers echo in order)."""
+        if name not in self._due:
+            return
+        for pending in list(self._due):
+            del self._due[pending]
+            if pending == name:
+                return
+
+    def overdue_s(self) -> float:
+        """How long the oldest unechoed mark is past due; 0 when none is."""
+        if not self._due:
+            return 0.0
+        return max(0.0, self._clock() - next(iter(self._due.values())))
