@@ -148,9 +148,9 @@ class Engine:
         await self.until(lambda: self.call.state == "listening" and self.call._reply is None, "listening")
 
     async def records(self) -> dict[str, Any]:
-        """The call's outbox records by key suffix."""
+        """The call's outbox records by key suffix (after `{call_sid}:{session}:`)."""
         stored = await self.services.outbox.records(self.call.call_sid)
-        return {record.key.split(":", 1)[1]: record.payload for record in stored}
+        return {record.key.split(":", 2)[2]: record.payload for record in stored}
 
 
 def start_event(call_sid: str = "CA-engine") -> Start:
