@@ -126,10 +126,24 @@ def test_a_stream_token_is_redeemed_once_and_forgotten_after_expiry() -> None:
     tokens.redeem("CA1", token, now=1100.0)
     with pytest.raises(AuthFailure, match="already used"):
         tokens.redeem("CA1", token, now=1101.0)
-    tokens.check("CA1", token, now=1101.0)  # check alone does not spend it
+    tokens.check("CA1", token, now=1101.0)  # check alone does not spend it...
+    with pytest.raises(AuthFailure, match="already used"):
+        tokens.check_unused("CA1", token, now=1101.0)  # ...and the upgrade's check sees it spent
     other = tokens.issue("CA2", now=1400.0)
     tokens.redeem("CA2", other, now=1400.0)  # prunes the expired first token
     assert tokens.remembered == 1
+
+
+def test_a_stream_token_cannot_be_respelt_for_a_second_use() -> None:
+    # #14 review 1: "0" + token named the same expiry and MAC, and redemption was keyed by the spelling.
+    tokens = StreamTokens(b"k" * 32, ttl_s=300)
+    token = tokens.issue("CA1", now=1000.0)
+    tokens.redeem("CA1", token, now=1100.0)
+    for respelt in ("0" + token, "00" + token, "000000" + token):
+        with pytest.raises(AuthFailure):
+            tokens.redeem("CA1", respelt, now=1100.0)
+        with pytest.raises(AuthFailure):
+            tokens.check_unused("CA1", respelt, now=1100.0)
 
 
 def test_raw_header_bytes_are_malformed_credentials() -> None:

@@ -395,6 +395,38 @@ async def test_a_stream_token_is_single_use(door: DaemonProcess) -> None:
     assert refused.value.status == 401
 
 
+async def test_a_refused_upgrade_does_not_spend_the_stream_token(door: DaemonProcess) -> None:
+    # #14 review 1: the token was spent in the middleware, before the handler could still refuse.
+    url = await exotel_stream_url(door, "CA-unspent")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await SimulatedCaller(url + "?sample-rate=12345", call_sid="CA-unspent").connect()
+    assert refused.value.status == 400
+    status, _ = await request("GET", url.replace("ws://", "http://", 1))  # no Upgrade header
+    assert status == 400
+    async with SimulatedCaller(url, call_sid="CA-unspent") as caller:
+        assert await caller.listen_until_mark(timeout=60) is not None
+
+
+async def test_two_racing_upgrades_with_one_token_make_one_call(door: DaemonProcess) -> None:
+    url = await exotel_stream_url(door, "CA-race")
+    callers = [SimulatedCaller(url, call_sid="CA-race") for _ in range(2)]
+
+    async def attempt(caller: SimulatedCaller) -> str:
+        try:
+            try:
+                await caller.connect()
+            except aiohttp.WSServerHandshakeError as refused:
+                return f"refused {refused.status}"
+            if await caller.listen_until_mark(timeout=60) is not None:
+                return "call"
+            return f"closed {caller.close_code}"
+        finally:
+            await caller.hangup()
+
+    outcomes = sorted(await asyncio.gather(*(attempt(caller) for caller in callers)))
+    assert outcomes[0] == "call" and outcomes[1] in ("closed 1008", "refused 401"), outcomes
+
+
 # --- item 18: Twilio signature mode serves real calls ---------------------------------------------------
 
 

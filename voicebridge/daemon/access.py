@@ -84,7 +84,9 @@ def _check_stream(request: web.Request, settings: Settings, address: str) -> Non
     """A stream needs its call's token, or the provider's own credentials on the upgrade."""
     call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
     if call_sid and token:
-        request.app[STREAM_TOKENS].redeem(call_sid, token)
+        # Checked here, spent by `spend_stream_token` once the upgrade succeeded: a refused or failed
+        # upgrade (a bad sample rate, a plain GET) must not burn the caller's one stream.
+        request.app[STREAM_TOKENS].check_unused(call_sid, token)
         return
     exotel, twilio = settings.exotel, settings.twilio
     attempts: list[Callable[[], None]] = []
@@ -195,6 +197,21 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         metrics.http_rejections.labels(surface=surface, reason=bad.reason).inc()
         logger.warning("refused %s %.200s from %s: %s", request.method, path, address, bad.reason)
         return web.Response(status=bad.status, text=bad.reason)
+
+
+def spend_stream_token(request: web.Request) -> str | None:
+    """Redeem the stream URL's token once the WebSocket is accepted; the refusal's reason if it was spent
+    meanwhile (two connections racing with one token: exactly one gets the call), else None."""
+    call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
+    if request.app[SETTINGS].open_mode or not (call_sid and token):
+        return None
+    try:
+        request.app[STREAM_TOKENS].redeem(call_sid, token)
+    except AuthFailure as failure:
+        request.app[METRICS].auth_failures.labels(surface="stream", reason=failure.reason).inc()
+        logger.warning("refused stream /ws/stream/%s: %s", call_sid, failure.reason)
+        return failure.reason
+    return None
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from voicebridge.backends import build_backend
 from voicebridge.config import Settings
 from voicebridge.daemon import management, webhooks
-from voicebridge.daemon.access import access_control, stream_tokens
+from voicebridge.daemon.access import access_control, spend_stream_token, stream_tokens
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
 from voicebridge.daemon.control import ControlServer, ControlSocketError
@@ -63,6 +63,9 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text=str(exc)) from None
     ws = web.WebSocketResponse(max_msg_size=request.app[SETTINGS].limits.max_message_bytes, heartbeat=None)
     await ws.prepare(request)
+    if (refusal := spend_stream_token(request)) is not None:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refusal.encode())
+        return ws
     session = StreamSession(
         request.app[CALL_SERVICES],
         ws,

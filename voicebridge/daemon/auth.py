@@ -18,8 +18,9 @@ import time
 from collections.abc import Mapping
 
 STREAM_TOKEN_TTL_S = 300.0
-# "<expiry in unix seconds>.<32 hex>": ASCII digits only ("²".isdigit() is true), and a bounded length.
-STREAM_TOKEN = re.compile(r"([0-9]{1,12})\.([0-9a-f]{32})")
+# "<expiry in unix seconds>.<32 hex>": ASCII digits only ("²".isdigit() is true), a bounded length, and no
+# leading zero: "0" + token would name the same expiry and MAC, i.e. the same token spelt anew.
+STREAM_TOKEN = re.compile(r"([1-9][0-9]{0,11})\.([0-9a-f]{32})")
 # Redeemed tokens are remembered until they expire; a flood of valid ones beyond this is refused.
 MAX_REDEEMED_TOKENS = 100_000
 
@@ -122,9 +123,10 @@ class StreamTokens:
         # A random key per process when none is configured: a restart only voids unused URLs.
         self._secret = secret or os.urandom(32)
         self._ttl = ttl_s
-        # Single use: token -> expiry, and the same pairs in expiry order for pruning.
-        self._redeemed: dict[str, int] = {}
-        self._expiries: list[tuple[int, str]] = []
+        # Single use: (call sid, expiry) -> expiry, and the same keys in expiry order for pruning. The MAC is
+        # a function of exactly these two, so the key names the token however it is spelt.
+        self._redeemed: dict[tuple[str, int], int] = {}
+        self._expiries: list[tuple[int, tuple[str, int]]] = []
 
     def issue(self, call_sid: str, now: float | None = None) -> str:
         """A token valid for `call_sid` for the next ttl seconds."""
@@ -143,19 +145,28 @@ class StreamTokens:
             raise AuthFailure("stream token expired")
         return expires
 
-    def redeem(self, call_sid: str, token: str, now: float | None = None) -> None:
-        """`check`, and use the token up: one stream per issued URL (a replayed URL is refused)."""
+    def check_unused(self, call_sid: str, token: str, now: float | None = None) -> int:
+        """`check`, and refuse a token already redeemed (the upgrade's check; `redeem` spends it later)."""
         expires = self.check(call_sid, token, now)
-        moment = now if now is not None else time.time()
+        self._forget_expired(now if now is not None else time.time())
+        if (call_sid, expires) in self._redeemed:
+            raise AuthFailure("stream token already used")
+        return expires
+
+    def redeem(self, call_sid: str, token: str, now: float | None = None) -> None:
+        """`check_unused`, and use the token up: one stream per issued URL. No await in here, so of two
+        connections racing with one token exactly one redeems it."""
+        expires = self.check_unused(call_sid, token, now)
+        if len(self._redeemed) >= MAX_REDEEMED_TOKENS:
+            raise AuthFailure("too many stream tokens in use", status=403)
+        key = (call_sid, expires)
+        self._redeemed[key] = expires
+        heapq.heappush(self._expiries, (expires, key))
+
+    def _forget_expired(self, moment: float) -> None:
         while self._expiries and self._expiries[0][0] < moment:
             _, old = heapq.heappop(self._expiries)
             self._redeemed.pop(old, None)
-        if token in self._redeemed:
-            raise AuthFailure("stream token already used")
-        if len(self._redeemed) >= MAX_REDEEMED_TOKENS:
-            raise AuthFailure("too many stream tokens in use", status=403)
-        self._redeemed[token] = expires
-        heapq.heappush(self._expiries, (expires, token))
 
     @property
     def remembered(self) -> int:
