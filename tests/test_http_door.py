@@ -10,6 +10,7 @@ Every hostile request must get a 4xx, be counted, and leave no traceback in the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import random
@@ -42,8 +43,6 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def basic() -> str:
-    import base64
-
     return "Basic " + base64.b64encode(f"{EXOTEL_USER}:{EXOTEL_PASSWORD}".encode()).decode()
 
 
@@ -473,16 +472,24 @@ HOSTILE_BODIES: list[tuple[str, bytes]] = [
 ]
 
 
+WEBHOOKS = [
+    ("/webhooks/exotel/incoming", {"Authorization": basic()}),
+    ("/webhooks/exotel/passthru", {"Authorization": basic()}),
+    ("/webhooks/exotel/status", {"Authorization": basic()}),
+    ("/webhooks/exotel/recording", {"Authorization": basic()}),
+    ("/webhooks/twilio/incoming", {"X-Twilio-Signature": "unsigned"}),  # parsed before the check
+]
+
+
+async def clients_gone(daemon: DaemonProcess) -> float:
+    lines = await metric_lines(daemon, "voicebridge_http_rejections_total")
+    return sum(value for key, value in lines.items() if 'reason="client_gone"' in key)
+
+
 async def test_hostile_bodies_on_every_webhook_are_4xx(door: DaemonProcess) -> None:
     before = sum((await metric_lines(door, "voicebridge_http_rejections_total")).values())
     refused = 0
-    for path, headers in (
-        ("/webhooks/exotel/incoming", {"Authorization": basic()}),
-        ("/webhooks/exotel/passthru", {"Authorization": basic()}),
-        ("/webhooks/exotel/status", {"Authorization": basic()}),
-        ("/webhooks/exotel/recording", {"Authorization": basic()}),
-        ("/webhooks/twilio/incoming", {"X-Twilio-Signature": "unsigned"}),  # parsed before the check
-    ):
+    for path, headers in WEBHOOKS:
         for content_type, body in HOSTILE_BODIES:
             status, text = await request(
                 "POST", f"{door.http}{path}", {**headers, "Content-Type": content_type}, body
@@ -499,6 +506,47 @@ async def test_hostile_bodies_on_every_webhook_are_4xx(door: DaemonProcess) -> N
     after = sum((await metric_lines(door, "voicebridge_http_rejections_total")).values())
     assert after - before >= refused
     no_traceback(door)
+
+
+async def test_garbage_compressed_bodies_are_4xx(door: DaemonProcess) -> None:
+    # #14 review 2: aiohttp's RequestPayloadError from request.read() was a 500 with a traceback.
+    for path, headers in WEBHOOKS:
+        for encoding in ("gzip", "deflate"):
+            status, text = await request(
+                "POST",
+                f"{door.http}{path}",
+                {**headers, "Content-Type": FORM, "Content-Encoding": encoding},
+                b"CallSid=CA1 is not " + encoding.encode(),
+            )
+            assert 400 <= status < 500, (path, encoding, status, text[:200])
+    # A route that never reads the body: aiohttp reads (and decodes) the rest itself after the response.
+    for path in ("/live", "/no/such/route", "/api/calls/active"):
+        headers = {"Content-Type": FORM, "Content-Encoding": "gzip"}
+        status, text = await request("POST", f"{door.http}{path}", headers, b"not gzip at all")
+        assert 400 <= status < 500, (path, status, text[:200])
+    no_traceback(door)
+
+
+async def test_a_client_that_hangs_up_mid_body_is_one_quiet_line(door: DaemonProcess) -> None:
+    # #14 review 2: Content-Length 100, 3 bytes, gone: a ConnectionResetError traceback at ERROR.
+    before = await clients_gone(door)
+    for path, headers in WEBHOOKS:
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        _reader, writer = await asyncio.open_connection("127.0.0.1", door.port)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Type: {FORM}\r\n"
+            "Content-Length: 100\r\n\r\nCal".encode()
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def all_counted() -> bool:
+        return await clients_gone(door) - before >= len(WEBHOOKS)
+
+    assert await eventually(all_counted, 30)
+    no_traceback(door)
+    assert "client_gone" in door.log()
 
 
 async def test_raw_header_bytes_and_header_floods_are_4xx(

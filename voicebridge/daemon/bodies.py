@@ -72,6 +72,13 @@ async def body_text(request: web.Request) -> str:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BadInput("body_too_large", 413) from None
+    except web.RequestPayloadError:  # a Content-Encoding the bytes are not, or a malformed chunked body
+        # Nothing more of this body will be read: without EOF, aiohttp's lingering read after the response
+        # would raise the same error again and log it as an unhandled exception with a traceback.
+        request.content.feed_eof()
+        raise BadInput("bad_body") from None
+    except ConnectionError:  # the client hung up before sending the body it announced: nobody to answer
+        raise BadInput("client_gone") from None
     try:
         return raw.decode(request.charset or "utf-8")
     except LookupError:  # an unknown charset, or a codec that is not a text encoding ("base64")

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from voicebridge.config import LoggingConfig
 
@@ -92,8 +93,13 @@ def configure_logging(config: LoggingConfig) -> None:
 
 class MalformedRequestLog(logging.Filter):
     """aiohttp logs a full ERROR traceback for every malformed request (over-long or too many headers,
-    a bad request line): one small request could flood the log. Make each one counted line instead;
-    real handler errors keep their traceback."""
+    a bad request line, a body that is not its Content-Encoding when aiohttp itself reads the rest of it
+    after the response): one small request could flood the log. Make each one counted line instead;
+    real handler errors keep their traceback.
+
+    It sits on the process-global "aiohttp.server" logger because that is where aiohttp's request handler
+    logs, whichever app it serves. Two apps in one process (tests) each add one: the first rewrites the
+    record and clears its exc_info, so the second finds nothing to count and a request is counted once."""
 
     def __init__(self, count: Callable[[], None]) -> None:
         super().__init__()
@@ -101,14 +107,11 @@ class MalformedRequestLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
+        if isinstance(error, HttpProcessingError | RequestPayloadError):
             self._count()
             record.msg, record.args = (
                 "refused a malformed HTTP request: %s %.120s",
-                (
-                    type(error).__name__,
-                    error.message,
-                ),
+                (type(error).__name__, error.message if isinstance(error, HttpProcessingError) else error),
             )
             record.exc_info, record.exc_text = None, None
             if record.levelno > logging.WARNING:
