@@ -579,6 +579,40 @@ async def test_raw_header_bytes_and_header_floods_are_4xx(
     no_traceback(exposed)
 
 
+BAD_HOSTS = [b"\xff\xfe", b"a b", b"evil/x", b"x@y", b"h:1:2", b"h:99999", b'"><x', b"[::1", b"h\\x"]
+
+
+def post_with_host(path: str, host: bytes, header: bytes = b"") -> bytes:
+    body = b"CallSid=CA-host-1&From=%2B15550000001&To=%2B15550000002"
+    return (
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: "
+        + host
+        + b"\r\n"
+        + header
+        + f"Content-Type: {FORM}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+
+
+async def test_a_host_header_that_is_no_host_is_refused(door: DaemonProcess, daemon: DaemonProcess) -> None:
+    # #14 review 3: with public_url unset the Host goes into the stream URL we hand out; b"\xff" was a 500.
+    auth = f"Authorization: {basic()}\r\n".encode()
+    for host in BAD_HOSTS:
+        assert await raw_request(door.port, post_with_host("/webhooks/exotel/incoming", host, auth)) == 400, (
+            host
+        )
+        for path in ("/webhooks/twilio/incoming", "/webhooks/exotel/incoming"):  # open mode
+            assert await raw_request(daemon.port, post_with_host(path, host)) == 400, (path, host)
+    for host in (b"example.com", b"203.0.113.9:8080", b"[2001:db8::1]:443", b"localhost"):
+        assert await raw_request(daemon.port, post_with_host("/webhooks/twilio/incoming", host)) == 200, host
+    lines = await metric_lines(door, "voicebridge_http_rejections_total")
+    assert any('reason="bad_host"' in key for key in lines), lines
+    no_traceback(door)
+    no_traceback(daemon)
+
+
 # --- item 22: no forged log lines -------------------------------------------------------------------------
 
 
