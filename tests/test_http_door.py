@@ -23,12 +23,16 @@ from xml.etree import ElementTree
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.fakes.node_api import FakeNodeApi
-from voicebridge.config import Settings
+from voicebridge.config import Settings, TwilioConfig
 from voicebridge.daemon.auth import twilio_signature
 from voicebridge.daemon.child import DaemonProcess, start_daemon
 from voicebridge.daemon.logs import JsonFormatter, TextFormatter
+from voicebridge.daemon.providers.events import Start
+from voicebridge.daemon.telephony import TelephonyControl
 from voicebridge.doctor import check_authentication
 from voicebridge.simulate import SimulatedCaller
 
@@ -208,6 +212,31 @@ def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
     assert check.status == "warn" and "management.token" in check.detail, check
     token_set = Settings(exotel=with_auth.exotel.model_dump(), management={"token": "t" * 20})
     assert check_authentication(token_set).status == "pass"
+
+
+async def test_twilio_rest_urls_are_built_only_from_valid_sids(caplog: pytest.LogCaptureFixture) -> None:
+    # #14 review 4: with twilio.account_sid empty, start.account_sid went raw into the REST URL, sent with
+    # our auth_token as the Basic password.
+    seen: list[str] = []
+    credentials: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        credentials.append(request.headers.get("Authorization", ""))
+        return web.json_response({"status": "completed"})
+
+    fake_twilio = web.Application()
+    fake_twilio.router.add_route("*", "/{tail:.*}", record)
+    good = "AC" + "0123456789abcdef" * 2
+    async with TestServer(fake_twilio) as server:
+        control = TelephonyControl(TwilioConfig(api_base=str(server.make_url("")), auth_token="rest-token"))
+        for account in ("../../evil/x?", "AC123", "AC" + "g" * 32, good + "/x", good + "0", " " + good):
+            assert await control.hang_up(Start("twilio", "MZ1", "CA-rest-1", account_sid=account)) is False
+        assert seen == [], seen
+        assert "account sid" in caplog.text
+        assert await control.hang_up(Start("twilio", "MZ1", "CA x/../y?", account_sid=good)) is True
+        assert seen == [f"/2010-04-01/Accounts/{good}/Calls/CA%20x%2F..%2Fy%3F.json"], seen
+        assert credentials == ["Basic " + base64.b64encode(f"{good}:rest-token".encode()).decode()]
 
 
 # --- item 1: a disabled provider has no door -----------------------------------------------------------
