@@ -260,7 +260,11 @@ async def test_management_is_loopback_only_unless_the_bearer_token_is_shown(guar
     calls = f"{guarded.http}/api/calls/active"
     # With webhook auth on, /api/* takes only the token (a same-host proxy would pass for loopback).
     assert (await request("GET", calls))[0] == 401
-    assert (await request("GET", f"{guarded.http}/health"))[0] == 200  # loopback, no proxy
+    # /health and /metrics too: a same-host proxy that adds no header looks like loopback (#14 review 7).
+    assert (await request("GET", f"{guarded.http}/health"))[0] == 401
+    assert (await request("GET", f"{guarded.http}/health", {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}))[
+        0
+    ] == 200
     forwarded = {"X-Forwarded-For": "198.51.100.7"}  # came through a proxy from elsewhere
     assert (await request("GET", calls, forwarded))[0] == 401
     assert (await request("GET", calls, {**forwarded, "Authorization": "Bearer wrong"}))[0] == 401
@@ -268,7 +272,9 @@ async def test_management_is_loopback_only_unless_the_bearer_token_is_shown(guar
     assert (await request("GET", calls, bearer))[0] == 200
     assert (await request("GET", f"{guarded.http}/metrics", forwarded))[0] == 401
     assert (await request("GET", f"{guarded.http}/live", forwarded))[0] == 200  # probes stay open
-    _, metrics = await request("GET", f"{guarded.http}/metrics")
+    _, metrics = await request(
+        "GET", f"{guarded.http}/metrics", {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
+    )
     assert 'voicebridge_auth_failures_total{reason="wrong basic credentials",surface="exotel"}' in metrics
     log = guarded.log()
     for secret in (EXOTEL_PASSWORD, TWILIO_TOKEN, MANAGEMENT_TOKEN):

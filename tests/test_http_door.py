@@ -214,6 +214,17 @@ def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
     assert check_authentication(token_set).status == "pass"
 
 
+def test_insecure_does_not_open_management_to_loopback() -> None:
+    # #14 review 5: the rule used open_mode, which server.insecure makes true: /api/* open to a same-host
+    # proxy on a daemon whose providers have webhook auth configured.
+    insecure = Settings(
+        server={"insecure": True}, exotel={"webhook_auth": "token", "webhook_token": "x" * 16}
+    )
+    assert insecure.open_mode and insecure.management_api_needs_token
+    assert Settings(server={"insecure": True, "host": "0.0.0.0"}).management_api_needs_token
+    assert not Settings(server={"insecure": True}).management_api_needs_token  # quick start, insecure or not
+
+
 async def test_twilio_rest_urls_are_built_only_from_valid_sids(caplog: pytest.LogCaptureFixture) -> None:
     # #14 review 4: with twilio.account_sid empty, start.account_sid went raw into the REST URL, sent with
     # our auth_token as the Basic password.
@@ -401,16 +412,18 @@ async def test_management_needs_the_token_when_auth_is_on(door: DaemonProcess) -
     assert (await request("GET", calls))[0] == 401
     assert (await request("POST", f"{door.http}/api/calls/CA-x/transfer", data=b"{}"))[0] == 401
     assert (await request("GET", calls, BEARER))[0] == 200
-    # Any proxy header marks a request as proxied, not only X-Forwarded-For.
-    for header in ({"Forwarded": "for=198.51.100.7"}, {"X-Real-IP": "198.51.100.7"}):
+    # /metrics and /health too (#14 review 7): a bare same-host proxy_pass looks like loopback, no header.
+    for header in ({}, {"Forwarded": "for=198.51.100.7"}, {"X-Real-IP": "198.51.100.7"}):
         assert (await request("GET", f"{door.http}/metrics", header))[0] == 401, header
         assert (await request("GET", f"{door.http}/health", header))[0] == 401, header
-    assert (await request("GET", f"{door.http}/metrics"))[0] == 200  # loopback, no proxy
+        assert (await request("GET", f"{door.http}/metrics", {**header, **BEARER}))[0] == 200, header
+        assert (await request("GET", f"{door.http}/health", {**header, **BEARER}))[0] == 200, header
 
 
 async def test_management_without_a_token_refuses_api_when_exposed(exposed: DaemonProcess) -> None:
-    status, body = await request("GET", f"{exposed.http}/api/calls/active")
-    assert status == 403, body
+    for path in ("/api/calls/active", "/metrics", "/health"):
+        status, body = await request("GET", f"{exposed.http}{path}")
+        assert status == 403, (path, body)
     assert "management.token" in exposed.log()
 
 

@@ -130,11 +130,11 @@ def _check_management(request: web.Request, settings: Settings, address: str) ->
         return
     if request.path == "/health" and management.public_health:
         return
-    if request.path.startswith("/api/") and settings.management_api_needs_token:
+    if settings.management_api_needs_token:
         # A proxy on this host that adds no header makes the public look like loopback: only the token.
         if token:
-            raise AuthFailure("management API needs the bearer token")
-        raise AuthFailure("management API needs management.token", status=403)
+            raise AuthFailure("management needs the bearer token")
+        raise AuthFailure("management needs management.token", status=403)
     if is_loopback(address) and not any(header in request.headers for header in PROXY_HEADERS):
         return
     raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
