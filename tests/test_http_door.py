@@ -359,6 +359,25 @@ async def test_callsid_tricks_never_leave_their_path_segment(
     no_traceback(exposed)
 
 
+async def test_the_exotel_token_is_not_stored_with_a_callback(
+    exposed: DaemonProcess, node_api: FakeNodeApi
+) -> None:
+    # #14 review 6: request_fields merged ?token=<webhook_token> into the callback's stored fields, and the
+    # outbox sent it on to the backend.
+    url = f"{exposed.http}/webhooks/exotel/status?token={EXOTEL_TOKEN}&CallSid=CA-token-leak"
+    status, body = await request("POST", url, data={"Status": "completed", "token": EXOTEL_TOKEN})
+    assert status == 200, body
+
+    async def delivered() -> bool:
+        return bool(node_api.seen("/v1/calls/CA-token-leak/callbacks"))
+
+    assert await eventually(delivered, 60)
+    (seen,) = node_api.seen("/v1/calls/CA-token-leak/callbacks")
+    assert seen.body["fields"]["Status"] == "completed", seen.body
+    assert EXOTEL_TOKEN not in json.dumps(seen.body) and "token" not in seen.body["fields"], seen.body
+    assert EXOTEL_TOKEN not in exposed.log()
+
+
 async def sid_rejections(daemon: DaemonProcess) -> float:
     lines = await metric_lines(daemon, "voicebridge_protocol_rejections_total")
     return sum(value for key, value in lines.items() if "bad_call_sid" in key or "bad_stream_sid" in key)

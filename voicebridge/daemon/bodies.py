@@ -16,6 +16,7 @@ from aiohttp import web
 
 FORM = "application/x-www-form-urlencoded"
 _PARSED = "voicebridge.parsed_body"
+CREDENTIAL_FIELD = "token"
 MAX_FIELDS = 200
 # Webhook and management bodies are flat objects; deeper nesting is an attack on the parser's recursion.
 MAX_JSON_DEPTH = 32
@@ -131,6 +132,9 @@ async def request_fields(request: web.Request) -> dict[str, str]:
     """Query, form or JSON parameters as one flat dict of strings (Exotel uses all three)."""
     fields = {checked_text(key): checked_text(value) for key, value in request.query.items()}
     fields.update((await parsed_body(request)).fields)
+    # Exotel's `token` auth puts our webhook secret in the URL: it is a credential, not a call's field, and
+    # must not reach the registry, the outbox or the backend with the rest.
+    fields.pop(CREDENTIAL_FIELD, None)
     # Exotel wraps some values in quotes ("digits"); strip them once here.
     return {key: value.strip().strip('"') for key, value in fields.items()}
 
