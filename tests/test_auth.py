@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,35 @@ def test_twilio_documented_vector_verifies_and_tampering_does_not() -> None:
     ):
         with pytest.raises(AuthFailure):
             check_twilio_signature(signature, token, url, params)
+
+
+def by_hand(token: str, payload: str) -> str:
+    """Twilio's algorithm spelt out: base64 of HMAC-SHA1 over the URL and the sorted parameters."""
+    return base64.b64encode(hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_twilio_signature_covers_every_value_of_a_repeated_key() -> None:
+    # #14 review 8: the form was a dict, so a repeated key kept only its last value and a real request
+    # with repeated keys never verified.
+    pairs = [("To", "+18005551212"), ("Tag", "b"), ("CallSid", "CA1"), ("Tag", "a")]
+    in_order = by_hand("12345", TWILIO_URL + "CallSidCA1TagbTagaTo+18005551212")
+    sdk_order = by_hand("12345", TWILIO_URL + "CallSidCA1TagaTagbTo+18005551212")  # values sorted
+    for signature in (in_order, sdk_order):
+        check_twilio_signature(signature, "12345", TWILIO_URL, pairs)
+    with pytest.raises(AuthFailure):  # a value dropped is a different request
+        check_twilio_signature(in_order, "12345", TWILIO_URL, [p for p in pairs if p != ("Tag", "a")])
+
+
+def test_twilio_signature_with_or_without_the_default_port() -> None:
+    # Twilio's own validators try the URL with and without the scheme's default port.
+    with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2"
+    check_twilio_signature(TWILIO_SIGNATURE, "12345", with_port, TWILIO_PARAMS)
+    signed_with_port = twilio_signature("12345", with_port, TWILIO_PARAMS)
+    check_twilio_signature(signed_with_port, "12345", TWILIO_URL, TWILIO_PARAMS)
+    with pytest.raises(AuthFailure):  # another port is another URL
+        check_twilio_signature(
+            TWILIO_SIGNATURE, "12345", "https://mycompany.com:8443/myapp.php?foo=1&bar=2", TWILIO_PARAMS
+        )
 
 
 def test_basic_credentials() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -507,6 +509,31 @@ async def test_signed_twilio_call_streams_end_to_end(door: DaemonProcess) -> Non
     bare = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, {}), "Content-Type": "application/json"}
     status, body = await request("POST", url, bare, json.dumps(form))
     assert status in (401, 415), body
+
+
+async def test_signed_twilio_requests_with_repeated_keys_verify(door: DaemonProcess) -> None:
+    # #14 review 8: repeated form keys collapsed to their last value before the signature was checked.
+    url = f"{door.http}/webhooks/twilio/incoming"
+    pairs = [("CallSid", "CA-signed-2"), ("From", "+15550000001"), ("To", "+15550000002")]
+    pairs += [("StirVerstat", "TN-Validation-Passed-A"), ("StirVerstat", "No-TN-Validation")]
+    payload = url + "CallSid" + "CA-signed-2" + "From+15550000001"
+    payload += "StirVerstatTN-Validation-Passed-AStirVerstatNo-TN-Validation" + "To+15550000002"
+    signature = base64.b64encode(hmac.new(TWILIO_TOKEN.encode(), payload.encode(), hashlib.sha1).digest())
+    status, twiml = await request("POST", url, {"X-Twilio-Signature": signature.decode()}, pairs)
+    assert status == 200 and "/ws/stream/CA-signed-2/" in twiml, (status, twiml)
+
+
+async def test_a_stream_upgrade_signed_over_its_ws_url_is_let_in(door: DaemonProcess) -> None:
+    # #14 review 8: with public_url unset the upgrade was checked against http://, not the ws:// URL.
+    stream = f"{door.ws}/ws/stream"
+    headers = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, stream, {})}
+    async with aiohttp.ClientSession() as session, session.ws_connect(stream, headers=headers) as ws:
+        assert not ws.closed
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        over_http = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, f"{door.http}/ws/stream", {})}
+        async with aiohttp.ClientSession() as session, session.ws_connect(stream, headers=over_http):
+            pass
+    assert refused.value.status == 401
 
 
 # --- item 19: hostile input is a counted 4xx with one log line --------------------------------------------

@@ -39,9 +39,11 @@ def signed_url(request: web.Request, settings: Settings, websocket: bool = False
     public = settings.server.public_url.rstrip("/")
     if not public:
         try:
-            return str(request.url)
+            seen = str(request.url)
         except ValueError:  # a Host header that is no host
             raise AuthFailure("malformed host") from None
+        # aiohttp names an upgrade's URL http(s)://; Twilio signs the ws(s):// URL it connected to.
+        return seen.replace("https://", "wss://", 1).replace("http://", "ws://", 1) if websocket else seen
     if websocket:
         public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return public + request.path_qs
@@ -74,7 +76,7 @@ async def _check_twilio(request: web.Request, settings: Settings, address: str) 
             request.headers.get("X-Twilio-Signature"),
             twilio.auth_token.get_secret_value(),
             signed_url(request, settings),
-            body.fields,
+            body.pairs,
         )
     elif twilio.webhook_auth == "ip":
         check_ip(address, twilio.allowed_cidrs)

@@ -40,6 +40,8 @@ class ParsedBody:
 
     kind: Literal["none", "form", "json", "other"]
     fields: dict[str, str]
+    # Every (name, value) in order, repeated names included: what Twilio's signature covers.
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 def checked_text(value: str) -> str:
@@ -115,7 +117,8 @@ async def _parse(request: web.Request) -> ParsedBody:
             )
         except ValueError:  # too many fields, or percent-escapes that are not UTF-8
             raise BadInput("bad_form") from None
-        return ParsedBody("form", {checked_text(k): checked_text(v) for k, v in pairs})
+        checked = tuple((checked_text(k), checked_text(v)) for k, v in pairs)
+        return ParsedBody("form", dict(checked), checked)
     if content_type == "application/json":
         document = json_document(text)
         if not isinstance(document, dict):
