@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import re
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -200,6 +201,27 @@ def test_log_values_cannot_break_the_line(formatter: logging.Formatter) -> None:
     assert "\u2028" not in line
     message = json.loads(line)["message"] if isinstance(formatter, JsonFormatter) else line
     assert "\\nFORGED\\r\\x1b[2J\\x85\\u2028x" in message, message
+
+
+def test_exception_text_and_backslashes_are_escaped_too() -> None:
+    # #14 review 9: a traceback's own text kept raw CR and ESC; a literal backslash-n looked like a newline.
+    try:
+        raise ValueError("bad\r\x1b[2Jvalue\u2028FORGED")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "voicebridge.test", logging.ERROR, __file__, 1, "failed: %s", ("a\\nb",), exc_info
+    )
+    text = TextFormatter("%(levelname)s %(message)s").format(record)
+    assert "\r" not in text and "\x1b" not in text and "\u2028" not in text, text
+    assert "bad\\r\\x1b[2Jvalue\\u2028FORGED" in text, text
+    assert all(line.startswith("  ") for line in text.splitlines()[1:]), text
+    # A literal backslash-n and an escaped newline stay distinguishable.
+    newline = logging.LogRecord("voicebridge.test", logging.INFO, __file__, 1, "%s", ("a\nb",), None)
+    backslash = logging.LogRecord("voicebridge.test", logging.INFO, __file__, 1, "%s", ("a\\nb",), None)
+    for formatter in (TextFormatter("%(message)s"), JsonFormatter()):
+        assert formatter.format(newline) != formatter.format(backslash), formatter
+    assert TextFormatter("%(message)s").format(backslash) == "a\\\\nb"
 
 
 def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
