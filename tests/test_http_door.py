@@ -435,6 +435,47 @@ async def test_sids_in_urls_and_starts_are_checked(door: DaemonProcess) -> None:
     assert lines.get('voicebridge_webhooks_total{endpoint="exotel_incoming",result="bad_call_sid"}'), lines
 
 
+async def test_numbers_and_json_field_counts_are_bounded(door: DaemonProcess) -> None:
+    # #14 review 10: From/To of any length went into the registry, records and logs; JSON had no field cap.
+    too_long = "+91" + "9" * 62
+    for fields in ({"From": too_long}, {"To": too_long}, {"CallFrom": too_long}, {"CallTo": too_long}):
+        form = {"CallSid": "CA-long-1", "From": "+919800000001", "To": "+918000000002", **fields}
+        status, body = await request(
+            "POST", f"{door.http}/webhooks/exotel/incoming", {"Authorization": basic()}, form
+        )
+        assert status == 400, (fields, status, body)
+    url = f"{door.http}/webhooks/twilio/incoming"
+    form = {"CallSid": "CA-long-2", "From": too_long, "To": "+15550000002"}
+    signed = {"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, url, form)}
+    assert (await request("POST", url, signed, form))[0] == 400
+    wide = json.dumps({"CallSid": "CA-wide", **{f"k{n}": "v" for n in range(300)}})
+    for path, headers in (
+        ("/webhooks/exotel/status", {"Authorization": basic()}),
+        ("/api/calls/CA-wide/transfer", BEARER),
+    ):
+        status, body = await request(
+            "POST", f"{door.http}{path}", {**headers, "Content-Type": "application/json"}, wide
+        )
+        assert status == 400, (path, status, body)
+    # The stream's start: refused before any call exists.
+    host = door.ws.removeprefix("ws://")
+    static = f"ws://{EXOTEL_USER}:{EXOTEL_PASSWORD}@{host}/ws/stream"
+    before = await bad_numbers(door)
+    async with SimulatedCaller(static, call_sid="CA-long-3", from_number=too_long) as caller:
+
+        async def refused() -> bool:
+            return await bad_numbers(door) > before
+
+        assert await eventually(refused, 30)
+        assert not caller.log.frames
+    no_traceback(door)
+
+
+async def bad_numbers(daemon: DaemonProcess) -> float:
+    lines = await metric_lines(daemon, "voicebridge_protocol_rejections_total")
+    return sum(value for key, value in lines.items() if 'kind="bad_number"' in key)
+
+
 # --- item 3: malformed stream tokens are refusals ---------------------------------------------------------
 
 

@@ -14,6 +14,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from voicebridge.daemon.sids import NUMBER_FIELDS, is_valid_number
+
 FORM = "application/x-www-form-urlencoded"
 _PARSED = "voicebridge.parsed_body"
 CREDENTIAL_FIELD = "token"
@@ -120,9 +122,7 @@ async def _parse(request: web.Request) -> ParsedBody:
         checked = tuple((checked_text(k), checked_text(v)) for k, v in pairs)
         return ParsedBody("form", dict(checked), checked)
     if content_type == "application/json":
-        document = json_document(text)
-        if not isinstance(document, dict):
-            raise BadInput("json_not_object")
+        document = _json_object(text)
         fields = {
             checked_text(str(key)): checked_text(value if isinstance(value, str) else json.dumps(value))
             for key, value in document.items()
@@ -138,13 +138,22 @@ async def request_fields(request: web.Request) -> dict[str, str]:
     # Exotel's `token` auth puts our webhook secret in the URL: it is a credential, not a call's field, and
     # must not reach the registry, the outbox or the backend with the rest.
     fields.pop(CREDENTIAL_FIELD, None)
+    if not all(is_valid_number(fields.get(name, "")) for name in NUMBER_FIELDS):
+        raise BadInput("number_too_long")
     # Exotel wraps some values in quotes ("digits"); strip them once here.
     return {key: value.strip().strip('"') for key, value in fields.items()}
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """A JSON object body (the management API's), or BadInput."""
-    document = json_document(await body_text(request))
+    return _json_object(await body_text(request))
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object of at most MAX_FIELDS fields, like a form."""
+    document = json_document(text)
     if not isinstance(document, dict):
         raise BadInput("json_not_object")
+    if len(document) > MAX_FIELDS:
+        raise BadInput("too_many_fields")
     return document

@@ -22,6 +22,17 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
+# A caller's or callee's number (From, To): E.164 is at most 16 characters, but Twilio also sends client
+# identities and SIP addresses; a bound keeps a field of any size out of the registry, records and logs.
+MAX_NUMBER_CHARS = 64
+NUMBER_FIELDS = ("From", "To", "CallFrom", "CallTo")
+
+
+def is_valid_number(value: str) -> bool:
+    """True for a From/To of bounded length (empty counts: not every request carries one)."""
+    return len(value) <= MAX_NUMBER_CHARS
+
+
 # A Host header: a DNS name (letters, digits, '-', '_' in dot-separated labels) or an IPv4 address, or an
 # IPv6 address in brackets; then an optional port.
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
