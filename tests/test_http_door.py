@@ -27,13 +27,14 @@ from xml.etree import ElementTree
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.test_utils import TestServer
 
 from tests.fakes.node_api import FakeNodeApi
 from voicebridge.config import Settings, TwilioConfig
 from voicebridge.daemon.auth import twilio_signature
 from voicebridge.daemon.child import DaemonProcess, start_daemon
-from voicebridge.daemon.logs import JsonFormatter, TextFormatter
+from voicebridge.daemon.logs import JsonFormatter, MalformedRequestLog, TextFormatter
 from voicebridge.daemon.providers.events import Start
 from voicebridge.daemon.telephony import TelephonyControl
 from voicebridge.doctor import check_authentication
@@ -222,6 +223,23 @@ def test_exception_text_and_backslashes_are_escaped_too() -> None:
     for formatter in (TextFormatter("%(message)s"), JsonFormatter()):
         assert formatter.format(newline) != formatter.format(backslash), formatter
     assert TextFormatter("%(message)s").format(backslash) == "a\\\\nb"
+
+
+def test_two_apps_in_one_process_count_a_malformed_request_once() -> None:
+    # #14 review 11: the filter sits on the process-global aiohttp.server logger, one per app.
+    counts = [0, 0]
+    filters = [MalformedRequestLog(lambda n=n: counts.__setitem__(n, counts[n] + 1)) for n in (0, 1)]
+    record = logging.LogRecord(
+        "aiohttp.server",
+        logging.ERROR,
+        __file__,
+        1,
+        "Error handling request",
+        None,
+        (BadHttpMessage, BadHttpMessage("bad request line"), None),
+    )
+    assert all(log_filter.filter(record) for log_filter in filters)
+    assert sum(counts) == 1 and record.exc_info is None and record.levelno == logging.WARNING, counts
 
 
 def test_disabled_providers_count_for_nothing_in_open_mode() -> None:
@@ -768,13 +786,16 @@ async def test_a_host_header_that_is_no_host_is_refused(door: DaemonProcess, dae
 
 
 async def test_a_newline_in_a_caller_field_cannot_forge_a_log_line(door: DaemonProcess) -> None:
-    forged = "2099-01-01 00:00:00,000 ERROR voicebridge.forged [-] FORGED-LINE"
+    forged = "2099-01-01 00:00:00,000 ERROR x [-] FORGED"  # a From fits in 64 characters
     url = await exotel_stream_url(door, "CA-forge", From=f"+91\n{forged}\r\x1b[2J\x85x")
     async with SimulatedCaller(url, call_sid="CA-forge") as caller:
         assert await caller.listen_until_mark(timeout=60) is not None
-    await request("GET", f"{door.http}/webhooks/x%0a{forged}")
+    # Without credentials on an enabled provider's prefix: refused, and the refusal line names the path.
+    status, _ = await request("GET", f"{door.http}/webhooks/exotel/x%0a{quote(forged)}%0d%1b")
+    assert status == 401
     log = door.log()
-    assert "FORGED-LINE" in log  # it was logged...
+    assert "refused GET /webhooks/exotel/x\\n2099-01-01 00:00:00,000 ERROR" in log, log[-2000:]
+    assert "+91\\n2099-01-01" in log  # the From was logged too...
     for line in log.splitlines():
         assert not line.startswith("2099-") and "\x1b" not in line and "\x85" not in line, line
 
