@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,6 +57,35 @@ def test_twilio_documented_vector_verifies_and_tampering_does_not() -> None:
     ):
         with pytest.raises(AuthFailure):
             check_twilio_signature(signature, token, url, params)
+
+
+def by_hand(token: str, payload: str) -> str:
+    """Twilio's algorithm spelt out: base64 of HMAC-SHA1 over the URL and the sorted parameters."""
+    return base64.b64encode(hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_twilio_signature_covers_every_value_of_a_repeated_key() -> None:
+    # #14 review 8: the form was a dict, so a repeated key kept only its last value and a real request
+    # with repeated keys never verified.
+    pairs = [("To", "+18005551212"), ("Tag", "b"), ("CallSid", "CA1"), ("Tag", "a")]
+    in_order = by_hand("12345", TWILIO_URL + "CallSidCA1TagbTagaTo+18005551212")
+    sdk_order = by_hand("12345", TWILIO_URL + "CallSidCA1TagaTagbTo+18005551212")  # values sorted
+    for signature in (in_order, sdk_order):
+        check_twilio_signature(signature, "12345", TWILIO_URL, pairs)
+    with pytest.raises(AuthFailure):  # a value dropped is a different request
+        check_twilio_signature(in_order, "12345", TWILIO_URL, [p for p in pairs if p != ("Tag", "a")])
+
+
+def test_twilio_signature_with_or_without_the_default_port() -> None:
+    # Twilio's own validators try the URL with and without the scheme's default port.
+    with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2"
+    check_twilio_signature(TWILIO_SIGNATURE, "12345", with_port, TWILIO_PARAMS)
+    signed_with_port = twilio_signature("12345", with_port, TWILIO_PARAMS)
+    check_twilio_signature(signed_with_port, "12345", TWILIO_URL, TWILIO_PARAMS)
+    with pytest.raises(AuthFailure):  # another port is another URL
+        check_twilio_signature(
+            TWILIO_SIGNATURE, "12345", "https://mycompany.com:8443/myapp.php?foo=1&bar=2", TWILIO_PARAMS
+        )
 
 
 def test_basic_credentials() -> None:
@@ -126,10 +157,24 @@ def test_a_stream_token_is_redeemed_once_and_forgotten_after_expiry() -> None:
     tokens.redeem("CA1", token, now=1100.0)
     with pytest.raises(AuthFailure, match="already used"):
         tokens.redeem("CA1", token, now=1101.0)
-    tokens.check("CA1", token, now=1101.0)  # check alone does not spend it
+    tokens.check("CA1", token, now=1101.0)  # check alone does not spend it...
+    with pytest.raises(AuthFailure, match="already used"):
+        tokens.check_unused("CA1", token, now=1101.0)  # ...and the upgrade's check sees it spent
     other = tokens.issue("CA2", now=1400.0)
     tokens.redeem("CA2", other, now=1400.0)  # prunes the expired first token
     assert tokens.remembered == 1
+
+
+def test_a_stream_token_cannot_be_respelt_for_a_second_use() -> None:
+    # #14 review 1: "0" + token named the same expiry and MAC, and redemption was keyed by the spelling.
+    tokens = StreamTokens(b"k" * 32, ttl_s=300)
+    token = tokens.issue("CA1", now=1000.0)
+    tokens.redeem("CA1", token, now=1100.0)
+    for respelt in ("0" + token, "00" + token, "000000" + token):
+        with pytest.raises(AuthFailure):
+            tokens.redeem("CA1", respelt, now=1100.0)
+        with pytest.raises(AuthFailure):
+            tokens.check_unused("CA1", respelt, now=1100.0)
 
 
 def test_raw_header_bytes_are_malformed_credentials() -> None:
@@ -246,7 +291,11 @@ async def test_management_is_loopback_only_unless_the_bearer_token_is_shown(guar
     calls = f"{guarded.http}/api/calls/active"
     # With webhook auth on, /api/* takes only the token (a same-host proxy would pass for loopback).
     assert (await request("GET", calls))[0] == 401
-    assert (await request("GET", f"{guarded.http}/health"))[0] == 200  # loopback, no proxy
+    # /health and /metrics too: a same-host proxy that adds no header looks like loopback (#14 review 7).
+    assert (await request("GET", f"{guarded.http}/health"))[0] == 401
+    assert (await request("GET", f"{guarded.http}/health", {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}))[
+        0
+    ] == 200
     forwarded = {"X-Forwarded-For": "198.51.100.7"}  # came through a proxy from elsewhere
     assert (await request("GET", calls, forwarded))[0] == 401
     assert (await request("GET", calls, {**forwarded, "Authorization": "Bearer wrong"}))[0] == 401
@@ -254,7 +303,9 @@ async def test_management_is_loopback_only_unless_the_bearer_token_is_shown(guar
     assert (await request("GET", calls, bearer))[0] == 200
     assert (await request("GET", f"{guarded.http}/metrics", forwarded))[0] == 401
     assert (await request("GET", f"{guarded.http}/live", forwarded))[0] == 200  # probes stay open
-    _, metrics = await request("GET", f"{guarded.http}/metrics")
+    _, metrics = await request(
+        "GET", f"{guarded.http}/metrics", {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
+    )
     assert 'voicebridge_auth_failures_total{reason="wrong basic credentials",surface="exotel"}' in metrics
     log = guarded.log()
     for secret in (EXOTEL_PASSWORD, TWILIO_TOKEN, MANAGEMENT_TOKEN):

@@ -284,9 +284,10 @@ class OutboxConfig(Section):
 
 
 class ManagementConfig(Section):
-    # Bearer token for the management API. /api/* needs it whenever webhook auth is on, trusted_proxies is
-    # set or the daemon listens beyond loopback (else /api/* is refused); /metrics and /health need it from
-    # anywhere but a direct loopback connection (no X-Forwarded-For, Forwarded or X-Real-IP header).
+    # Bearer token for management. /api/*, /metrics and /health need it whenever an enabled provider has
+    # webhook auth, trusted_proxies is set or the daemon listens beyond loopback (without it they are
+    # refused); otherwise (the local quick start) a direct loopback connection with no X-Forwarded-For,
+    # Forwarded or X-Real-IP header is enough.
     token: SecretStr = SecretStr("")
     # Serve /metrics or /health to anyone who can reach the port (e.g. a scraper on the network).
     public_metrics: bool = False
@@ -368,9 +369,18 @@ class Settings(BaseSettings):
 
     @property
     def management_api_needs_token(self) -> bool:
-        """/api/* takes only the bearer token unless this is the local quick start (loopback, no webhook
-        auth, no trusted proxies): a same-host reverse proxy makes every request look like loopback."""
-        return not self.open_mode or bool(self.server.trusted_proxies) or not self.server.is_loopback()
+        """Management (/api/*, and /metrics and /health unless public) takes only the bearer token unless
+        this is the local quick start (loopback, no enabled provider's webhook auth, no trusted proxies): a
+        same-host reverse proxy makes every request look like loopback. `server.insecure` changes nothing
+        here: it turns webhook auth off, not the reason a proxy may be in front."""
+        webhook_auth = any(
+            enabled and auth != "none"
+            for enabled, auth in (
+                (self.exotel.enabled, self.exotel.webhook_auth),
+                (self.twilio.enabled, self.twilio.webhook_auth),
+            )
+        )
+        return webhook_auth or bool(self.server.trusted_proxies) or not self.server.is_loopback()
 
     def control_socket_path(self) -> Path:
         """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR, else a

@@ -212,8 +212,9 @@ def check_authentication(settings: Settings) -> Check:
         return Check(
             name,
             "warn",
-            f"webhooks need: {modes}; /api/* is refused until management.token is set (required with "
-            "webhook auth, server.trusted_proxies or a non-loopback host)",
+            f"webhooks need: {modes}; /api/* (and /metrics, /health unless public) is refused until "
+            "management.token is set (required with webhook auth, server.trusted_proxies or a non-loopback "
+            "host)",
             "set management.token",
         )
     return Check(name, "pass", f"webhooks need: {modes}; streams need a per-call token", "")

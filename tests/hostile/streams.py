@@ -21,8 +21,8 @@ from voicebridge.daemon.child import DaemonProcess
 
 def signed_upgrade_headers(daemon: DaemonProcess, auth_token: str, query: str = "") -> dict[str, str]:
     """Headers for GET /ws/stream[?query] that pass the Twilio signature check (no form on an upgrade)."""
-    # What the daemon signs without public_url: the request URL as it rebuilt it, http scheme and all.
-    url = str(URL(f"{daemon.http}/ws/stream" + (f"?{query}" if query else "")))
+    # What Twilio signs and the daemon checks without public_url: the ws:// URL of the upgrade (#14 review 8).
+    url = str(URL(f"{daemon.ws}/ws/stream" + (f"?{query}" if query else "")))
     return {"X-Twilio-Signature": twilio_signature(auth_token, url, {})}
 
 

@@ -39,9 +39,11 @@ def signed_url(request: web.Request, settings: Settings, websocket: bool = False
     public = settings.server.public_url.rstrip("/")
     if not public:
         try:
-            return str(request.url)
+            seen = str(request.url)
         except ValueError:  # a Host header that is no host
             raise AuthFailure("malformed host") from None
+        # aiohttp names an upgrade's URL http(s)://; Twilio signs the ws(s):// URL it connected to.
+        return seen.replace("https://", "wss://", 1).replace("http://", "ws://", 1) if websocket else seen
     if websocket:
         public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     return public + request.path_qs
@@ -74,7 +76,7 @@ async def _check_twilio(request: web.Request, settings: Settings, address: str) 
             request.headers.get("X-Twilio-Signature"),
             twilio.auth_token.get_secret_value(),
             signed_url(request, settings),
-            body.fields,
+            body.pairs,
         )
     elif twilio.webhook_auth == "ip":
         check_ip(address, twilio.allowed_cidrs)
@@ -84,7 +86,9 @@ def _check_stream(request: web.Request, settings: Settings, address: str) -> Non
     """A stream needs its call's token, or the provider's own credentials on the upgrade."""
     call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
     if call_sid and token:
-        request.app[STREAM_TOKENS].redeem(call_sid, token)
+        # Checked here, spent by `spend_stream_token` once the upgrade succeeded: a refused or failed
+        # upgrade (a bad sample rate, a plain GET) must not burn the caller's one stream.
+        request.app[STREAM_TOKENS].check_unused(call_sid, token)
         return
     exotel, twilio = settings.exotel, settings.twilio
     attempts: list[Callable[[], None]] = []
@@ -128,11 +132,11 @@ def _check_management(request: web.Request, settings: Settings, address: str) ->
         return
     if request.path == "/health" and management.public_health:
         return
-    if request.path.startswith("/api/") and settings.management_api_needs_token:
+    if settings.management_api_needs_token:
         # A proxy on this host that adds no header makes the public look like loopback: only the token.
         if token:
-            raise AuthFailure("management API needs the bearer token")
-        raise AuthFailure("management API needs management.token", status=403)
+            raise AuthFailure("management needs the bearer token")
+        raise AuthFailure("management needs management.token", status=403)
     if is_loopback(address) and not any(header in request.headers for header in PROXY_HEADERS):
         return
     raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
@@ -195,6 +199,21 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         metrics.http_rejections.labels(surface=surface, reason=bad.reason).inc()
         logger.warning("refused %s %.200s from %s: %s", request.method, path, address, bad.reason)
         return web.Response(status=bad.status, text=bad.reason)
+
+
+def spend_stream_token(request: web.Request) -> str | None:
+    """Redeem the stream URL's token once the WebSocket is accepted; the refusal's reason if it was spent
+    meanwhile (two connections racing with one token: exactly one gets the call), else None."""
+    call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
+    if request.app[SETTINGS].open_mode or not (call_sid and token):
+        return None
+    try:
+        request.app[STREAM_TOKENS].redeem(call_sid, token)
+    except AuthFailure as failure:
+        request.app[METRICS].auth_failures.labels(surface="stream", reason=failure.reason).inc()
+        logger.warning("refused stream /ws/stream/%s: %s", call_sid, failure.reason)
+        return failure.reason
+    return None
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:

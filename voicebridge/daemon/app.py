@@ -246,8 +246,9 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     logger.info("voicebridge listening on http://%s:%d", settings.server.host, settings.server.port)
     if settings.management_api_needs_token and not settings.management.token.get_secret_value():
         logger.warning(
-            "management API /api/* is refused: webhook auth is on, server.trusted_proxies is set or the "
-            "daemon listens beyond loopback, and management.token is empty; set it to use /api/*"
+            "management (/api/*, and /metrics, /health unless public) is refused: webhook auth is on, "
+            "server.trusted_proxies is set or the daemon listens beyond loopback, and management.token is "
+            "empty; set it to use them"
         )
     notifier.ready(f"listening on {settings.server.host}:{settings.server.port}, 0 active calls")
 

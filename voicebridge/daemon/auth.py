@@ -15,11 +15,13 @@ import ipaddress
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 STREAM_TOKEN_TTL_S = 300.0
-# "<expiry in unix seconds>.<32 hex>": ASCII digits only ("²".isdigit() is true), and a bounded length.
-STREAM_TOKEN = re.compile(r"([0-9]{1,12})\.([0-9a-f]{32})")
+# "<expiry in unix seconds>.<32 hex>": ASCII digits only ("²".isdigit() is true), a bounded length, and no
+# leading zero: "0" + token would name the same expiry and MAC, i.e. the same token spelt anew.
+STREAM_TOKEN = re.compile(r"([1-9][0-9]{0,11})\.([0-9a-f]{32})")
 # Redeemed tokens are remembered until they expire; a flood of valid ones beyond this is refused.
 MAX_REDEEMED_TOKENS = 100_000
 
@@ -99,19 +101,71 @@ def check_ip(address: str, allowed: list[str]) -> None:
         raise AuthFailure("address not allowed", status=403)
 
 
-def twilio_signature(auth_token: str, url: str, form: Mapping[str, str]) -> str:
-    """Twilio's X-Twilio-Signature: base64 HMAC-SHA1 over the URL and the sorted form params (name+value)."""
-    payload = url + "".join(name + form[name] for name in sorted(form))
+# Form parameters as sent: a mapping, or (name, value) pairs in order when a name may repeat.
+FormParams = Mapping[str, str] | Sequence[tuple[str, str]]
+_DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def _grouped(params: FormParams) -> dict[str, list[str]]:
+    pairs = params.items() if isinstance(params, Mapping) else params
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    return grouped
+
+
+def _payload(url: str, grouped: dict[str, list[str]], sdk_order: bool) -> str:
+    return url + "".join(
+        name + value
+        for name in sorted(grouped)
+        for value in (sorted(set(grouped[name])) if sdk_order else grouped[name])
+    )
+
+
+def twilio_signature(auth_token: str, url: str, params: FormParams) -> str:
+    """Twilio's X-Twilio-Signature: base64 HMAC-SHA1 over the URL and the params sorted by name, each name
+    followed by its value (every value of a repeated name, in the order sent)."""
+    return _sign(auth_token, _payload(url, _grouped(params), sdk_order=False))
+
+
+def _sign(auth_token: str, payload: str) -> str:
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
-def check_twilio_signature(signature: str | None, auth_token: str, url: str, form: Mapping[str, str]) -> None:
-    """Verify X-Twilio-Signature in constant time."""
+def _url_variants(url: str) -> list[str]:
+    """`url`, and the same with the scheme's default port added or removed: Twilio's own validators accept
+    either, since what Twilio signs depends on how the URL was configured."""
+    parts = urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        return [url]
+    if default is None or not parts.hostname:
+        return [url]
+    if port is None:
+        return [url, urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}"))]
+    if port == default:
+        return [url, urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))]
+    return [url]
+
+
+def check_twilio_signature(signature: str | None, auth_token: str, url: str, params: FormParams) -> None:
+    """Verify X-Twilio-Signature in constant time against each way Twilio may have signed this request:
+    the URL with or without its default port, a repeated name's values in order or sorted (as Twilio's
+    SDKs compute them)."""
     if not signature:
         raise AuthFailure("no signature")
-    expected = twilio_signature(auth_token, url, form).encode()
-    if not hmac.compare_digest(_credential_bytes(signature, "signature"), expected):
+    offered = _credential_bytes(signature, "signature")
+    grouped = _grouped(params)
+    payloads = {
+        _payload(variant, grouped, order) for variant in _url_variants(url) for order in (False, True)
+    }
+    matched = False
+    for payload in sorted(payloads):
+        matched |= hmac.compare_digest(offered, _sign(auth_token, payload).encode())
+    if not matched:
         raise AuthFailure("bad signature")
 
 
@@ -122,9 +176,10 @@ class StreamTokens:
         # A random key per process when none is configured: a restart only voids unused URLs.
         self._secret = secret or os.urandom(32)
         self._ttl = ttl_s
-        # Single use: token -> expiry, and the same pairs in expiry order for pruning.
-        self._redeemed: dict[str, int] = {}
-        self._expiries: list[tuple[int, str]] = []
+        # Single use: (call sid, expiry) -> expiry, and the same keys in expiry order for pruning. The MAC is
+        # a function of exactly these two, so the key names the token however it is spelt.
+        self._redeemed: dict[tuple[str, int], int] = {}
+        self._expiries: list[tuple[int, tuple[str, int]]] = []
 
     def issue(self, call_sid: str, now: float | None = None) -> str:
         """A token valid for `call_sid` for the next ttl seconds."""
@@ -143,19 +198,28 @@ class StreamTokens:
             raise AuthFailure("stream token expired")
         return expires
 
-    def redeem(self, call_sid: str, token: str, now: float | None = None) -> None:
-        """`check`, and use the token up: one stream per issued URL (a replayed URL is refused)."""
+    def check_unused(self, call_sid: str, token: str, now: float | None = None) -> int:
+        """`check`, and refuse a token already redeemed (the upgrade's check; `redeem` spends it later)."""
         expires = self.check(call_sid, token, now)
-        moment = now if now is not None else time.time()
+        self._forget_expired(now if now is not None else time.time())
+        if (call_sid, expires) in self._redeemed:
+            raise AuthFailure("stream token already used")
+        return expires
+
+    def redeem(self, call_sid: str, token: str, now: float | None = None) -> None:
+        """`check_unused`, and use the token up: one stream per issued URL. No await in here, so of two
+        connections racing with one token exactly one redeems it."""
+        expires = self.check_unused(call_sid, token, now)
+        if len(self._redeemed) >= MAX_REDEEMED_TOKENS:
+            raise AuthFailure("too many stream tokens in use", status=403)
+        key = (call_sid, expires)
+        self._redeemed[key] = expires
+        heapq.heappush(self._expiries, (expires, key))
+
+    def _forget_expired(self, moment: float) -> None:
         while self._expiries and self._expiries[0][0] < moment:
             _, old = heapq.heappop(self._expiries)
             self._redeemed.pop(old, None)
-        if token in self._redeemed:
-            raise AuthFailure("stream token already used")
-        if len(self._redeemed) >= MAX_REDEEMED_TOKENS:
-            raise AuthFailure("too many stream tokens in use", status=403)
-        self._redeemed[token] = expires
-        heapq.heappush(self._expiries, (expires, token))
 
     @property
     def remembered(self) -> int:

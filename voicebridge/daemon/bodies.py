@@ -14,8 +14,11 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from voicebridge.daemon.sids import NUMBER_FIELDS, is_valid_number
+
 FORM = "application/x-www-form-urlencoded"
 _PARSED = "voicebridge.parsed_body"
+CREDENTIAL_FIELD = "token"
 MAX_FIELDS = 200
 # Webhook and management bodies are flat objects; deeper nesting is an attack on the parser's recursion.
 MAX_JSON_DEPTH = 32
@@ -39,6 +42,8 @@ class ParsedBody:
 
     kind: Literal["none", "form", "json", "other"]
     fields: dict[str, str]
+    # Every (name, value) in order, repeated names included: what Twilio's signature covers.
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 def checked_text(value: str) -> str:
@@ -72,6 +77,13 @@ async def body_text(request: web.Request) -> str:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BadInput("body_too_large", 413) from None
+    except web.RequestPayloadError:  # a Content-Encoding the bytes are not, or a malformed chunked body
+        # Nothing more of this body will be read: without EOF, aiohttp's lingering read after the response
+        # would raise the same error again and log it as an unhandled exception with a traceback.
+        request.content.feed_eof()
+        raise BadInput("bad_body") from None
+    except ConnectionError:  # the client hung up before sending the body it announced: nobody to answer
+        raise BadInput("client_gone") from None
     try:
         return raw.decode(request.charset or "utf-8")
     except LookupError:  # an unknown charset, or a codec that is not a text encoding ("base64")
@@ -107,11 +119,10 @@ async def _parse(request: web.Request) -> ParsedBody:
             )
         except ValueError:  # too many fields, or percent-escapes that are not UTF-8
             raise BadInput("bad_form") from None
-        return ParsedBody("form", {checked_text(k): checked_text(v) for k, v in pairs})
+        checked = tuple((checked_text(k), checked_text(v)) for k, v in pairs)
+        return ParsedBody("form", dict(checked), checked)
     if content_type == "application/json":
-        document = json_document(text)
-        if not isinstance(document, dict):
-            raise BadInput("json_not_object")
+        document = _json_object(text)
         fields = {
             checked_text(str(key)): checked_text(value if isinstance(value, str) else json.dumps(value))
             for key, value in document.items()
@@ -124,13 +135,25 @@ async def request_fields(request: web.Request) -> dict[str, str]:
     """Query, form or JSON parameters as one flat dict of strings (Exotel uses all three)."""
     fields = {checked_text(key): checked_text(value) for key, value in request.query.items()}
     fields.update((await parsed_body(request)).fields)
+    # Exotel's `token` auth puts our webhook secret in the URL: it is a credential, not a call's field, and
+    # must not reach the registry, the outbox or the backend with the rest.
+    fields.pop(CREDENTIAL_FIELD, None)
+    if not all(is_valid_number(fields.get(name, "")) for name in NUMBER_FIELDS):
+        raise BadInput("number_too_long")
     # Exotel wraps some values in quotes ("digits"); strip them once here.
     return {key: value.strip().strip('"') for key, value in fields.items()}
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """A JSON object body (the management API's), or BadInput."""
-    document = json_document(await body_text(request))
+    return _json_object(await body_text(request))
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object of at most MAX_FIELDS fields, like a form."""
+    document = json_document(text)
     if not isinstance(document, dict):
         raise BadInput("json_not_object")
+    if len(document) > MAX_FIELDS:
+        raise BadInput("too_many_fields")
     return document

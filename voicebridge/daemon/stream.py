@@ -29,7 +29,7 @@ from voicebridge.daemon.providers.events import (
     Stop,
     UnknownEvent,
 )
-from voicebridge.daemon.sids import SID_RULE, is_valid_sid
+from voicebridge.daemon.sids import MAX_NUMBER_CHARS, SID_RULE, is_valid_number, is_valid_sid
 from voicebridge.speech.base import SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
@@ -189,6 +189,8 @@ class StreamSession:
             raise ProtocolViolation(
                 "bad_stream_sid", f"stream sid {start.stream_sid[:40]!r} is not {SID_RULE}"
             )
+        if not (is_valid_number(start.from_number) and is_valid_number(start.to_number)):
+            raise ProtocolViolation("bad_number", f"from/to longer than {MAX_NUMBER_CHARS} characters")
         if self._path_sid and start.call_sid and self._path_sid != start.call_sid:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
+from voicebridge.daemon.access import spend_stream_token
 from voicebridge.daemon.keys import CALL_SERVICES, METRICS, SETTINGS
 from voicebridge.daemon.sids import is_valid_sid
 from voicebridge.daemon.stream import StreamSession
@@ -35,6 +36,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     # message, and cuts a peer whose pong is not back within half of it).
     ws = web.WebSocketResponse(max_msg_size=limits.max_message_bytes, heartbeat=limits.ws_heartbeat_s or None)
     await ws.prepare(request)
+    if (refusal := spend_stream_token(request)) is not None:
+        # Spent only once the upgrade succeeded: a refused upgrade must not burn the caller's token.
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refusal.encode())
+        return ws
     session = StreamSession(
         request.app[CALL_SERVICES],
         ws,

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from xml.sax.saxutils import escape
 
 import aiohttp
 
 from voicebridge.config import TwilioConfig
 from voicebridge.daemon.providers.events import Start
+from voicebridge.daemon.sids import path_segment
 
 logger = logging.getLogger("voicebridge.telephony")
 
 REST_TIMEOUT = aiohttp.ClientTimeout(total=5)
+# Twilio account sids: "AC" and 32 hex digits. The REST request carries our auth_token, so an account sid
+# from the wire (the stream's `start`) must name an account, never a path of the caller's choosing.
+ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 
 
 class TelephonyControl:
@@ -41,11 +46,21 @@ class TelephonyControl:
         if not (account and token):
             log.warning("twilio account_sid/auth_token not configured: closing the stream only")
             return False
-        url = f"{self._twilio.api_base.rstrip('/')}/2010-04-01/Accounts/{account}/Calls/{start.call_sid}.json"
+        if not ACCOUNT_SID.fullmatch(account):
+            log.warning(
+                "twilio account sid is not AC + 32 hex digits: no REST request, closing the stream only"
+            )
+            return False
+        url = (
+            f"{self._twilio.api_base.rstrip('/')}/2010-04-01/Accounts/{path_segment(account)}"
+            f"/Calls/{path_segment(start.call_sid)}.json"
+        )
         try:
             async with (
                 aiohttp.ClientSession(timeout=REST_TIMEOUT) as session,
-                session.post(url, data=form, auth=aiohttp.BasicAuth(account, token)) as response,
+                session.post(
+                    url, data=form, headers={"Authorization": aiohttp.encode_basic_auth(account, token)}
+                ) as response,
             ):
                 if response.status == 404:
                     log.info("twilio says the call already ended")

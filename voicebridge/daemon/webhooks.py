@@ -13,7 +13,7 @@ from voicebridge.daemon.bodies import BadInput, request_fields
 from voicebridge.daemon.callbacks import callback_key, report_key, store_callback, stream_report
 from voicebridge.daemon.keys import METRICS, REGISTRY, SETTINGS, STREAM_TOKENS
 from voicebridge.daemon.registry import PendingCall
-from voicebridge.daemon.sids import is_valid_sid, path_segment
+from voicebridge.daemon.sids import is_valid_host, is_valid_sid, path_segment
 
 logger = logging.getLogger("voicebridge.webhooks")
 
@@ -35,13 +35,19 @@ def checked_call_sid(
     return call_sid
 
 
-def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> str:
-    """The wss:// URL of our audio socket for one call, built on `server.public_url` when set."""
+def stream_base(request: web.Request) -> str:
+    """Where our audio socket is reached: `server.public_url`, else the Host the request named. The Host is
+    the client's to choose, so it must at least be a host: it goes into the URL we hand out."""
     public = request.app[SETTINGS].server.public_url.rstrip("/")
     if public:
-        base = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    else:
-        base = f"{'wss' if request.secure else 'ws'}://{request.host}"
+        return public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    if not is_valid_host(request.host):
+        raise BadInput("bad_host")
+    return f"{'wss' if request.secure else 'ws'}://{request.host}"
+
+
+def stream_url(request: web.Request, base: str, call_sid: str, query: dict[str, str]) -> str:
+    """The wss:// URL of our audio socket for one call (`base` from `stream_base`)."""
     suffix = f"?{urlencode(query)}" if query else ""
     # The token goes in the path: Twilio allows no query string on stream URLs.
     token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
@@ -56,6 +62,7 @@ async def exotel_incoming(request: web.Request) -> web.Response:
     """Voicebot applet's dynamic URL: remember the call and answer with its stream URL."""
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "exotel_incoming")
+    base = stream_base(request)
     registry = request.app[REGISTRY]
     if (reason := registry.denied(call_sid)) is not None:
         _count(request, "exotel_incoming", "denied")
@@ -69,7 +76,7 @@ async def exotel_incoming(request: web.Request) -> web.Response:
     )
     query = {"sample-rate": fields["sample-rate"]} if "sample-rate" in fields else {}
     _count(request, "exotel_incoming", "ok")
-    return web.json_response({"url": stream_url(request, call_sid, query)})
+    return web.json_response({"url": stream_url(request, base, call_sid, query)})
 
 
 async def exotel_passthru(request: web.Request) -> web.Response:
@@ -149,6 +156,7 @@ async def twilio_incoming(request: web.Request) -> web.Response:
     """Twilio voice webhook: TwiML that connects the call's audio to our stream."""
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "twilio_incoming", required=False)
+    base = stream_base(request)
     registry = request.app[REGISTRY]
     if (refusal := registry.refusal()) or not call_sid:
         if refusal:
@@ -168,7 +176,7 @@ async def twilio_incoming(request: web.Request) -> web.Response:
         f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
         for name, value in (("From", from_number), ("To", to_number), ("CallSid", call_sid))
     )
-    url = stream_url(request, call_sid, {})
+    url = stream_url(request, base, call_sid, {})
     twiml = f"<Response><Connect><Stream url={quoteattr(url)}>{parameters}</Stream></Connect></Response>"
     _count(request, "twilio_incoming", "ok")
     return web.Response(text=_xml(twiml), content_type="text/xml")
