@@ -269,7 +269,7 @@ async def test_the_breaker_opens_fails_fast_then_lets_one_probe_through(fake: Fa
             await collect(backend.reply(CALL, "Hi", []))
         with pytest.raises(BackendUnavailable):
             await backend.budget_check("CA1", "+91", "+91", "exotel")
-        assert await backend.deliver("/v1/calls/CA1/cost", {"total": 1}, "CA1:cost") == "retry"
+        assert (await backend.deliver("/v1/calls/CA1/cost", {"total": 1}, "CA1:cost"))[0] == "retry"
         assert len(fake.requests) == asked  # the dead backend was not asked while open
 
         clock.now += 31
@@ -324,9 +324,13 @@ async def test_a_4xx_counts_as_alive_for_the_breaker(fake: FakeNodeApi) -> None:
     [
         (200, "delivered"),
         (204, "delivered"),
-        (400, "rejected"),
-        (401, "rejected"),
-        (422, "rejected"),
+        # Only a record the backend can never accept is parked; a wrong key (401/403) or a deploy (404)
+        # may yet succeed, so those are retried (issue 14.8: a wrong key for an hour lost every record).
+        (400, "parked"),
+        (422, "parked"),
+        (401, "retry"),
+        (403, "retry"),
+        (404, "retry"),
         (408, "retry"),
         (429, "retry"),
         (500, "retry"),
@@ -338,7 +342,9 @@ async def test_deliver_maps_the_status(
 ) -> None:
     fake.record_status = status
     payload = {"event": "started", "at": 1764000000.0}
-    assert await node.deliver("/v1/calls/CA1/events", payload, "CA1:event:started") == expected
+    result, error = await node.deliver("/v1/calls/CA1/events", payload, "CA1:event:started")
+    assert result == expected
+    assert error == ("" if expected == "delivered" else f"HTTP {status}")
     (seen,) = fake.seen("/events")  # delivered once: the outbox owns retrying
     assert seen.headers["Idempotency-Key"] == "CA1:event:started"
     assert seen.body == payload
@@ -346,14 +352,14 @@ async def test_deliver_maps_the_status(
 
 async def test_a_repeated_delivery_is_stored_once(fake: FakeNodeApi, node: NodeBackend) -> None:
     for _ in range(2):
-        assert await node.deliver("/v1/calls/CA1/cost", {"total": 0.03}, "CA1:cost") == "delivered"
+        assert (await node.deliver("/v1/calls/CA1/cost", {"total": 0.03}, "CA1:cost"))[0] == "delivered"
     assert fake.records == {"CA1:cost": {"total": 0.03}}
 
 
 async def test_deliver_to_a_refused_connection_is_retry() -> None:
     backend = await started(node_config(f"http://127.0.0.1:{free_port()}"))
     try:
-        assert await backend.deliver("/v1/calls/CA1/cost", {"total": 1}, "CA1:cost") == "retry"
+        assert (await backend.deliver("/v1/calls/CA1/cost", {"total": 1}, "CA1:cost"))[0] == "retry"
     finally:
         await backend.close()
 
