@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from voicebridge.audio.turn import (
@@ -55,6 +56,12 @@ UNRECOGNISED = "[speech not recognised]"
 MARK_GRACE_S = 1.5
 # Teardown waits this long for the call's cancelled tasks to stop before it keeps the record regardless.
 TEARDOWN_WAIT_S = 5.0
+# Teardown waits this long for the caller's last words still being transcribed. Short: a transcription of one
+# turn takes well under a second when the engine is not overloaded, and when it is, the record (and the slot)
+# must not wait on it; past this the log says the words were not transcribed instead of losing them quietly.
+TRANSCRIPTION_WAIT_S = 2.0
+# What the conversation log says the caller said when the call ended before their words were transcribed.
+NOT_TRANSCRIBED = "[not transcribed: call ended]"
 
 
 def _mark_name(kind: str) -> str:
@@ -92,6 +99,7 @@ class CallServices:
 class _Reply:
     """The reply task of one turn and what is known of what it said."""
 
+    # Set by _start_reply/_play_phrase right after the reply is built; None only until then.
     task: asyncio.Task[None] | None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     played: asyncio.Event = field(default_factory=asyncio.Event)
@@ -168,6 +176,8 @@ class Call:
         self._time_limit: asyncio.TimerHandle | None = None
         self._admitted = False
         self._teardown: asyncio.Future[None] | None = None
+        # Set before the first await of a transfer, goodbye or hangup: from then on no new reply starts.
+        self._closing = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -177,7 +187,9 @@ class Call:
             return
         if business.transfer_number:
             self._fallback_number = business.transfer_number
-        if business.max_call_minutes:
+        # A business's max_call_minutes is a cap on each call's length, not a budget: 0 or less is no
+        # meaningful cap (it would end every call at its greeting), so it means "not set", like the config's.
+        if business.max_call_minutes is not None and business.max_call_minutes > 0:
             self._minute_limits.append(business.max_call_minutes)
 
     def admit(self) -> bool:
@@ -190,7 +202,11 @@ class Call:
         return True
 
     def begin(self, greeting: str = "greeting") -> None:
-        """Start the pacer and play the (pre-rendered) greeting phrase at once."""
+        """Start the pacer and play the (pre-rendered) greeting phrase at once; nothing once the call ended
+        (a hangup, transfer or shutdown while the greeting was being rendered)."""
+        if self.ended or self._closing:
+            self.log.info("the call ended before its greeting; not starting it")
+            return
         self._spawn(self._pacer.run(), "pacer")
         audio = self._s.phrases.audio(greeting, self._rate)
         if audio:
@@ -205,45 +221,89 @@ class Call:
         """The call's `started` event, durably in the outbox."""
         await self._recorder.started()
 
-    async def finish(self, outcome: str) -> None:
+    async def finish(self, outcome: str) -> bool:
         """Tear the call down exactly once and completely, whatever ended it: stop its tasks, keep its
         record, free its slot. The teardown is a task of its own that every caller waits for: a caller
-        cancelled meanwhile (a management request whose client went away) cannot stop it half-way."""
-        if self._teardown is None:
+        cancelled meanwhile (a management request whose client went away) cannot stop it half-way, and the
+        registry keeps it so that the daemon's shutdown waits for it too.
+
+        True when this call ended it: only then does the caller go on to tell the provider (hang up,
+        transfer); a call that had already ended (the caller hung up) is not the provider's to act on."""
+        ours = self._teardown is None
+        if ours:
             self._ended.set()
             self.outcome = outcome
             self._teardown = asyncio.ensure_future(self._tear_down(outcome, asyncio.current_task()))
+            self._s.registry.track_teardown(self._teardown)
+        assert self._teardown is not None
         await asyncio.shield(self._teardown)
+        return ours
 
     async def _tear_down(self, outcome: str, requester: asyncio.Task[Any] | None) -> None:
+        # Each step in a guarded block of its own: one that raises must not leave the call listening with
+        # its pacer still sending, nor its record unkept.
         try:
             self._settle_conversation()
-            self.state = CallState.ENDED
-            for timer in (self._digit_timer, self._time_limit):
-                if timer is not None:
-                    timer.cancel()
-            # The task that asked for the end goes on to hang up or close the socket; the rest stop.
-            doomed = [task for task in self._tasks if task is not requester]
-            for task in doomed:
-                task.cancel()
-            if doomed:
-                _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
-                if stuck:
-                    self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
+        except Exception as exc:
+            self._teardown_failed("settling the conversation", exc)
+        self.state = CallState.ENDED
+        for timer in (self._digit_timer, self._time_limit):
+            if timer is not None:
+                timer.cancel()
+        try:
+            await self._stop_tasks(requester)
         except Exception as exc:
             self._teardown_failed("stopping the call's tasks", exc)
         finally:
-            await self._keep_records(outcome)
+            try:
+                await self._settle_unanswered()
+            except Exception as exc:
+                self._teardown_failed("keeping the caller's last words", exc)
+            finally:
+                await self._keep_records(outcome)
+
+    async def _stop_tasks(self, requester: asyncio.Task[Any] | None) -> None:
+        # The task that asked for the end goes on to hang up or close the socket; the rest stop.
+        doomed = [task for task in self._tasks if task is not requester]
+        for task in doomed:
+            task.cancel()
+        if doomed:
+            _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
+            if stuck:
+                self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
 
     def _settle_conversation(self) -> None:
-        """What was said stays said: the line being played keeps what was heard, unanswered words stay."""
+        """What was said stays said: the line being played keeps what was heard; the words of a turn not
+        yet answered (even a guess, since the call's end ends the turn) stay, transcribed or still being."""
         reply = self._reply
         if reply is not None:
             if self.state is CallState.SPEAKING:
                 heard = self._pacer.progress.heard_seconds(self._loop.time())
                 self._keep_heard(reply, heard, barge_in=False)
+            reply.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
             self._shelve(reply)
-        self._record_unanswered(ending=True)
+
+    async def _settle_unanswered(self) -> None:
+        """The caller's words that never got an answer go into the log. Turns still being transcribed are
+        waited for, within TRANSCRIPTION_WAIT_S; past that their line says so, counted, never dropped."""
+        pending = [transcription for transcription in self._carried if not transcription.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=TRANSCRIPTION_WAIT_S)
+        words = [self._unanswered]
+        for transcription in self._carried:
+            if not transcription.done():
+                transcription.cancel()
+                self._s.metrics.errors.labels(kind="not_transcribed").inc()
+                self.log.warning("the call ended before the caller's last words were transcribed")
+                words.append(NOT_TRANSCRIBED)
+            elif transcription.cancelled() or transcription.exception() is not None:
+                words.append(UNRECOGNISED)
+            else:
+                self.usage.stt_seconds += transcription.result().audio_seconds
+                words.append(transcription.result().text)
+        self._carried.clear()
+        self._unanswered = ""
+        self._log_caller_words(words)
 
     async def _keep_records(self, outcome: str) -> None:
         """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
@@ -264,6 +324,10 @@ class Call:
                 self._release(outcome, duration, local_recording)
 
     def _release(self, outcome: str, duration: float, local_recording: str) -> None:
+        # Uncounted first: whatever fails below, the gauge stays balanced.
+        if self._admitted:
+            self._s.metrics.calls_active.dec()
+        self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         record = CallRecord(
             call_sid=self.call_sid,
             provider=self.start.provider,
@@ -277,10 +341,10 @@ class Call:
             transcript=list(self.transcript),
             local_recording=local_recording,
         )
-        self._s.registry.finish(self, record)
-        if self._admitted:
-            self._s.metrics.calls_active.dec()
-        self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
+        try:
+            self._s.registry.finish(self, record)
+        except Exception as exc:
+            self._teardown_failed("moving the call to the finished list", exc)
         self.log.info(
             "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
             outcome,
@@ -312,21 +376,24 @@ class Call:
 
     async def hangup(self) -> None:
         """End the call now: Exotel's flow moves on when the stream closes; Twilio is told over REST."""
-        await self.finish("hangup")
-        await self._s.telephony.hang_up(self.start)
+        self._closing = True
+        if await self.finish("hangup"):  # else it had ended already: nothing to tell the provider
+            await self._s.telephony.hang_up(self.start)
         await self._close_socket()
 
     async def transfer(self, number: str) -> None:
         """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
-        if self.ended:
-            return  # too late: the call is over (or ending), there is no one left to transfer
+        # Each await below can see the caller hang up: then there is no one left to transfer.
+        if self.ended or self._closing:
+            return  # too late: the call is over, or being ended or transferred already
+        self._closing = True
         self.log.info("transferring to %s", number)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("transfer", self._rate)
-        if pcm:
+        if pcm and not self.ended:
             await self._wait_reply_played(self._play_phrase("transfer", pcm))
-        await self.finish("transferred")
-        await self._s.telephony.transfer(self.start, number)
+        if await self.finish("transferred"):
+            await self._s.telephony.transfer(self.start, number)
         await self._close_socket()
 
     async def end_for_shutdown(self) -> None:
@@ -334,15 +401,16 @@ class Call:
         await self._say_goodbye_and_end("shutdown")
 
     async def _say_goodbye_and_end(self, outcome: str) -> None:
-        if self.ended:
+        if self.ended or self._closing:
             return
+        self._closing = True
         self.log.info("ending the call politely: %s", outcome)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("goodbye", self._rate)
-        if pcm:
+        if pcm and not self.ended:
             await self._wait_reply_played(self._play_phrase("goodbye", pcm))
-        await self.finish(outcome)
-        await self._s.telephony.hang_up(self.start)
+        if await self.finish(outcome):  # else the caller hung up during the goodbye
+            await self._s.telephony.hang_up(self.start)
         await self._close_socket()
 
     def snapshot(self) -> dict[str, Any]:
@@ -368,13 +436,17 @@ class Call:
             return  # a message already in flight when the call ended: it must not start a reply
         if self._recording is not None:
             self._recording.caller(pcm16, self._loop.time())
+        if self._closing:
+            return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
         for event in self._detector.feed(self._ingress.process(pcm16)):
             if isinstance(event, SpeechSustained):
                 if self.state is not CallState.LISTENING:
                     await self._barge_in()
             elif isinstance(event, PauseStarted):
                 if self._reply is None:
-                    self._start_reply(self._transcribe_and_answer(event.pcm16), committed=False)
+                    self._start_reply(
+                        partial(self._transcribe_and_answer, pcm16=event.pcm16), committed=False
+                    )
             elif isinstance(event, SpeechResumed):
                 if self._reply is not None and not self._reply.gate.is_set():
                     self._s.metrics.speculation.labels(fate="discarded").inc()
@@ -388,7 +460,7 @@ class Call:
             self._s.metrics.speculation.labels(fate="used").inc()
             self._commit()
         elif self._reply is None:
-            self._start_reply(self._transcribe_and_answer(event.pcm16), committed=True)
+            self._start_reply(partial(self._transcribe_and_answer, pcm16=event.pcm16), committed=True)
         # Otherwise the bot is talking and this short turn never reached barge-in length: a backchannel.
 
     async def on_dtmf(self, digit: str) -> None:
@@ -413,13 +485,17 @@ class Call:
             self._spawn(self._answer_digits(entry), "digits")
 
     async def _answer_digits(self, entry: str) -> None:
-        await self._cancel_reply()
-        self._record_unanswered(ending=False)
-        self.usage.ai_requests += 1
-        self._start_reply(
-            self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
-            committed=True,
-        )
+        # The entry takes the place of any reply, also one the caller's speech started while we waited.
+        while self._reply is not None:
+            await self._cancel_reply()
+        self._record_unanswered()
+
+        def answer(reply: _Reply) -> Coroutine[Any, Any, None]:
+            self.usage.ai_requests += 1
+            digits = self._s.backend.digits(self.info, entry, list(self.history))
+            return self._answer(reply, f"[keypad] {entry}", digits)
+
+        self._start_reply(answer, committed=True)
 
     def on_mark(self, name: str) -> None:
         """The provider finished playing up to our mark."""
@@ -430,13 +506,19 @@ class Call:
 
     # --- replies -------------------------------------------------------------------------------------
 
-    def _start_reply(self, work: Coroutine[Any, Any, None], committed: bool) -> None:
-        if self.ended:
-            work.close()  # never started, so nothing to clean up but the coroutine object
+    def _start_reply(self, work: Callable[[_Reply], Coroutine[Any, Any, None]], committed: bool) -> None:
+        """Run `work` as the call's one reply; refused once the call is ending or while another runs."""
+        if self.ended or self._closing:
+            return
+        if self._reply is not None:
+            self.log.warning("a reply is still running; not starting another alongside it")
             return
         reply = _Reply(task=None)
-        self._reply = reply
-        reply.task = self._spawn(work, "reply")
+        # The reply is handed to its task: a task never reads self._reply, which may be another's by then.
+        task = self._spawn(work(reply), "reply")
+        if task is None:
+            return
+        self._reply, reply.task = reply, task
         if committed:
             self._commit()
 
@@ -445,9 +527,7 @@ class Call:
         self._reply.gate.set()
         self.state = CallState.THINKING
 
-    async def _transcribe_and_answer(self, pcm16: bytes) -> None:
-        reply = self._reply
-        assert reply is not None
+    async def _transcribe_and_answer(self, reply: _Reply, pcm16: bytes) -> None:
         started = time.monotonic()
         # A future of its own, so that a turn cut off while being transcribed can still be heard (_shelve).
         # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
@@ -493,7 +573,7 @@ class Call:
         backend_started = time.monotonic()
         self.usage.ai_requests += 1
         deltas = self._s.backend.reply(self.info, text, list(self.history))
-        await self._answer(text, deltas, backend_started)
+        await self._answer(reply, text, deltas, backend_started)
 
     async def _take_carried(self) -> None:
         """The words of earlier turns the caller talked over join the unanswered text, in order."""
@@ -514,11 +594,13 @@ class Call:
             self._unanswered = f"{self._unanswered} {words}".strip()
 
     async def _answer(
-        self, caller_text: str, deltas: AsyncGenerator[str | ReplyAction, None], started: float | None = None
+        self,
+        reply: _Reply,
+        caller_text: str,
+        deltas: AsyncGenerator[str | ReplyAction, None],
+        started: float | None = None,
     ) -> None:
         """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
-        reply = self._reply
-        assert reply is not None
         try:
             # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
             # backend's response stream is released at once, not whenever the garbage collector gets to it.
@@ -557,7 +639,7 @@ class Call:
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
         await self._cancel_reply()
-        self._record_unanswered(ending=False)  # the turn that failed, before the goodbye or transfer line
+        self._record_unanswered()  # the turn that failed, before the goodbye or transfer line
         number = self._fallback_number
         if number:
             self._s.registry.set_transfer(self.call_sid, number)
@@ -660,6 +742,8 @@ class Call:
         self.transcript.append(reply.entry)
 
     def _extend_line(self, reply: _Reply) -> None:
+        """The line grows with each sentence queued, not once at the end: a barge-in, stop or hangup during
+        synthesis leaves history and the record with what had been said so far."""
         if reply.entry is not None:
             text = " ".join(sentence for sentence, _ in reply.sentences)
             self.history[reply.line] = ConversationTurn("bot", text)
@@ -672,7 +756,9 @@ class Call:
         said = heard_text(reply.sentences, heard_seconds)
         self.history[reply.line] = ConversationTurn("bot", said)
         reply.entry["heard"] = said
-        if barge_in:  # the conversation record marks the line it follows as barged into
+        # A separate entry, not a flag on the line: the record keeps when the caller cut in, and
+        # conversation_turns() folds it into the line it follows as heard + barge_in.
+        if barge_in:
             self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
 
     def _on_first_frame(self) -> None:
@@ -685,6 +771,14 @@ class Call:
 
     def _play_phrase(self, name: str, pcm: bytes) -> _Reply:
         """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
+        if self._reply is not None:
+            # Callers interrupt the running reply first, and the closing flag keeps a new one from starting
+            # meanwhile; should one be here anyway, it stops rather than play under the phrase.
+            self.log.warning("a reply was still running when the %s phrase started; stopping it", name)
+            orphan, self._reply = self._reply, None
+            self._shelve(orphan)
+            if orphan.task is not None and orphan.task is not asyncio.current_task():
+                orphan.task.cancel()
         text = self._s.phrases.text(name)
         # Custom phrases are named by their text, which has no place on the wire.
         reply = _Reply(
@@ -705,7 +799,7 @@ class Call:
         """Wait for the mark echo, or for the audio to have run out plus a grace period."""
         while not reply.played.is_set() and not self.ended:
             progress = self._pacer.progress
-            unplayed = progress.sent_seconds - progress.heard_seconds(time.monotonic())
+            unplayed = progress.sent_seconds - progress.heard_seconds(self._loop.time())
             try:
                 async with asyncio.timeout(self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S):
                     await reply.played.wait()
@@ -752,17 +846,14 @@ class Call:
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
 
-    def _record_unanswered(self, ending: bool) -> None:
-        """The caller's words that never got an answer go into the log: at the end of the call, or when a
-        keypad entry is answered in their place."""
+    def _record_unanswered(self) -> None:
+        """The caller's words that never got an answer go into the log when a keypad entry or the backend
+        fallback is answered in their place (at the end of the call: _settle_unanswered)."""
         words = [self._unanswered]
-        if ending:
-            for transcription in self._carried:
-                if transcription.done() and not transcription.cancelled() and not transcription.exception():
-                    words.append(transcription.result().text)
-                transcription.cancel()  # still running: the call is over, nobody will read it
-            self._carried.clear()
         self._unanswered = ""
+        self._log_caller_words(words)
+
+    def _log_caller_words(self, words: list[str]) -> None:
         if text := " ".join(word for word in words if word):
             self.history.append(ConversationTurn("caller", text))
             self.transcript.append({"role": "caller", "text": text, "at": time.time()})
@@ -779,7 +870,11 @@ class Call:
 
     # --- tasks ---------------------------------------------------------------------------------------
 
-    def _spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        """Run `work` as one of the call's tasks; None (and `work` never run) once the call ended."""
+        if self.ended:
+            work.close()
+            return None
         task = asyncio.ensure_future(work)
         task.set_name(f"{self.call_sid}:{name}")
         self._tasks.add(task)

@@ -1,0 +1,114 @@
+"""#14 review 3 and 4: once a transfer or goodbye is under way no new reply starts, and nothing is sent to the
+provider for a call the caller already hung up; when we end the call, the provider is told."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.engine.conftest import OpenEngine
+from tests.engine.fakes import FakeBackend, FakeSTT
+from tests.engine.harness import Engine, quiet, until, voice
+from voicebridge.daemon.providers.events import Start
+
+# A closing line long enough (about 1 s) to talk over, or to hang up during.
+LONG = "Please hold while I put you through to a colleague of mine, it will only take a moment."
+
+
+class ProviderCalls:
+    """What the call asked the provider to do over REST (the real control does nothing for Exotel)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hang_ups = 0
+        self.transfers: list[str] = []
+        monkeypatch.setattr(engine.services.telephony, "hang_up", self._hang_up)
+        monkeypatch.setattr(engine.services.telephony, "transfer", self._transfer)
+
+    async def _hang_up(self, start: Start) -> bool:
+        self.hang_ups += 1
+        return True
+
+    async def _transfer(self, start: Start, number: str) -> bool:
+        self.transfers.append(number)
+        return True
+
+
+async def closing_call(open_engine: OpenEngine) -> Engine:
+    """A listening call whose transfer and goodbye lines are long, and whose marks are not echoed: each line
+    lasts until its audio ran out plus the mark grace."""
+    engine = await open_engine({"prompts": {"transfer": LONG, "goodbye": LONG}})
+    await engine.listening()
+    engine.wire.echo_marks = False
+    return engine
+
+
+def line_sent(engine: Engine, kind: str) -> bool:
+    return any(mark.startswith(f"{kind}-") for mark in engine.wire.marks())
+
+
+async def test_the_caller_talking_during_the_transfer_line_starts_no_reply(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    engine = await closing_call(open_engine)
+    transferring = asyncio.create_task(
+        engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    )
+    await until(lambda: line_sent(engine, "transfer"), "the transfer line")
+    await engine.feed(voice(0.4) + quiet(0.3))  # a whole turn, talking over the line
+    await transferring
+    assert backend.requests == [] and stt.calls == []
+    assert not any(mark.startswith("reply-") for mark in engine.wire.marks())
+    assert engine.call.outcome == "transferred" and engine.history[-1] == ("bot", LONG)
+    assert engine.metric("voicebridge_barge_ins_total") == 0  # the line played to its end
+
+
+async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
+    engine: Engine, backend: FakeBackend
+) -> None:
+    """The keypad entry takes the place of whatever reply runs, even one started while it cancelled."""
+    held = asyncio.Event()
+    backend.answer("Let me look that up. ", "Found it.", hold=held)
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    await engine.call.on_dtmf("4")
+    await engine.call.on_dtmf("2")
+    await engine.call.on_dtmf("#")
+    held.set()
+    await engine.listening()
+    assert [request.kind for request in backend.requests] == ["reply", "digits"]
+    assert backend.most_open == 1
+
+
+@pytest.mark.parametrize("way", ["transfer", "goodbye"])
+async def test_nothing_goes_to_the_provider_when_the_caller_hangs_up_during_the_line(
+    open_engine: OpenEngine, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    engine = await closing_call(open_engine)
+    provider = ProviderCalls(engine, monkeypatch)
+    if way == "transfer":
+        closing = engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    else:
+        closing = engine.call.end_for_shutdown()
+    ending = asyncio.create_task(closing)
+    await until(lambda: line_sent(engine, way), f"the {way} line")
+    await engine.call.finish("completed")  # the caller hung up: the stream ended
+    await ending
+    assert provider.transfers == [] and provider.hang_ups == 0
+    assert engine.call.outcome == "completed"
+
+
+@pytest.mark.parametrize("way", ["transfer", "goodbye", "hangup"])
+async def test_the_provider_is_told_when_we_end_the_call(
+    open_engine: OpenEngine, monkeypatch: pytest.MonkeyPatch, way: str
+) -> None:
+    engine = await open_engine()
+    await engine.listening()
+    provider = ProviderCalls(engine, monkeypatch)
+    if way == "transfer":
+        await engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+        assert provider.transfers == ["+919800000009"] and provider.hang_ups == 0
+    else:
+        await (engine.call.end_for_shutdown() if way == "goodbye" else engine.call.hangup())
+        assert provider.hang_ups == 1 and provider.transfers == []
+    assert engine.wire.closed
