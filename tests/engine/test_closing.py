@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from tests.engine.conftest import OpenEngine
-from tests.engine.fakes import FakeBackend, FakeSTT
+from tests.engine.fakes import FakeBackend, FakeSTT, FakeTTS
 from tests.engine.harness import Engine, quiet, until, voice
 from voicebridge.daemon.providers.events import Start
 
@@ -56,6 +56,8 @@ async def test_the_caller_talking_during_the_transfer_line_starts_no_reply(
     )
     await until(lambda: line_sent(engine, "transfer"), "the transfer line")
     await engine.feed(voice(0.4) + quiet(0.3))  # a whole turn, talking over the line
+    transfer_mark = next(mark for mark in engine.wire.marks() if mark.startswith("transfer-"))
+    engine.call.on_mark(transfer_mark)  # the provider played the line to its end
     await transferring
     assert backend.requests == [] and stt.calls == []
     assert not any(mark.startswith("reply-") for mark in engine.wire.marks())
@@ -64,20 +66,29 @@ async def test_the_caller_talking_during_the_transfer_line_starts_no_reply(
 
 
 async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
-    engine: Engine, backend: FakeBackend
+    engine: Engine, stt: FakeSTT, backend: FakeBackend, tts: FakeTTS
 ) -> None:
-    """The keypad entry takes the place of whatever reply runs, even one started while it cancelled."""
-    held = asyncio.Event()
-    backend.answer("Let me look that up. ", "Found it.", hold=held)
+    """The keypad entry's quiet timeout fires while a reply plays; while that reply is slow to stop, the
+    caller speaks a turn and a new reply starts. The entry's answer must take its place, not run beside it."""
+    tts.holds["Held"] = asyncio.Event()  # every reply here plays its first half, then waits for good
+    tts.cancel_hold = letting_go = asyncio.Event()
+    backend.answer("Held first answer, a long one.")
+    backend.answer("Held second answer, a long one.")
+    stt.hear("first question")
+    stt.hear("second question")
+    await engine.call.on_dtmf("4")  # an entry begins: it completes on '#', a count or the quiet timeout
     await engine.say()
-    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
-    await engine.call.on_dtmf("4")
-    await engine.call.on_dtmf("2")
-    await engine.call.on_dtmf("#")
-    held.set()
+    await engine.until(lambda: engine.call.state == "speaking", "the first reply playing")
+    engine.call._digits_timed_out()  # the entry's quiet timeout fires
+    await until(lambda: tts.cancelled == 1, "the first reply being stopped")
+    await engine.say()  # meanwhile the caller speaks, and a second reply starts
+    await engine.until(lambda: len(tts.spoken) == 2, "the second reply playing")
+    letting_go.set()
     await engine.listening()
-    assert [request.kind for request in backend.requests] == ["reply", "digits"]
-    assert backend.most_open == 1
+    assert [request.kind for request in backend.requests] == ["reply", "reply", "digits"]
+    assert tts.cancelled == 2  # the second reply was stopped too, not left running beside the entry's
+    assert [task.get_name() for task in engine.call._tasks] == ["CA-engine:pacer"]
+    assert engine.history[-1] == ("bot", "You said 4.")
 
 
 @pytest.mark.parametrize("way", ["transfer", "goodbye"])

@@ -282,6 +282,8 @@ class Call:
                 self._keep_heard(reply, heard, barge_in=False)
             reply.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
             self._shelve(reply)
+            # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
+            reply.played.set()
 
     async def _settle_unanswered(self) -> None:
         """The caller's words that never got an answer go into the log. Turns still being transcribed are
