@@ -202,6 +202,6 @@ async def open_call(
     wire.on_mark = call.on_mark
     call.apply_business(business)
     assert call.admit()
-    await call.record_started()
     call.begin(greeting)
+    await call.record_started()
     return Engine(services, call, wire, stt, tts, backend)

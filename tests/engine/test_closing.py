@@ -65,6 +65,22 @@ async def test_the_caller_talking_during_the_transfer_line_starts_no_reply(
     assert engine.metric("voicebridge_barge_ins_total") == 0  # the line played to its end
 
 
+async def test_a_keypad_entry_during_the_goodbye_is_logged_but_neither_cuts_nor_answered(
+    open_engine: OpenEngine, backend: FakeBackend
+) -> None:
+    engine = await closing_call(open_engine)
+    ending = asyncio.create_task(engine.call.end_for_shutdown())
+    await until(lambda: line_sent(engine, "goodbye"), "the goodbye line")
+    for digit in "42#":
+        await engine.call.on_dtmf(digit)
+    goodbye_mark = next(mark for mark in engine.wire.marks() if mark.startswith("goodbye-"))
+    engine.call.on_mark(goodbye_mark)
+    await ending
+    assert backend.requests == [] and engine.metric("voicebridge_barge_ins_total") == 0
+    assert engine.history[-1] == ("bot", LONG) and engine.call.outcome == "shutdown"
+    assert [entry["dtmf"] for entry in engine.call.transcript if "dtmf" in entry] == ["4", "2", "#"]
+
+
 async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
     engine: Engine, stt: FakeSTT, backend: FakeBackend, tts: FakeTTS
 ) -> None:
@@ -123,3 +139,16 @@ async def test_the_provider_is_told_when_we_end_the_call(
         await (engine.call.end_for_shutdown() if way == "goodbye" else engine.call.hangup())
         assert provider.hang_ups == 1 and provider.transfers == []
     assert engine.wire.closed
+
+
+async def test_a_transfer_asked_during_the_goodbye_names_no_destination(open_engine: OpenEngine) -> None:
+    """Exotel's Connect applet asks where to dial once the stream closes: a transfer that does not go ahead
+    must not leave a destination behind."""
+    engine = await closing_call(open_engine)
+    ending = asyncio.create_task(engine.call.end_for_shutdown())
+    await until(lambda: line_sent(engine, "goodbye"), "the goodbye line")
+    await engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    engine.call.on_mark(next(mark for mark in engine.wire.marks() if mark.startswith("goodbye-")))
+    await ending
+    assert engine.call.outcome == "shutdown"
+    assert engine.services.registry.transfer_destination(engine.call.call_sid) is None

@@ -176,6 +176,7 @@ class Call:
         self._time_limit: asyncio.TimerHandle | None = None
         self._admitted = False
         self._teardown: asyncio.Future[None] | None = None
+        self._started_record: asyncio.Future[None] | None = None
         # Set before the first await of a transfer, goodbye or hangup: from then on no new reply starts.
         self._closing = False
 
@@ -199,6 +200,9 @@ class Call:
             return False
         self._admitted = True
         self._s.metrics.calls_active.inc()
+        # Written from the moment the call is live, without holding up its greeting; teardown waits for it,
+        # so `started` always precedes `ended` even when the call ends while its greeting is being rendered.
+        self._started_record = asyncio.ensure_future(self._recorder.started())
         return True
 
     def begin(self, greeting: str = "greeting") -> None:
@@ -218,8 +222,9 @@ class Call:
             )
 
     async def record_started(self) -> None:
-        """The call's `started` event, durably in the outbox."""
-        await self._recorder.started()
+        """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
+        if self._started_record is not None:
+            await asyncio.shield(self._started_record)
 
     async def finish(self, outcome: str) -> bool:
         """Tear the call down exactly once and completely, whatever ended it: stop its tasks, keep its
@@ -301,7 +306,6 @@ class Call:
             elif transcription.cancelled() or transcription.exception() is not None:
                 words.append(UNRECOGNISED)
             else:
-                self.usage.stt_seconds += transcription.result().audio_seconds
                 words.append(transcription.result().text)
         self._carried.clear()
         self._unanswered = ""
@@ -311,6 +315,15 @@ class Call:
         """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
         duration = time.monotonic() - self._started_mono
         self.usage.duration_s = duration
+        try:
+            if self._started_record is not None:
+                await asyncio.shield(self._started_record)  # `ended` never goes in before `started`
+        except Exception as exc:
+            self._teardown_failed("storing the call's start", exc)
+        finally:
+            await self._keep_end_records(outcome, duration)
+
+    async def _keep_end_records(self, outcome: str, duration: float) -> None:
         local_recording = ""
         try:
             local_recording = await self._save_recording()
@@ -389,6 +402,9 @@ class Call:
         if self.ended or self._closing:
             return  # too late: the call is over, or being ended or transferred already
         self._closing = True
+        # Exotel's Connect applet asks us where to dial once the stream closes: only a transfer that goes
+        # ahead names a destination.
+        self._s.registry.set_transfer(self.call_sid, number)
         self.log.info("transferring to %s", number)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("transfer", self._rate)
@@ -470,6 +486,8 @@ class Call:
         if self.ended:
             return
         self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
+        if self._closing:
+            return  # logged, but the transfer or goodbye line is not interrupted nor answered
         if self.state is CallState.SPEAKING:
             await self._barge_in()
         if self._digit_timer is not None:
@@ -483,12 +501,13 @@ class Call:
 
     def _digits_timed_out(self) -> None:
         entry = self._digits.expire()
-        if entry is not None and not self.ended:
+        if entry is not None and not self.ended and not self._closing:
             self._spawn(self._answer_digits(entry), "digits")
 
     async def _answer_digits(self, entry: str) -> None:
-        # The entry takes the place of any reply, also one the caller's speech started while we waited.
-        while self._reply is not None:
+        # The entry takes the place of any reply, also one the caller's speech started while we waited;
+        # never of a transfer or goodbye line.
+        while self._reply is not None and not self._closing:
             await self._cancel_reply()
         self._record_unanswered()
 
@@ -536,6 +555,8 @@ class Call:
         transcription = reply.transcription = asyncio.ensure_future(
             self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
         )
+        # Counted once, whoever reads it: the reply, the next turn (carried) or the teardown.
+        transcription.add_done_callback(self._count_transcription)
         try:
             transcript = await asyncio.shield(transcription)
         except asyncio.CancelledError:
@@ -550,7 +571,6 @@ class Call:
             await self._apologise(reply, f"{self._unanswered} {UNRECOGNISED}".strip())
             await self._finish_reply(reply)
             return
-        self.usage.stt_seconds += transcript.audio_seconds
         done = time.monotonic()
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
         self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
@@ -577,6 +597,10 @@ class Call:
         deltas = self._s.backend.reply(self.info, text, list(self.history))
         await self._answer(reply, text, deltas, backend_started)
 
+    def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
+        if not transcription.cancelled() and transcription.exception() is None:
+            self.usage.stt_seconds += transcription.result().audio_seconds
+
     async def _take_carried(self) -> None:
         """The words of earlier turns the caller talked over join the unanswered text, in order."""
         while self._carried:
@@ -589,7 +613,6 @@ class Call:
                 self.log.warning("speech recognition failed on an interrupted turn: %s", exc)
                 words = ""
             else:
-                self.usage.stt_seconds += transcript.audio_seconds
                 words = transcript.text
             if transcription in self._carried:
                 self._carried.remove(transcription)
@@ -644,7 +667,6 @@ class Call:
         self._record_unanswered()  # the turn that failed, before the goodbye or transfer line
         number = self._fallback_number
         if number:
-            self._s.registry.set_transfer(self.call_sid, number)
             await self.transfer(number)
         else:
             await self._say_goodbye_and_end("backend_failed")
@@ -707,7 +729,6 @@ class Call:
             await self._s.telephony.hang_up(self.start)
             await self._close_socket()
         elif action.kind == "transfer" and action.number:
-            self._s.registry.set_transfer(self.call_sid, action.number)
             await self.transfer(action.number)
         elif action.kind == "collect_digits" and action.max_digits > 0:
             self._digits.max_digits = action.max_digits

@@ -255,8 +255,7 @@ class CallRegistry:
         call = self._active.get(call_sid)
         if call is None:
             raise UnknownCall(call_sid)
-        self.set_transfer(call_sid, number)
-        await call.transfer(number)
+        await call.transfer(number)  # which names the destination, if the transfer goes ahead
 
     def status(self) -> dict[str, Any]:
         """Counts for health output and the control socket."""

@@ -212,11 +212,8 @@ class StreamSession:
             await self._close()
             return
         self._call = call
-        # Before the greeting's render and the business lookup: the call is live (a management hangup can
-        # end it meanwhile), so `started` goes first and always precedes its `ended` in the outbox.
-        await call.record_started()
         greeting = await self._greeting_for(call, start)
-        if call.ended:
+        if call.ended:  # a management hangup or the drain while the greeting was rendered: not restarted
             call.log.info("the call ended while its greeting was being prepared")
             return
         call.log.info(
@@ -227,6 +224,7 @@ class StreamSession:
             start.sample_rate,
         )
         call.begin(greeting)
+        await call.record_started()
 
     async def _greeting_for(self, call: Call, start: Start) -> str:
         """The called business's settings applied, and the name of the greeting phrase to play."""
