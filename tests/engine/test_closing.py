@@ -147,8 +147,42 @@ async def test_a_transfer_asked_during_the_goodbye_names_no_destination(open_eng
     engine = await closing_call(open_engine)
     ending = asyncio.create_task(engine.call.end_for_shutdown())
     await until(lambda: line_sent(engine, "goodbye"), "the goodbye line")
-    await engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    transferring = asyncio.create_task(
+        engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    )
     engine.call.on_mark(next(mark for mark in engine.wire.marks() if mark.startswith("goodbye-")))
-    await ending
+    await asyncio.gather(ending, transferring)
     assert engine.call.outcome == "shutdown"
     assert engine.services.registry.transfer_destination(engine.call.call_sid) is None
+
+
+async def test_a_transfer_whose_requester_went_away_still_completes(
+    open_engine: OpenEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The management request that asked for the transfer is cancelled mid-line (its client went away):
+    the call must not be left half-closed, saying nothing and answering nothing."""
+    engine = await closing_call(open_engine)
+    provider = ProviderCalls(engine, monkeypatch)
+    transferring = asyncio.create_task(
+        engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
+    )
+    await until(lambda: line_sent(engine, "transfer"), "the transfer line")
+    transferring.cancel()
+    await asyncio.gather(transferring, return_exceptions=True)
+    engine.call.on_mark(next(mark for mark in engine.wire.marks() if mark.startswith("transfer-")))
+    await until(lambda: engine.wire.closed, "the stream closed")
+    assert engine.call.outcome == "transferred" and provider.transfers == ["+919800000009"]
+
+
+async def test_the_drain_waits_for_a_transfer_under_way(open_engine: OpenEngine) -> None:
+    engine = await closing_call(open_engine)
+    registry = engine.services.registry
+    transferring = asyncio.create_task(registry.transfer(engine.call.call_sid, "+919800000009"))
+    await until(lambda: line_sent(engine, "transfer"), "the transfer line")
+    draining = asyncio.create_task(registry.drain(0))
+    await until(lambda: registry.draining, "the drain")
+    engine.call.on_mark(next(mark for mark in engine.wire.marks() if mark.startswith("transfer-")))
+    await draining
+    record = registry.finished(engine.call.call_sid)
+    assert record is not None and record.outcome == "transferred"
+    await transferring

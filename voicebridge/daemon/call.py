@@ -177,8 +177,9 @@ class Call:
         self._admitted = False
         self._teardown: asyncio.Future[None] | None = None
         self._started_record: asyncio.Future[None] | None = None
-        # Set before the first await of a transfer, goodbye or hangup: from then on no new reply starts.
-        self._closing = False
+        # The one way out under way (a transfer, goodbye or hangup), set before its first await: from then on
+        # no new reply starts. A task of its own, like the teardown: whoever asked for it may go away.
+        self._closing: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ class Call:
     def begin(self, greeting: str = "greeting") -> None:
         """Start the pacer and play the (pre-rendered) greeting phrase at once; nothing once the call ended
         (a hangup, transfer or shutdown while the greeting was being rendered)."""
-        if self.ended or self._closing:
+        if self.ended or self.closing:
             self.log.info("the call ended before its greeting; not starting it")
             return
         self._spawn(self._pacer.run(), "pacer")
@@ -218,7 +219,7 @@ class Call:
         if self._minute_limits:
             self._time_limit = asyncio.get_running_loop().call_later(
                 min(self._minute_limits) * 60,
-                lambda: self._spawn(self._say_goodbye_and_end("time_limit"), "limit"),
+                lambda: self._spawn(self._close(self._say_goodbye_and_end("time_limit")), "limit"),
             )
 
     async def record_started(self) -> None:
@@ -389,23 +390,48 @@ class Call:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def closing(self) -> bool:
+        """A transfer, goodbye or hangup is under way."""
+        return self._closing is not None
+
     async def hangup(self) -> None:
         """End the call now: Exotel's flow moves on when the stream closes; Twilio is told over REST."""
-        self._closing = True
-        if await self.finish("hangup"):  # else it had ended already: nothing to tell the provider
-            await self._s.telephony.hang_up(self.start)
-        await self._close_socket()
+        await self._close(self._end_now("hangup"))
 
     async def transfer(self, number: str) -> None:
         """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
-        # Each await below can see the caller hang up: then there is no one left to transfer.
-        if self.ended or self._closing:
-            return  # too late: the call is over, or being ended or transferred already
-        self._closing = True
+        await self._close(self._transfer(number))
+
+    async def end_for_shutdown(self) -> None:
+        """The daemon is stopping and the drain time ran out: say goodbye, then close (or wait for the
+        transfer or goodbye already under way)."""
+        await self._close(self._say_goodbye_and_end("shutdown"))
+
+    async def _close(self, way_out: Coroutine[Any, Any, None]) -> None:
+        """Run `way_out` unless one is under way already or the call ended; wait for the call's end either
+        way. Shielded: a management request that goes away mid-line must not leave the call half-closed,
+        saying nothing and answering nothing."""
+        if self._closing is None and not self.ended:
+            self._closing = asyncio.ensure_future(way_out)
+        else:
+            way_out.close()  # too late for this one: the call is over, or already on its way out
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        if self._teardown is not None:
+            await asyncio.shield(self._teardown)
+
+    async def _end_now(self, outcome: str) -> None:
+        if await self.finish(outcome):  # else the caller hung up first: nothing to tell the provider
+            await self._s.telephony.hang_up(self.start)
+        await self._close_socket()
+
+    async def _transfer(self, number: str) -> None:
         # Exotel's Connect applet asks us where to dial once the stream closes: only a transfer that goes
         # ahead names a destination.
         self._s.registry.set_transfer(self.call_sid, number)
         self.log.info("transferring to %s", number)
+        # Each await below can see the caller hang up: then there is no one left to transfer.
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("transfer", self._rate)
         if pcm and not self.ended:
@@ -414,14 +440,7 @@ class Call:
             await self._s.telephony.transfer(self.start, number)
         await self._close_socket()
 
-    async def end_for_shutdown(self) -> None:
-        """The daemon is stopping and the drain time ran out: say goodbye, then close."""
-        await self._say_goodbye_and_end("shutdown")
-
     async def _say_goodbye_and_end(self, outcome: str) -> None:
-        if self.ended or self._closing:
-            return
-        self._closing = True
         self.log.info("ending the call politely: %s", outcome)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("goodbye", self._rate)
@@ -454,7 +473,7 @@ class Call:
             return  # a message already in flight when the call ended: it must not start a reply
         if self._recording is not None:
             self._recording.caller(pcm16, self._loop.time())
-        if self._closing:
+        if self.closing:
             return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
         for event in self._detector.feed(self._ingress.process(pcm16)):
             if isinstance(event, SpeechSustained):
@@ -486,7 +505,7 @@ class Call:
         if self.ended:
             return
         self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
-        if self._closing:
+        if self.closing:
             return  # logged, but the transfer or goodbye line is not interrupted nor answered
         if self.state is CallState.SPEAKING:
             await self._barge_in()
@@ -501,13 +520,13 @@ class Call:
 
     def _digits_timed_out(self) -> None:
         entry = self._digits.expire()
-        if entry is not None and not self.ended and not self._closing:
+        if entry is not None and not self.ended and not self.closing:
             self._spawn(self._answer_digits(entry), "digits")
 
     async def _answer_digits(self, entry: str) -> None:
         # The entry takes the place of any reply, also one the caller's speech started while we waited;
         # never of a transfer or goodbye line.
-        while self._reply is not None and not self._closing:
+        while self._reply is not None and not self.closing:
             await self._cancel_reply()
         self._record_unanswered()
 
@@ -529,7 +548,7 @@ class Call:
 
     def _start_reply(self, work: Callable[[_Reply], Coroutine[Any, Any, None]], committed: bool) -> None:
         """Run `work` as the call's one reply; refused once the call is ending or while another runs."""
-        if self.ended or self._closing:
+        if self.ended or self.closing:
             return
         if self._reply is not None:
             self.log.warning("a reply is still running; not starting another alongside it")
@@ -669,7 +688,7 @@ class Call:
         if number:
             await self.transfer(number)
         else:
-            await self._say_goodbye_and_end("backend_failed")
+            await self._close(self._say_goodbye_and_end("backend_failed"))
 
     async def _speak_reply(
         self, reply: _Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
@@ -725,9 +744,7 @@ class Call:
         self.log.info("backend action: %s", action.kind)
         if action.kind == "hangup":
             # The reply was the goodbye; end the call as the provider's hangup would.
-            await self.finish("completed")
-            await self._s.telephony.hang_up(self.start)
-            await self._close_socket()
+            await self._close(self._end_now("completed"))
         elif action.kind == "transfer" and action.number:
             await self.transfer(action.number)
         elif action.kind == "collect_digits" and action.max_digits > 0:
