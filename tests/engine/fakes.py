@@ -95,8 +95,9 @@ class FakeTTS:
     # A sentence containing a key waits for its event before its second piece.
     holds: dict[str, asyncio.Event] = field(default_factory=dict)
     fail_on: set[str] = field(default_factory=set)
-    # How long a cancelled synthesis takes to let go (a network engine closing its connection).
+    # How long a cancelled synthesis takes to let go (a network engine closing its connection), or until when.
     cancel_delay_s: float = 0.0
+    cancel_hold: asyncio.Event | None = None
     spoken: list[str] = field(default_factory=list)
     cancelled: int = 0
 
@@ -117,6 +118,8 @@ class FakeTTS:
             self.cancelled += 1
             if self.cancel_delay_s:
                 await asyncio.shield(asyncio.sleep(self.cancel_delay_s))
+            if self.cancel_hold is not None:
+                await asyncio.shield(self.cancel_hold.wait())
             raise
         yield pcm[half:]
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
+from voicebridge.backends.node import BusinessSettings
 from voicebridge.config import Settings
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import Call, CallServices
@@ -46,6 +47,16 @@ PROMPTS = {
     "transfer": "Transferring.",
     "apology": "Sorry?",
 }
+
+
+async def until(condition: Callable[[], bool], what: str = "the condition") -> None:
+    """Wait for `condition` and nothing else (Engine.until also feeds the call silence meanwhile)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 def voice(seconds: float) -> bytes:
@@ -117,6 +128,10 @@ class Engine:
     def history(self) -> list[tuple[str, str]]:
         return [(turn.role, turn.text) for turn in self.call.history]
 
+    def heard_seconds(self) -> float:
+        """How much of the reply being played the caller has heard by now, by the pacer's clock."""
+        return self.call._pacer.progress.heard_seconds(asyncio.get_running_loop().time())
+
     def metric(self, name: str, **labels: str) -> float:
         return self.services.metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -172,6 +187,7 @@ async def open_call(
     call_sid: str = "CA-engine",
     max_minutes: float | None = None,
     greeting: str = "greeting",
+    business: BusinessSettings | None = None,
 ) -> Engine:
     """Admit and begin a call the way the stream handler does."""
     wire = Wire()
@@ -184,6 +200,7 @@ async def open_call(
         max_minutes=max_minutes,
     )
     wire.on_mark = call.on_mark
+    call.apply_business(business)
     assert call.admit()
     call.begin(greeting)
     await call.record_started()

@@ -24,7 +24,8 @@ async def speaking_while_synthesising(engine: Engine, backend: FakeBackend, tts:
     backend.answer(FULL)
     await engine.say()
     await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
-    await asyncio.sleep(0.5)  # some of it has been heard
+    # Some of it has been heard: a few of the first sentence's ten words (it lasts 0.25 s).
+    await engine.until(lambda: engine.heard_seconds() >= 0.1, "some of the reply heard")
 
 
 async def test_barge_in_during_synthesis_keeps_the_heard_line_for_the_next_request(

@@ -12,7 +12,7 @@ from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import BudgetBackend
 from tests.fakes.node_api import FakeNodeApi
 from voicebridge.backends.http import BackendHttp
-from voicebridge.backends.node import BudgetDecision, NodeBackend
+from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
 from voicebridge.config import BackendConfig, Settings
 from voicebridge.daemon.admission import gate_call
 from voicebridge.daemon.keys import BACKEND, METRICS, REGISTRY, SETTINGS
@@ -59,3 +59,15 @@ async def test_a_call_capped_at_zero_minutes_says_goodbye_and_ends(open_engine: 
     engine = await open_engine(max_minutes=0.0)
     await engine.until(lambda: engine.call.ended, "the call to end")
     assert engine.call.outcome == "time_limit" and engine.history[-1] == ("bot", "Bye now.")
+
+
+@pytest.mark.parametrize("minutes", [0.0, -1.0])
+async def test_a_business_cap_of_zero_or_less_is_no_cap(open_engine: OpenEngine, minutes: float) -> None:
+    """#14 review 7: a business's max_call_minutes caps each call; 0 or less is no meaningful cap."""
+    engine = await open_engine(business=BusinessSettings(max_call_minutes=minutes))
+    configured = engine.services.settings.calls.max_call_minutes
+    assert engine.call._minute_limits == ([configured] if configured > 0 else [])
+    await engine.listening()
+    await engine.say()
+    await engine.listening()
+    assert not engine.call.ended

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from tests.engine.fakes import BudgetBackend, FakeSocket, FakeSTT, FakeTTS
-from tests.engine.harness import build_services, engine_settings, voice
+from tests.engine.harness import build_services, engine_settings, until, voice
 from voicebridge.backends.node import BusinessSettings
 from voicebridge.daemon.phrases import CUSTOM_KEPT, PhraseCache
 from voicebridge.daemon.providers.exotel import ExotelCaller
@@ -40,10 +40,7 @@ async def test_a_greeting_that_cannot_be_rendered_leaves_the_call_with_the_defau
     for text in (caller.connected(), caller.start(), caller.media(voice(0.1))):
         socket.incoming.put_nowait(text)
     running = asyncio.create_task(session.run())
-    for _ in range(500):
-        if services.registry.active_count:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: services.registry.active_count == 1 or running.done(), "the call admitted")
     assert services.registry.active_count == 1 and not running.done()  # the call goes on
     assert services.metrics.registry.get_sample_value("voicebridge_calls_active") == 1
     socket.incoming.put_nowait(caller.stop())
@@ -55,3 +52,38 @@ async def test_a_greeting_that_cannot_be_rendered_leaves_the_call_with_the_defau
     assert sample("voicebridge_calls_active") == 0
     assert sample("voicebridge_errors_total", {"kind": "greeting"}) == 1
     await services.outbox.close()
+
+
+async def test_a_call_ended_while_its_greeting_renders_is_never_started(tmp_path: Path) -> None:
+    """#14 review 1: a management hangup while the business greeting is being synthesised ends the call;
+    the render finishing afterwards must not start it again (pacer, greeting, `started` after `ended`)."""
+    caller = ExotelCaller("CA-late", "SS-late")
+    backend = BudgetBackend(businesses={caller.to_number: BusinessSettings(greeting="Welcome to Acme.")})
+    tts = FakeTTS()
+    services = await build_services(engine_settings(tmp_path), FakeSTT(), tts, backend, tmp_path / "o.db")
+    tts.holds["Acme"] = rendering = asyncio.Event()
+    socket = FakeSocket()
+    session = StreamSession(services, socket, "CA-late", 8000)  # type: ignore[arg-type]
+    for text in (caller.connected(), caller.start()):
+        socket.incoming.put_nowait(text)
+    running = asyncio.create_task(session.run())
+    await until(lambda: tts.spoken == ["Welcome to Acme."], "the greeting's render")
+    await services.registry.hangup("CA-late")
+    rendering.set()
+    await running
+    call = session._call
+    assert call is not None
+    try:
+        assert call.state == "ended" and call.outcome == "hangup"
+        assert not call._tasks and call._time_limit is None  # no pacer, greeting or time limit
+        assert not any('"media"' in text for text in socket.sent)
+        events = {
+            record.payload["event"]: record.payload["at"]
+            for record in await services.outbox.records("CA-late")
+            if record.kind == "event"
+        }
+        assert events["started"] <= events["ended"]
+    finally:
+        for task in list(call._tasks):  # the unfixed code left the pacer running
+            task.cancel()
+        await services.outbox.close()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.engine.fakes import FakeBackend, FakeSTT
-from tests.engine.harness import Engine, quiet, voice
+from tests.engine.harness import Engine, quiet, until, voice
+from voicebridge.daemon import call as call_module
 
 
 async def test_a_turn_cut_at_the_maximum_reaches_the_backend_when_the_caller_talks_on(
@@ -19,7 +22,6 @@ async def test_a_turn_cut_at_the_maximum_reaches_the_backend_when_the_caller_tal
     # The caller's speech after the cut interrupted the first turn while it was being transcribed.
     assert engine.metric("voicebridge_barge_ins_total") == 1
     await engine.feed(quiet(0.3))
-    await asyncio.sleep(0.05)
     first.set()  # the first part's words arrive only after the second turn ended
     await engine.listening()
     texts = [request.text for request in backend.requests]
@@ -85,3 +87,56 @@ async def test_a_keypad_entry_answered_instead_of_a_turn_keeps_the_turn_in_histo
     assert (digits.kind, digits.text) == ("digits", "42")
     assert [(turn.role, turn.text) for turn in digits.history][-1] == ("caller", "I want to pay my bill")
     assert ("caller", "I want to pay my bill") in engine.history
+
+
+async def test_words_being_transcribed_at_the_hangup_are_waited_for(
+    engine: Engine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    """#14 review 5: the caller's last turn, still being transcribed when the call ends, reaches the log."""
+    transcribed = asyncio.Event()
+    stt.hear("please call me back tomorrow", hold=transcribed)
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "thinking" and len(stt.calls) == 1, "the transcription")
+    hanging_up = asyncio.create_task(engine.call.hangup())
+    await until(lambda: engine.call.state == "ended", "teardown to begin")
+    transcribed.set()
+    await hanging_up
+    assert engine.history[-1] == ("caller", "please call me back tomorrow")
+    turns = (await engine.records())["conversation"]["turns"]
+    assert turns[-1]["role"] == "caller" and turns[-1]["text"] == "please call me back tomorrow"
+    assert backend.requests == []
+
+
+async def test_words_never_transcribed_leave_a_counted_placeholder(
+    engine: Engine, stt: FakeSTT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#14 review 5: teardown waits only so long; the log then says words were said but not transcribed."""
+    monkeypatch.setattr(call_module, "TRANSCRIPTION_WAIT_S", 0.1, raising=False)
+    stt.hear("never finished", hold=asyncio.Event())
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "thinking" and len(stt.calls) == 1, "the transcription")
+    await engine.call.hangup()
+    assert engine.history[-1] == ("caller", "[not transcribed: call ended]")
+    assert engine.metric("voicebridge_errors_total", kind="not_transcribed") == 1
+    turns = (await engine.records())["conversation"]["turns"]
+    assert turns[-1]["text"] == "[not transcribed: call ended]"
+
+
+async def test_a_finished_speculative_transcription_is_kept_at_the_hangup(
+    engine: Engine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    """#14 review 5: the caller paused, their words were transcribed as a guess, then the call ended: the
+    end of the call ends their turn, and its words stay in the log."""
+    backend.speculative_safe = False  # the guess waits for the turn's end before asking the backend
+    stt.hear("I will think about it")
+    await engine.feed(voice(0.3))
+    for _ in range(10):  # a pause: the guess starts well before the turn's end of silence
+        if engine.call._reply is not None:
+            break
+        await engine.feed(quiet(0.02))
+    reply = engine.call._reply
+    assert reply is not None and not reply.gate.is_set()
+    await until(lambda: stt.finished == ["I will think about it"], "the guess's transcription")
+    await engine.call.hangup()
+    assert engine.history[-1] == ("caller", "I will think about it")
+    assert backend.requests == []

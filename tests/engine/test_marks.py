@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.engine.fakes import FakeBackend
-from tests.engine.harness import Engine
+from tests.engine.harness import Engine, until
 
 
 async def test_every_mark_is_unique_and_unguessable(engine: Engine) -> None:
@@ -35,3 +35,24 @@ async def test_a_wrong_echo_does_not_end_a_running_reply(
     held.set()
     await engine.listening()
     assert backend.most_open == 1 and len(backend.requests) == 2
+
+
+@pytest.mark.parametrize("echo", ["", "reply-1", "greeting", "stale", None, 42])
+async def test_a_wrong_echo_after_the_mark_was_sent_does_not_end_the_reply(
+    engine: Engine, echo: object
+) -> None:
+    """The reply is all queued and its mark is out; the echo is held back, and a wrong one arrives first."""
+    engine.wire.echo_marks = False
+    await engine.say()
+    await until(
+        lambda: engine.call._reply is not None and engine.call._reply.mark in engine.wire.marks(),
+        "the reply's mark sent",
+    )
+    reply = engine.call._reply
+    assert reply is not None
+    stale = engine.wire.marks()[0]  # the greeting's, already echoed once
+    engine.call.on_mark(stale if echo == "stale" else echo)  # type: ignore[arg-type]
+    assert engine.call._reply is reply and not reply.played.is_set()
+    assert engine.call.state == "speaking"
+    engine.call.on_mark(reply.mark)  # the right echo, late
+    assert reply.played.is_set() and engine.call.state == "listening"

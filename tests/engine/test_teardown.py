@@ -86,3 +86,52 @@ async def test_a_hangup_closes_the_backend_stream_before_it_returns(
     await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
     await engine.call.hangup()
     assert backend.requests[0].closed and backend.open_streams == 0
+
+
+async def test_a_failing_conversation_step_still_stops_the_call(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#14 review 2: each teardown step is guarded on its own; one raising leaves no call half-alive."""
+
+    def broken() -> None:
+        raise RuntimeError("injected: settling the conversation failed")
+
+    monkeypatch.setattr(engine.call, "_settle_conversation", broken)
+    await engine.call.finish("completed")
+    assert engine.call.state == "ended" and not engine.call._tasks  # the pacer stopped
+    assert engine.metric("voicebridge_errors_total", kind="teardown") == 1
+    await assert_torn_down_once(engine, "completed")
+
+
+async def test_the_shutdown_waits_for_a_teardown_nobody_waits_for_any_more(
+    engine: Engine, backend: FakeBackend, tts: FakeTTS
+) -> None:
+    """#14 review 6: the teardown's only waiter was cancelled; the daemon's drain still waits for it, so the
+    loop cannot be stopped with the call's records unkept."""
+    tts.holds["Second"] = asyncio.Event()
+    tts.cancel_delay_s = 0.3  # the reply task is slow to die, like a TTS connection closing
+    backend.answer("First words of a long answer. ", "Second part is held. ")
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    finishing = asyncio.create_task(engine.call.finish("hangup"))
+    await engine.until(lambda: tts.cancelled == 1, "teardown to be cancelling the reply")
+    finishing.cancel()
+    await asyncio.gather(finishing, return_exceptions=True)
+    await engine.services.registry.drain(0)
+    assert engine.services.registry.finished(engine.call.call_sid) is not None
+    assert {"event:ended", "cost", "conversation"} <= set(await engine.records())
+
+
+async def test_a_registry_that_fails_to_file_the_call_still_frees_its_count(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#14 review 6: calls_active is uncounted whatever the registry's finish raises."""
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("injected: the registry cannot file the call")
+
+    monkeypatch.setattr(engine.services.registry, "finish", broken)
+    await engine.call.finish("completed")
+    assert engine.metric("voicebridge_calls_active") == 0
+    assert engine.metric("voicebridge_calls_total", outcome="completed", provider="exotel") == 1
+    assert engine.metric("voicebridge_errors_total", kind="teardown") == 1

@@ -277,6 +277,8 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
     heartbeat.cancel()
     await control.close()
     await runner.cleanup()
+    # Closing the server may have ended calls whose streams were still open: their records first.
+    await registry.settle()
     logger.info("stopped")
     return 0
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from voicebridge.audio.turn import (
@@ -55,6 +56,12 @@ UNRECOGNISED = "[speech not recognised]"
 MARK_GRACE_S = 1.5
 # Teardown waits this long for the call's cancelled tasks to stop before it keeps the record regardless.
 TEARDOWN_WAIT_S = 5.0
+# Teardown waits this long for the caller's last words still being transcribed. Short: a transcription of one
+# turn takes well under a second when the engine is not overloaded, and when it is, the record (and the slot)
+# must not wait on it; past this the log says the words were not transcribed instead of losing them quietly.
+TRANSCRIPTION_WAIT_S = 2.0
+# What the conversation log says the caller said when the call ended before their words were transcribed.
+NOT_TRANSCRIBED = "[not transcribed: call ended]"
 
 
 def _mark_name(kind: str) -> str:
@@ -92,6 +99,7 @@ class CallServices:
 class _Reply:
     """The reply task of one turn and what is known of what it said."""
 
+    # Set by _start_reply/_play_phrase right after the reply is built; None only until then.
     task: asyncio.Task[None] | None
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     played: asyncio.Event = field(default_factory=asyncio.Event)
@@ -168,6 +176,10 @@ class Call:
         self._time_limit: asyncio.TimerHandle | None = None
         self._admitted = False
         self._teardown: asyncio.Future[None] | None = None
+        self._started_record: asyncio.Future[None] | None = None
+        # The one way out under way (a transfer, goodbye or hangup), set before its first await: from then on
+        # no new reply starts. A task of its own, like the teardown: whoever asked for it may go away.
+        self._closing: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -177,7 +189,9 @@ class Call:
             return
         if business.transfer_number:
             self._fallback_number = business.transfer_number
-        if business.max_call_minutes:
+        # A business's max_call_minutes is a cap on each call's length, not a budget: 0 or less is no
+        # meaningful cap (it would end every call at its greeting), so it means "not set", like the config's.
+        if business.max_call_minutes is not None and business.max_call_minutes > 0:
             self._minute_limits.append(business.max_call_minutes)
 
     def admit(self) -> bool:
@@ -187,10 +201,17 @@ class Call:
             return False
         self._admitted = True
         self._s.metrics.calls_active.inc()
+        # Written from the moment the call is live, without holding up its greeting; teardown waits for it,
+        # so `started` always precedes `ended` even when the call ends while its greeting is being rendered.
+        self._started_record = asyncio.ensure_future(self._recorder.started())
         return True
 
     def begin(self, greeting: str = "greeting") -> None:
-        """Start the pacer and play the (pre-rendered) greeting phrase at once."""
+        """Start the pacer and play the (pre-rendered) greeting phrase at once; nothing once the call ended
+        (a hangup, transfer or shutdown while the greeting was being rendered)."""
+        if self.ended or self.closing:
+            self.log.info("the call ended before its greeting; not starting it")
+            return
         self._spawn(self._pacer.run(), "pacer")
         audio = self._s.phrases.audio(greeting, self._rate)
         if audio:
@@ -198,57 +219,112 @@ class Call:
         if self._minute_limits:
             self._time_limit = asyncio.get_running_loop().call_later(
                 min(self._minute_limits) * 60,
-                lambda: self._spawn(self._say_goodbye_and_end("time_limit"), "limit"),
+                lambda: self._spawn(self._close(self._say_goodbye_and_end("time_limit")), "limit"),
             )
 
     async def record_started(self) -> None:
-        """The call's `started` event, durably in the outbox."""
-        await self._recorder.started()
+        """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
+        if self._started_record is not None:
+            await asyncio.shield(self._started_record)
 
-    async def finish(self, outcome: str) -> None:
+    async def finish(self, outcome: str) -> bool:
         """Tear the call down exactly once and completely, whatever ended it: stop its tasks, keep its
         record, free its slot. The teardown is a task of its own that every caller waits for: a caller
-        cancelled meanwhile (a management request whose client went away) cannot stop it half-way."""
-        if self._teardown is None:
+        cancelled meanwhile (a management request whose client went away) cannot stop it half-way, and the
+        registry keeps it so that the daemon's shutdown waits for it too.
+
+        True when this call ended it: only then does the caller go on to tell the provider (hang up,
+        transfer); a call that had already ended (the caller hung up) is not the provider's to act on."""
+        ours = self._teardown is None
+        if ours:
             self._ended.set()
             self.outcome = outcome
             self._teardown = asyncio.ensure_future(self._tear_down(outcome, asyncio.current_task()))
+            self._s.registry.track_teardown(self._teardown)
+        assert self._teardown is not None
         await asyncio.shield(self._teardown)
+        return ours
 
     async def _tear_down(self, outcome: str, requester: asyncio.Task[Any] | None) -> None:
+        # Each step in a guarded block of its own: one that raises must not leave the call listening with
+        # its pacer still sending, nor its record unkept.
         try:
             self._settle_conversation()
-            self.state = CallState.ENDED
-            for timer in (self._digit_timer, self._time_limit):
-                if timer is not None:
-                    timer.cancel()
-            # The task that asked for the end goes on to hang up or close the socket; the rest stop.
-            doomed = [task for task in self._tasks if task is not requester]
-            for task in doomed:
-                task.cancel()
-            if doomed:
-                _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
-                if stuck:
-                    self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
+        except Exception as exc:
+            self._teardown_failed("settling the conversation", exc)
+        self.state = CallState.ENDED
+        for timer in (self._digit_timer, self._time_limit):
+            if timer is not None:
+                timer.cancel()
+        try:
+            await self._stop_tasks(requester)
         except Exception as exc:
             self._teardown_failed("stopping the call's tasks", exc)
         finally:
-            await self._keep_records(outcome)
+            try:
+                await self._settle_unanswered()
+            except Exception as exc:
+                self._teardown_failed("keeping the caller's last words", exc)
+            finally:
+                await self._keep_records(outcome)
+
+    async def _stop_tasks(self, requester: asyncio.Task[Any] | None) -> None:
+        # The task that asked for the end goes on to hang up or close the socket; the rest stop.
+        doomed = [task for task in self._tasks if task is not requester]
+        for task in doomed:
+            task.cancel()
+        if doomed:
+            _, stuck = await asyncio.wait(doomed, timeout=TEARDOWN_WAIT_S)
+            if stuck:
+                self.log.warning("%d call task(s) still running after teardown's wait", len(stuck))
 
     def _settle_conversation(self) -> None:
-        """What was said stays said: the line being played keeps what was heard, unanswered words stay."""
+        """What was said stays said: the line being played keeps what was heard; the words of a turn not
+        yet answered (even a guess, since the call's end ends the turn) stay, transcribed or still being."""
         reply = self._reply
         if reply is not None:
             if self.state is CallState.SPEAKING:
                 heard = self._pacer.progress.heard_seconds(self._loop.time())
                 self._keep_heard(reply, heard, barge_in=False)
+            reply.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
             self._shelve(reply)
-        self._record_unanswered(ending=True)
+            # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
+            reply.played.set()
+
+    async def _settle_unanswered(self) -> None:
+        """The caller's words that never got an answer go into the log. Turns still being transcribed are
+        waited for, within TRANSCRIPTION_WAIT_S; past that their line says so, counted, never dropped."""
+        pending = [transcription for transcription in self._carried if not transcription.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=TRANSCRIPTION_WAIT_S)
+        words = [self._unanswered]
+        for transcription in self._carried:
+            if not transcription.done():
+                transcription.cancel()
+                self._s.metrics.errors.labels(kind="not_transcribed").inc()
+                self.log.warning("the call ended before the caller's last words were transcribed")
+                words.append(NOT_TRANSCRIBED)
+            elif transcription.cancelled() or transcription.exception() is not None:
+                words.append(UNRECOGNISED)
+            else:
+                words.append(transcription.result().text)
+        self._carried.clear()
+        self._unanswered = ""
+        self._log_caller_words(words)
 
     async def _keep_records(self, outcome: str) -> None:
         """Each step runs even if the one before it raised or the teardown was cancelled meanwhile."""
         duration = time.monotonic() - self._started_mono
         self.usage.duration_s = duration
+        try:
+            if self._started_record is not None:
+                await asyncio.shield(self._started_record)  # `ended` never goes in before `started`
+        except Exception as exc:
+            self._teardown_failed("storing the call's start", exc)
+        finally:
+            await self._keep_end_records(outcome, duration)
+
+    async def _keep_end_records(self, outcome: str, duration: float) -> None:
         local_recording = ""
         try:
             local_recording = await self._save_recording()
@@ -264,6 +340,10 @@ class Call:
                 self._release(outcome, duration, local_recording)
 
     def _release(self, outcome: str, duration: float, local_recording: str) -> None:
+        # Uncounted first: whatever fails below, the gauge stays balanced.
+        if self._admitted:
+            self._s.metrics.calls_active.dec()
+        self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
         record = CallRecord(
             call_sid=self.call_sid,
             provider=self.start.provider,
@@ -277,10 +357,10 @@ class Call:
             transcript=list(self.transcript),
             local_recording=local_recording,
         )
-        self._s.registry.finish(self, record)
-        if self._admitted:
-            self._s.metrics.calls_active.dec()
-        self._s.metrics.calls_total.labels(outcome=outcome, provider=self.start.provider).inc()
+        try:
+            self._s.registry.finish(self, record)
+        except Exception as exc:
+            self._teardown_failed("moving the call to the finished list", exc)
         self.log.info(
             "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
             outcome,
@@ -310,39 +390,64 @@ class Call:
     def ended(self) -> bool:
         return self._ended.is_set()
 
+    @property
+    def closing(self) -> bool:
+        """A transfer, goodbye or hangup is under way."""
+        return self._closing is not None
+
     async def hangup(self) -> None:
         """End the call now: Exotel's flow moves on when the stream closes; Twilio is told over REST."""
-        await self.finish("hangup")
-        await self._s.telephony.hang_up(self.start)
-        await self._close_socket()
+        await self._close(self._end_now("hangup"))
 
     async def transfer(self, number: str) -> None:
         """Say the transfer line, then close the stream so the flow's Connect applet dials `number`."""
-        if self.ended:
-            return  # too late: the call is over (or ending), there is no one left to transfer
-        self.log.info("transferring to %s", number)
-        await self._interrupt_reply()
-        pcm = self._s.phrases.audio("transfer", self._rate)
-        if pcm:
-            await self._wait_reply_played(self._play_phrase("transfer", pcm))
-        await self.finish("transferred")
-        await self._s.telephony.transfer(self.start, number)
-        await self._close_socket()
+        await self._close(self._transfer(number))
 
     async def end_for_shutdown(self) -> None:
-        """The daemon is stopping and the drain time ran out: say goodbye, then close."""
-        await self._say_goodbye_and_end("shutdown")
+        """The daemon is stopping and the drain time ran out: say goodbye, then close (or wait for the
+        transfer or goodbye already under way)."""
+        await self._close(self._say_goodbye_and_end("shutdown"))
+
+    async def _close(self, way_out: Coroutine[Any, Any, None]) -> None:
+        """Run `way_out` unless one is under way already or the call ended; wait for the call's end either
+        way. Shielded: a management request that goes away mid-line must not leave the call half-closed,
+        saying nothing and answering nothing."""
+        if self._closing is None and not self.ended:
+            self._closing = asyncio.ensure_future(way_out)
+        else:
+            way_out.close()  # too late for this one: the call is over, or already on its way out
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        if self._teardown is not None:
+            await asyncio.shield(self._teardown)
+
+    async def _end_now(self, outcome: str) -> None:
+        if await self.finish(outcome):  # else the caller hung up first: nothing to tell the provider
+            await self._s.telephony.hang_up(self.start)
+        await self._close_socket()
+
+    async def _transfer(self, number: str) -> None:
+        # Exotel's Connect applet asks us where to dial once the stream closes: only a transfer that goes
+        # ahead names a destination.
+        self._s.registry.set_transfer(self.call_sid, number)
+        self.log.info("transferring to %s", number)
+        # Each await below can see the caller hang up: then there is no one left to transfer.
+        await self._interrupt_reply()
+        pcm = self._s.phrases.audio("transfer", self._rate)
+        if pcm and not self.ended:
+            await self._wait_reply_played(self._play_phrase("transfer", pcm))
+        if await self.finish("transferred"):
+            await self._s.telephony.transfer(self.start, number)
+        await self._close_socket()
 
     async def _say_goodbye_and_end(self, outcome: str) -> None:
-        if self.ended:
-            return
         self.log.info("ending the call politely: %s", outcome)
         await self._interrupt_reply()
         pcm = self._s.phrases.audio("goodbye", self._rate)
-        if pcm:
+        if pcm and not self.ended:
             await self._wait_reply_played(self._play_phrase("goodbye", pcm))
-        await self.finish(outcome)
-        await self._s.telephony.hang_up(self.start)
+        if await self.finish(outcome):  # else the caller hung up during the goodbye
+            await self._s.telephony.hang_up(self.start)
         await self._close_socket()
 
     def snapshot(self) -> dict[str, Any]:
@@ -368,13 +473,17 @@ class Call:
             return  # a message already in flight when the call ended: it must not start a reply
         if self._recording is not None:
             self._recording.caller(pcm16, self._loop.time())
+        if self.closing:
+            return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
         for event in self._detector.feed(self._ingress.process(pcm16)):
             if isinstance(event, SpeechSustained):
                 if self.state is not CallState.LISTENING:
                     await self._barge_in()
             elif isinstance(event, PauseStarted):
                 if self._reply is None:
-                    self._start_reply(self._transcribe_and_answer(event.pcm16), committed=False)
+                    self._start_reply(
+                        partial(self._transcribe_and_answer, pcm16=event.pcm16), committed=False
+                    )
             elif isinstance(event, SpeechResumed):
                 if self._reply is not None and not self._reply.gate.is_set():
                     self._s.metrics.speculation.labels(fate="discarded").inc()
@@ -388,7 +497,7 @@ class Call:
             self._s.metrics.speculation.labels(fate="used").inc()
             self._commit()
         elif self._reply is None:
-            self._start_reply(self._transcribe_and_answer(event.pcm16), committed=True)
+            self._start_reply(partial(self._transcribe_and_answer, pcm16=event.pcm16), committed=True)
         # Otherwise the bot is talking and this short turn never reached barge-in length: a backchannel.
 
     async def on_dtmf(self, digit: str) -> None:
@@ -396,6 +505,8 @@ class Call:
         if self.ended:
             return
         self.transcript.append({"role": "caller", "dtmf": digit, "at": time.time()})
+        if self.closing:
+            return  # logged, but the transfer or goodbye line is not interrupted nor answered
         if self.state is CallState.SPEAKING:
             await self._barge_in()
         if self._digit_timer is not None:
@@ -409,17 +520,22 @@ class Call:
 
     def _digits_timed_out(self) -> None:
         entry = self._digits.expire()
-        if entry is not None and not self.ended:
+        if entry is not None and not self.ended and not self.closing:
             self._spawn(self._answer_digits(entry), "digits")
 
     async def _answer_digits(self, entry: str) -> None:
-        await self._cancel_reply()
-        self._record_unanswered(ending=False)
-        self.usage.ai_requests += 1
-        self._start_reply(
-            self._answer(f"[keypad] {entry}", self._s.backend.digits(self.info, entry, list(self.history))),
-            committed=True,
-        )
+        # The entry takes the place of any reply, also one the caller's speech started while we waited;
+        # never of a transfer or goodbye line.
+        while self._reply is not None and not self.closing:
+            await self._cancel_reply()
+        self._record_unanswered()
+
+        def answer(reply: _Reply) -> Coroutine[Any, Any, None]:
+            self.usage.ai_requests += 1
+            digits = self._s.backend.digits(self.info, entry, list(self.history))
+            return self._answer(reply, f"[keypad] {entry}", digits)
+
+        self._start_reply(answer, committed=True)
 
     def on_mark(self, name: str) -> None:
         """The provider finished playing up to our mark."""
@@ -430,13 +546,19 @@ class Call:
 
     # --- replies -------------------------------------------------------------------------------------
 
-    def _start_reply(self, work: Coroutine[Any, Any, None], committed: bool) -> None:
-        if self.ended:
-            work.close()  # never started, so nothing to clean up but the coroutine object
+    def _start_reply(self, work: Callable[[_Reply], Coroutine[Any, Any, None]], committed: bool) -> None:
+        """Run `work` as the call's one reply; refused once the call is ending or while another runs."""
+        if self.ended or self.closing:
+            return
+        if self._reply is not None:
+            self.log.warning("a reply is still running; not starting another alongside it")
             return
         reply = _Reply(task=None)
-        self._reply = reply
-        reply.task = self._spawn(work, "reply")
+        # The reply is handed to its task: a task never reads self._reply, which may be another's by then.
+        task = self._spawn(work(reply), "reply")
+        if task is None:
+            return
+        self._reply, reply.task = reply, task
         if committed:
             self._commit()
 
@@ -445,15 +567,15 @@ class Call:
         self._reply.gate.set()
         self.state = CallState.THINKING
 
-    async def _transcribe_and_answer(self, pcm16: bytes) -> None:
-        reply = self._reply
-        assert reply is not None
+    async def _transcribe_and_answer(self, reply: _Reply, pcm16: bytes) -> None:
         started = time.monotonic()
         # A future of its own, so that a turn cut off while being transcribed can still be heard (_shelve).
         # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
         transcription = reply.transcription = asyncio.ensure_future(
             self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
         )
+        # Counted once, whoever reads it: the reply, the next turn (carried) or the teardown.
+        transcription.add_done_callback(self._count_transcription)
         try:
             transcript = await asyncio.shield(transcription)
         except asyncio.CancelledError:
@@ -468,7 +590,6 @@ class Call:
             await self._apologise(reply, f"{self._unanswered} {UNRECOGNISED}".strip())
             await self._finish_reply(reply)
             return
-        self.usage.stt_seconds += transcript.audio_seconds
         done = time.monotonic()
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
         self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
@@ -493,7 +614,11 @@ class Call:
         backend_started = time.monotonic()
         self.usage.ai_requests += 1
         deltas = self._s.backend.reply(self.info, text, list(self.history))
-        await self._answer(text, deltas, backend_started)
+        await self._answer(reply, text, deltas, backend_started)
+
+    def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
+        if not transcription.cancelled() and transcription.exception() is None:
+            self.usage.stt_seconds += transcription.result().audio_seconds
 
     async def _take_carried(self) -> None:
         """The words of earlier turns the caller talked over join the unanswered text, in order."""
@@ -507,18 +632,19 @@ class Call:
                 self.log.warning("speech recognition failed on an interrupted turn: %s", exc)
                 words = ""
             else:
-                self.usage.stt_seconds += transcript.audio_seconds
                 words = transcript.text
             if transcription in self._carried:
                 self._carried.remove(transcription)
             self._unanswered = f"{self._unanswered} {words}".strip()
 
     async def _answer(
-        self, caller_text: str, deltas: AsyncGenerator[str | ReplyAction, None], started: float | None = None
+        self,
+        reply: _Reply,
+        caller_text: str,
+        deltas: AsyncGenerator[str | ReplyAction, None],
+        started: float | None = None,
     ) -> None:
         """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
-        reply = self._reply
-        assert reply is not None
         try:
             # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
             # backend's response stream is released at once, not whenever the garbage collector gets to it.
@@ -557,13 +683,12 @@ class Call:
     async def _give_up_on_backend(self) -> None:
         """Repeated backend failures: hand the caller to a human if there is one, else say goodbye."""
         await self._cancel_reply()
-        self._record_unanswered(ending=False)  # the turn that failed, before the goodbye or transfer line
+        self._record_unanswered()  # the turn that failed, before the goodbye or transfer line
         number = self._fallback_number
         if number:
-            self._s.registry.set_transfer(self.call_sid, number)
             await self.transfer(number)
         else:
-            await self._say_goodbye_and_end("backend_failed")
+            await self._close(self._say_goodbye_and_end("backend_failed"))
 
     async def _speak_reply(
         self, reply: _Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
@@ -619,11 +744,8 @@ class Call:
         self.log.info("backend action: %s", action.kind)
         if action.kind == "hangup":
             # The reply was the goodbye; end the call as the provider's hangup would.
-            await self.finish("completed")
-            await self._s.telephony.hang_up(self.start)
-            await self._close_socket()
+            await self._close(self._end_now("completed"))
         elif action.kind == "transfer" and action.number:
-            self._s.registry.set_transfer(self.call_sid, action.number)
             await self.transfer(action.number)
         elif action.kind == "collect_digits" and action.max_digits > 0:
             self._digits.max_digits = action.max_digits
@@ -660,6 +782,8 @@ class Call:
         self.transcript.append(reply.entry)
 
     def _extend_line(self, reply: _Reply) -> None:
+        """The line grows with each sentence queued, not once at the end: a barge-in, stop or hangup during
+        synthesis leaves history and the record with what had been said so far."""
         if reply.entry is not None:
             text = " ".join(sentence for sentence, _ in reply.sentences)
             self.history[reply.line] = ConversationTurn("bot", text)
@@ -672,7 +796,9 @@ class Call:
         said = heard_text(reply.sentences, heard_seconds)
         self.history[reply.line] = ConversationTurn("bot", said)
         reply.entry["heard"] = said
-        if barge_in:  # the conversation record marks the line it follows as barged into
+        # A separate entry, not a flag on the line: the record keeps when the caller cut in, and
+        # conversation_turns() folds it into the line it follows as heard + barge_in.
+        if barge_in:
             self.transcript.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
 
     def _on_first_frame(self) -> None:
@@ -685,6 +811,14 @@ class Call:
 
     def _play_phrase(self, name: str, pcm: bytes) -> _Reply:
         """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
+        if self._reply is not None:
+            # Callers interrupt the running reply first, and the closing flag keeps a new one from starting
+            # meanwhile; should one be here anyway, it stops rather than play under the phrase.
+            self.log.warning("a reply was still running when the %s phrase started; stopping it", name)
+            orphan, self._reply = self._reply, None
+            self._shelve(orphan)
+            if orphan.task is not None and orphan.task is not asyncio.current_task():
+                orphan.task.cancel()
         text = self._s.phrases.text(name)
         # Custom phrases are named by their text, which has no place on the wire.
         reply = _Reply(
@@ -705,7 +839,7 @@ class Call:
         """Wait for the mark echo, or for the audio to have run out plus a grace period."""
         while not reply.played.is_set() and not self.ended:
             progress = self._pacer.progress
-            unplayed = progress.sent_seconds - progress.heard_seconds(time.monotonic())
+            unplayed = progress.sent_seconds - progress.heard_seconds(self._loop.time())
             try:
                 async with asyncio.timeout(self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S):
                     await reply.played.wait()
@@ -752,17 +886,14 @@ class Call:
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
 
-    def _record_unanswered(self, ending: bool) -> None:
-        """The caller's words that never got an answer go into the log: at the end of the call, or when a
-        keypad entry is answered in their place."""
+    def _record_unanswered(self) -> None:
+        """The caller's words that never got an answer go into the log when a keypad entry or the backend
+        fallback is answered in their place (at the end of the call: _settle_unanswered)."""
         words = [self._unanswered]
-        if ending:
-            for transcription in self._carried:
-                if transcription.done() and not transcription.cancelled() and not transcription.exception():
-                    words.append(transcription.result().text)
-                transcription.cancel()  # still running: the call is over, nobody will read it
-            self._carried.clear()
         self._unanswered = ""
+        self._log_caller_words(words)
+
+    def _log_caller_words(self, words: list[str]) -> None:
         if text := " ".join(word for word in words if word):
             self.history.append(ConversationTurn("caller", text))
             self.transcript.append({"role": "caller", "text": text, "at": time.time()})
@@ -779,7 +910,11 @@ class Call:
 
     # --- tasks ---------------------------------------------------------------------------------------
 
-    def _spawn(self, work: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        """Run `work` as one of the call's tasks; None (and `work` never run) once the call ended."""
+        if self.ended:
+            work.close()
+            return None
         task = asyncio.ensure_future(work)
         task.set_name(f"{self.call_sid}:{name}")
         self._tasks.add(task)

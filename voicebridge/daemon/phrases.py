@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from contextlib import aclosing
 
 from voicebridge.audio.resample import resample_once
 from voicebridge.config import PromptsConfig
@@ -67,7 +68,8 @@ class PhraseCache:
             task.exception()  # each waiter got it; this only marks it seen when every waiter went away
 
     async def _render(self, tts: TextToSpeech, name: str, text: str) -> None:
-        pcm = b"".join([piece async for piece in tts.synthesize(text, RENDER_RATE)])
+        async with aclosing(tts.synthesize(text, RENDER_RATE)) as pieces:
+            pcm = b"".join([piece async for piece in pieces])
         self._text[name] = text
         for rate in CALL_RATES:
             self._audio[(name, rate)] = pcm if rate == RENDER_RATE else resample_once(pcm, RENDER_RATE, rate)

@@ -97,6 +97,9 @@ class CallRegistry:
         self._allowed_minutes: OrderedDict[str, float] = OrderedDict()
         self._recent_calls: dict[str, deque[float]] = {}
         self.finished_total = 0
+        # Teardowns under way: each is a task of its own that its callers may stop waiting for, so the
+        # daemon's shutdown waits for them here, or the loop would destroy them pending, records and all.
+        self._teardowns: set[asyncio.Future[None]] = set()
 
     # --- admission -------------------------------------------------------------------------------
 
@@ -186,6 +189,17 @@ class CallRegistry:
             self._finished.popitem(last=False)
         self._changed.set()
 
+    def track_teardown(self, teardown: asyncio.Future[None]) -> None:
+        """Keep a call's teardown until it is done, so that `settle` can wait for it."""
+        self._teardowns.add(teardown)
+        teardown.add_done_callback(self._teardowns.discard)
+
+    async def settle(self) -> None:
+        """Wait for every teardown under way (each bounds its own waits), including ones started meanwhile."""
+        while self._teardowns:
+            # asyncio.wait, not gather: a cancelled settle leaves the teardowns running.
+            await asyncio.wait(set(self._teardowns))
+
     # --- webhook facts, idempotent by call sid ---------------------------------------------------
 
     def record_callback(self, call_sid: str, kind: str, fields: dict[str, str]) -> bool:
@@ -241,8 +255,7 @@ class CallRegistry:
         call = self._active.get(call_sid)
         if call is None:
             raise UnknownCall(call_sid)
-        self.set_transfer(call_sid, number)
-        await call.transfer(number)
+        await call.transfer(number)  # which names the destination, if the transfer goes ahead
 
     def status(self) -> dict[str, Any]:
         """Counts for health output and the control socket."""
@@ -273,6 +286,7 @@ class CallRegistry:
         leftovers = list(self._active.values())
         if leftovers:
             await asyncio.gather(*(call.end_for_shutdown() for call in leftovers), return_exceptions=True)
+        await self.settle()
 
 
 def _remember(table: OrderedDict[str, V], key: str, value: V, replace: bool = False) -> V:

@@ -244,6 +244,9 @@ class StreamSession:
             return
         self._call = call
         greeting = await self._greeting_for(call, start)
+        if call.ended:  # a management hangup or the drain while the greeting was rendered: not restarted
+            call.log.info("the call ended while its greeting was being prepared")
+            return
         call.log.info(
             "call started: provider=%s from=%s to=%s rate=%d",
             start.provider,
