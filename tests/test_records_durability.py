@@ -544,3 +544,14 @@ async def test_a_draining_daemon_stores_a_passthru_report_and_still_refuses_new_
         stored["fields"]["Stream[Duration]"] == "28" and stored["fields"]["Stream[DisconnectedBy]"] == "bot"
     )
     assert "passthru callback stored" in daemon.log() and "Traceback" not in daemon.log()
+
+
+async def test_a_stored_callback_keeps_no_credential_fields(
+    passthru_app: tuple[TestClient, web.Application],
+) -> None:
+    client, app = passthru_app
+    query = {**REPORT, "CallSid": "CA-pt-tok", "token": "s3cret-in-the-url", "AuthToken": "x"}
+    assert await passthru(client, query) == 200
+    (record,) = await app[OUTBOX].records("CA-pt-tok")
+    assert "s3cret-in-the-url" not in record.payload_text and "AuthToken" not in record.payload["fields"]
+    assert record.payload["fields"]["Stream[Duration]"] == "28"

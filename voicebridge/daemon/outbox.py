@@ -1,11 +1,10 @@
 """The outbox: every call record is written to SQLite before anything else happens to it, then delivered.
 
-Conversation logs, cost records, call events and provider callbacks go in with a stable idempotency key
-(a repeat of the same key is the same record, stored once). A background task delivers pending rows to
-the backend with jittered exponential backoff; they survive backend outages, wrong keys, deploys and
-daemon restarts. Only an answer that can never succeed (the sink says "parked") stops the retries, and a
-parked row stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite
-runs on one dedicated thread, never on the event loop.
+Records go in under a stable idempotency key (a repeat is stored once) and are delivered in the background
+with jittered exponential backoff, across outages, wrong keys, deploys and restarts. Only a record that can
+never go through (the sink says "parked", keeps raising for it, or its payload is unreadable) is parked,
+and stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite runs on one
+dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
