@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
+import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from voicebridge.config import Settings
 from voicebridge.control_client import ControlClient, DaemonUnreachable
 from voicebridge.daemon.child import free_port, start_daemon
 from voicebridge.daemon.control import ControlServer, ControlSocketError
+from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.registry import CallRegistry
 
 
@@ -252,3 +256,111 @@ def test_doctor_fails_a_fallback_directory_the_daemon_would_refuse(
     assert check.status == "fail" and "writable by group or others" in check.detail, check
     private.chmod(0o700)
     assert check_control_socket(Settings()).status == "pass"
+
+
+# --- #14 review: refusals counted and logged, the last line, the client's check, group, no blocking ---
+
+
+async def test_each_refused_line_is_counted_and_logged_on_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    metrics = Metrics()
+    server = ControlServer(CallRegistry(4), tmp_path / "c.sock", dict, metrics=metrics)
+    await server.start()
+    caplog.set_level(logging.INFO, logger="voicebridge.control")
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(server.path), limit=1 << 20)
+        for line in (b"[[[", b'{"version": 1, "op": "nope\\nINFO forged line"}', b'{"version": 2}'):
+            writer.write(line + b"\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.readline(), 30)
+        writer.close()
+    finally:
+        await server.close()
+    counted = {
+        code: metrics.registry.get_sample_value("voicebridge_control_refusals_total", {"code": code})
+        for code in ("bad_request", "unknown_op", "bad_version")
+    }
+    assert counted == {"bad_request": 1, "unknown_op": 1, "bad_version": 1}
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 3 and all("\n" not in message and len(message) < 400 for message in refusals)
+
+
+async def test_an_over_long_last_line_without_a_newline_gets_its_reply(tmp_path: Path) -> None:
+    server = ControlServer(CallRegistry(4), tmp_path / "c.sock", dict)
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(server.path), limit=1 << 20)
+        writer.write(b'{"version": 1, "op": "' + b"a" * 200_000 + b'"}')
+        await writer.drain()
+        writer.write_eof()
+        reply = json.loads(await asyncio.wait_for(reader.readline(), 30))
+        writer.close()
+    finally:
+        await server.close()
+    assert reply["code"] == "too_large"
+
+
+def test_the_client_refuses_a_fallback_directory_someone_else_could_control(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A squatter's directory: the CLI must not hand it a transfer, nor believe its answers."""
+    path = fallback_server(tmp_path, monkeypatch).path
+    path.parent.mkdir(parents=True)
+    path.parent.parent.chmod(0o777)
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    squatter.bind(str(path))
+    squatter.listen(1)
+    squatter.settimeout(0.5)
+    try:
+        with pytest.raises(DaemonUnreachable) as refused:
+            ControlClient(path, timeout=5).request("transfer", call_sid="CA1", number="+15550001111")
+        with pytest.raises(TimeoutError):
+            squatter.accept()  # nothing ever connected
+    finally:
+        squatter.close()
+    message = str(refused.value)
+    assert "writable by group or others" in message and "\n" not in message
+
+
+async def test_a_group_on_the_private_fallback_directory_is_refused_with_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fallback_server(tmp_path, monkeypatch).path
+    group = grp.getgrgid(os.getgid()).gr_name
+    server = ControlServer(CallRegistry(4), path, dict, group=group)
+    with pytest.raises(ControlSocketError) as refused:
+        await server.start()
+    assert "control.socket_path" in str(refused.value) and "XDG_RUNTIME_DIR" in str(refused.value)
+
+
+async def test_a_busy_live_daemon_is_seen_as_live_because_the_loop_stays_free(tmp_path: Path) -> None:
+    """The stale-socket probe runs off the loop: a live server on this very loop, whose accept backlog is
+    full, accepts the probe. (Probed on the loop, nothing accepts, the probe times out, and the live
+    socket was taken for stale and removed.)"""
+    path = tmp_path / "c.sock"
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    live = await asyncio.start_unix_server(hold, path=str(path), backlog=1)
+    fillers = []
+    while True:  # fill the backlog with no await, so the live server accepts none of them yet
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        fillers.append(filler)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            break
+    try:
+        with pytest.raises(ControlSocketError, match="another voicebridge answers"):
+            await ControlServer(CallRegistry(4), path, dict).start()
+        assert path.is_socket()
+    finally:
+        for filler in fillers:
+            filler.close()
+        for writer in held:
+            writer.close()
+        live.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import wave
 from collections.abc import Callable, Iterator
@@ -89,6 +90,21 @@ async def test_duplicate_status_callbacks_are_stored_once(gated_daemon: tuple[Da
     stored = rows(outbox, "CA-records-2")
     assert list(stored) == ["CA-records-2:status:completed"]
     assert stored["CA-records-2:status:completed"][1]["fields"]["Duration"] == "42"
+
+
+async def test_health_and_metrics_count_the_outbox_rows(gated_daemon: tuple[DaemonProcess, Path]) -> None:
+    daemon, _ = gated_daemon
+    form = {"CallSid": "CA-records-3", "Status": "completed"}
+    assert (await post(f"{daemon.http}/webhooks/exotel/status", form))[0] == 200
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{daemon.http}/health") as response:
+            outbox = (await response.json())["outbox"]
+        async with session.get(f"{daemon.http}/metrics") as response:
+            metrics = await response.text()
+    # The echo backend keeps records locally; nothing waits, nothing is parked.
+    assert outbox["local"] >= 1 and outbox["pending"] == 0 and outbox["oldest_pending_age_s"] is None
+    exported = re.search(r'^voicebridge_outbox_records\{state="local"\} (\S+)$', metrics, re.MULTILINE)
+    assert exported is not None and float(exported.group(1)) >= 1
 
 
 async def test_the_rate_limit_refuses_the_third_call_and_its_stream(

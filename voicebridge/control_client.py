@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from voicebridge.config import private_dir_problem, private_runtime_fallback
+
 PROTOCOL_VERSION = 1
 TIMEOUT_S = 10.0
 # The longest answer read (an outbox listing with payloads is well under this).
@@ -35,6 +37,14 @@ class ControlClient:
     def request(self, op: str, **params: str | int | bool) -> dict[str, Any]:
         """Send one operation and return its result; raise DaemonUnreachable or ControlRequestFailed."""
         line = json.dumps({"version": PROTOCOL_VERSION, "op": op, **params}).encode() + b"\n"
+        fallback = private_runtime_fallback()
+        if self.path.is_relative_to(fallback) and (problem := private_dir_problem(fallback)):
+            # The daemon refuses such a directory, so whatever listens there is not it: it would get the
+            # request (a transfer's number) and could answer anything.
+            raise DaemonUnreachable(
+                f"refusing the control socket in {fallback}: it {problem}, so another user may own what "
+                "answers there; remove it, or set control.socket_path or XDG_RUNTIME_DIR"
+            )
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(self._timeout)
             try:

@@ -20,9 +20,10 @@ from voicebridge.config import BackendConfig
 logger = logging.getLogger("voicebridge.backend.node")
 
 DeliveryResult = Literal["delivered", "parked", "retry"]
-# Answers that no retry can change: the record itself is malformed or too large for the backend. Anything
-# else (401/403 from a wrong key, 404 during a deploy, 408, 429, 5xx, no connection) is retried.
-PERMANENT_STATUSES = frozenset({400, 413, 422})
+# Answers that no retry can change: the record itself is malformed. Anything else (401/403 from a wrong
+# key, 404 during a deploy, 408, 413 until the backend's body limit is raised, 429, 5xx, no connection)
+# is retried.
+PERMANENT_STATUSES = frozenset({400, 422})
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +222,10 @@ class NodeBackend:
         except BackendError as exc:  # unreachable, timed out, or the breaker is open
             logger.debug("delivery of %s failed: %s", idempotency_key, exc)
             return "retry", str(exc)[:200]
+        except (ValueError, TypeError) as exc:
+            # Not the network: aiohttp refuses this request itself (a control character in the key, a
+            # payload it cannot encode). Sending it again fails the same way, so it is parked with why.
+            return "parked", f"cannot be sent: {type(exc).__name__}: {exc}"[:200]
         if 200 <= status < 300:
             return "delivered", ""
         return ("parked" if status in PERMANENT_STATUSES else "retry"), f"HTTP {status}"

@@ -82,15 +82,22 @@ def outbox_show(
 def outbox_retry(
     record: Annotated[str | None, typer.Argument(help="The record's key or id.")] = None,
     all_parked: Annotated[bool, typer.Option("--all-parked", help="Re-queue every parked record.")] = False,
+    all_local: Annotated[
+        bool, typer.Option("--all-local", help="Send every record kept while no backend took records.")
+    ] = False,
     config: ConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
-    """Deliver a parked (or pending) record again now, or every parked one with --all-parked."""
-    if (record is None) == (not all_parked):
-        raise CliError("give one record (key or id) or --all-parked")
+    """Deliver a parked, pending or local record now; or every parked (--all-parked) or local (--all-local)
+    one. Local records were stored while the backend took none (echo, openai): they are sent only when
+    asked, once backend.kind is node."""
+    if (record is not None) + all_parked + all_local != 1:
+        raise CliError("give one record (key or id), --all-parked or --all-local")
     client = client_for(config, socket_path)
-    if all_parked:
-        answer = request_op(client, "outbox_retry", all_parked=True)
+    if all_parked or all_local:
+        answer = request_op(
+            client, "outbox_retry", **({"all_local": True} if all_local else {"all_parked": True})
+        )
     else:
         answer = request_op(client, "outbox_retry", record=record or "")
     typer.echo(f"queued {answer.get('queued', 0)} record(s) for delivery")

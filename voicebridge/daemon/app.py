@@ -82,6 +82,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         sink,
         retry_base_s=settings.outbox.retry_base_s,
         retry_cap_s=settings.outbox.retry_cap_s,
+        metrics=metrics,
     )
     await outbox.open()
     app[STT], app[TTS], app[PHRASES], app[BACKEND], app[OUTBOX] = stt, tts, phrases, backend, outbox
@@ -227,6 +228,7 @@ async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
         lambda: management.health_document(app),
         group=settings.control.group,
         outbox=app[OUTBOX],
+        metrics=app[METRICS],
     )
     limits = ConnectionLimits(settings, app[METRICS])
     site = GuardedTCPSite(runner, settings.server.host, settings.server.port, limits)

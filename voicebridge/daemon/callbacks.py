@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,9 @@ logger = logging.getLogger("voicebridge.webhooks")
 REPORT_MARKERS = ("Stream[StreamSID]", "Stream[Status]")
 # The JSON form of the report is a few hundred bytes; far beyond is not Exotel.
 MAX_STREAM_JSON = 16 * 1024
+# A key part kept as the provider sent it (a status word, a hex StreamSID); anything else is hashed.
+_PLAIN_KEY_PART = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SECRET_FIELD = re.compile(r"token|auth|secret|password|signature", re.IGNORECASE)
 
 
 def stream_report(fields: dict[str, str]) -> dict[str, str] | None:
@@ -47,13 +51,21 @@ def stream_report(fields: dict[str, str]) -> dict[str, str] | None:
 def report_key(call_sid: str, report: dict[str, str]) -> str:
     """One key per stream: its StreamSID, else a digest of what it reported (a retry is the same)."""
     stream_sid = report.get("Stream[StreamSID]", "")
-    return f"{call_sid}:passthru:{stream_sid or _digest(report)}"
+    return f"{call_sid}:passthru:{key_part(stream_sid) if stream_sid else _digest(report)}"
 
 
 def callback_key(call_sid: str, kind: str, fields: dict[str, str]) -> str:
     """The provider's retries of one callback share a key; callbacks saying different things do not."""
-    detail = fields.get("Status") or fields.get("EventType") or fields.get("RecordingUrl") or _digest(fields)
-    return f"{call_sid}:{kind}:{detail}"
+    detail = fields.get("Status") or fields.get("EventType") or fields.get("RecordingUrl")
+    return f"{call_sid}:{kind}:{key_part(detail) if detail else _digest(fields)}"
+
+
+def key_part(value: str) -> str:
+    """An outside value as part of a key: kept as it is when short and plain, else its digest. A key is
+    sent as the Idempotency-Key header; a newline in it would make every delivery fail."""
+    if _PLAIN_KEY_PART.fullmatch(value):
+        return value
+    return "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _digest(fields: dict[str, str]) -> str:
@@ -61,12 +73,18 @@ def _digest(fields: dict[str, str]) -> str:
     return "sha256-" + hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
+def _kept_fields(fields: dict[str, str]) -> dict[str, str]:
+    # A webhook URL's `?token=` (or any credential a provider echoes back) is no part of the record.
+    return {name: value for name, value in fields.items() if not _SECRET_FIELD.search(name)}
+
+
 async def store_callback(
     request: web.Request, endpoint: str, kind: str, call_sid: str, key: str, fields: dict[str, str]
 ) -> bool:
     """Store a callback in the outbox before the provider hears 200; False for a repeat. A failure to
     store is a 500, so the provider retries rather than the record being lost."""
-    request.app[REGISTRY].record_callback(call_sid, kind, fields)
+    fields = _kept_fields(fields)
+    request.app[REGISTRY].record_callback(call_sid, kind, fields, key)
     try:
         stored = await request.app[OUTBOX].add(
             key,
@@ -75,8 +93,8 @@ async def store_callback(
             f"/v1/calls/{path_segment(call_sid)}/callbacks",
             {"kind": kind, "fields": fields},
         )
-    except Exception as exc:
-        logger.error("could not store %s callback: %s", kind, exc, extra={"call_sid": call_sid})
+    except Exception as exc:  # RecordNotStored after its retries, or a bug: the provider retries
+        logger.error("could not store %s (%s); answering 500", key, exc, extra={"call_sid": call_sid})
         request.app[METRICS].webhooks.labels(endpoint=endpoint, result="error").inc()
         raise web.HTTPInternalServerError(text="could not store the callback; retry") from None
     request.app[METRICS].webhooks.labels(endpoint=endpoint, result="stored" if stored else "duplicate").inc()

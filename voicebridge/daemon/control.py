@@ -30,6 +30,7 @@ from voicebridge.daemon.control_protocol import (
     reply_id,
     string_param,
 )
+from voicebridge.daemon.metrics import Metrics
 from voicebridge.daemon.outbox import Outbox
 from voicebridge.daemon.registry import CallRegistry, InvalidNumber, UnknownCall
 from voicebridge.daemon.sids import SID_RULE, is_valid_sid
@@ -55,8 +56,10 @@ class ControlServer:
         status: Callable[[], dict[str, Any]],
         group: str = "",
         outbox: Outbox | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._registry = registry
+        self._metrics = metrics
         self._outbox = outbox
         self._path = path
         self._status = status
@@ -70,27 +73,41 @@ class ControlServer:
         return self._path
 
     async def start(self) -> None:
-        """Create the directory and socket (refusing if a live daemon already answers on it)."""
-        gid = self._group_id()
-        fallback = private_runtime_fallback()
-        if self._path.is_relative_to(fallback):
-            ensure_private_dir(fallback)
+        """Create the directory and socket (refusing if a live daemon already answers on it). The file
+        system work and the probe of an old socket run off the loop: the probe may wait up to a second."""
         try:
-            self._path.parent.mkdir(mode=0o750 if gid is not None else 0o700, parents=True, exist_ok=True)
-            self._remove_stale()
+            gid = await asyncio.to_thread(self._prepare)
             self._server = await asyncio.start_unix_server(
                 self._serve_client, path=str(self._path), limit=MAX_REQUEST_BYTES
             )
-            # Operators only: the socket can end and transfer calls.
-            if gid is not None:
-                os.chown(self._path, -1, gid)
-                os.chmod(self._path, 0o660)
-            else:
-                os.chmod(self._path, 0o600)
-            self._inode = self._path.stat().st_ino
+            self._inode = await asyncio.to_thread(self._restrict, gid)
         except OSError as exc:
             raise ControlSocketError(f"control socket {self._path}: {exc.strerror or exc}") from None
         logger.info("control socket at %s", self._path)
+
+    def _prepare(self) -> int | None:
+        gid = self._group_id()
+        fallback = private_runtime_fallback()
+        if self._path.is_relative_to(fallback):
+            if gid is not None:
+                # The fallback directory is 0700 and stays so: no group member could reach a socket in it.
+                raise ControlSocketError(
+                    f"control.group needs control.socket_path or XDG_RUNTIME_DIR: the fallback {fallback} "
+                    "is private to this user"
+                )
+            ensure_private_dir(fallback)
+        self._path.parent.mkdir(mode=0o750 if gid is not None else 0o700, parents=True, exist_ok=True)
+        self._remove_stale()
+        return gid
+
+    def _restrict(self, gid: int | None) -> int:
+        """Operators only: the socket can end and transfer calls. Returns its inode."""
+        if gid is not None:
+            os.chown(self._path, -1, gid)
+            os.chmod(self._path, 0o660)
+        else:
+            os.chmod(self._path, 0o600)
+        return self._path.stat().st_ino
 
     async def close(self) -> None:
         """Stop serving and remove the socket file, if it is still the one we created."""
@@ -146,15 +163,16 @@ class ControlServer:
                 except asyncio.IncompleteReadError as end:  # the last line may lack its newline
                     line = end.partial
                 except asyncio.LimitOverrunError as overrun:
-                    # The whole over-long line is read and dropped, so the next one is read cleanly.
-                    if not await _skip_line(reader, overrun.consumed):
-                        break
+                    # The whole over-long line is read and dropped, so the next one is read cleanly; a
+                    # last line without its newline gets its answer too.
+                    more = await _skip_line(reader, overrun.consumed)
                     await self._send(writer, self._failure(None, "too_large", "request line too long"))
+                    if not more:
+                        break
                     continue
                 if not line:
                     break
-                response = await self._respond(line)
-                await self._send(writer, response)
+                await self._send(writer, await self._respond(line))
         except (OSError, asyncio.CancelledError):  # the client went away
             pass
         finally:
@@ -164,6 +182,8 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _send(self, writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
+        if not response["ok"]:
+            self._count_refusal(response)
         try:
             encoded = json.dumps(response, allow_nan=False).encode()
         except (TypeError, ValueError, RecursionError) as exc:  # a result that is not JSON is our bug
@@ -224,6 +244,14 @@ class ControlServer:
         await registry.transfer(call_sid, number)
         logger.info("transfer requested over the control socket", extra={"call_sid": call_sid})
         return {"call_sid": call_sid, "action": "transfer", "number": number}
+
+    def _count_refusal(self, response: dict[str, Any]) -> None:
+        """One counted line per refused request; codes are ours, messages quote values with repr()."""
+        code = str(response["code"])
+        if self._metrics is not None:
+            self._metrics.control_refusals.labels(code=code).inc()
+        message = str(response["error"])[:200].encode("unicode_escape").decode("ascii")
+        logger.warning("control request refused: %s (%s)", code, message)
 
     @staticmethod
     def _failure(request_id: Any, code: str, message: str) -> dict[str, Any]:

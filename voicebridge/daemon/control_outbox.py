@@ -7,6 +7,7 @@ from typing import Any
 
 from voicebridge.daemon.control_protocol import RequestError, brief, string_param
 from voicebridge.daemon.outbox import STATES, Outbox, RecordNotFound
+from voicebridge.daemon.outbox_rows import PayloadUnreadable
 
 OUTBOX_OPERATIONS = ("outbox_list", "outbox_show", "outbox_retry")
 # What `outbox list` shows unless asked otherwise: whatever has not reached the backend yet.
@@ -34,16 +35,21 @@ async def outbox_operation(outbox: Outbox | None, op: str, request: dict[str, An
             record = await outbox.find(ref)
         except RecordNotFound:
             raise RequestError("unknown_record", f"no outbox record {brief(ref)}") from None
-        return {**record.summary(), "payload": record.payload}
-    everything = request.get("all_parked") is True
+        try:
+            payload: dict[str, Any] | None = record.payload
+        except PayloadUnreadable:  # shown as it is stored, so an operator can see what is wrong
+            return {**record.summary(), "payload": None, "payload_text": record.payload_text[:4096]}
+        return {**record.summary(), "payload": payload}
+    every = "local" if request.get("all_local") is True else "parked"
+    everything = request.get("all_parked") is True or every == "local"
     ref = None if everything else string_param(request, "record")
     try:
-        count = await outbox.retry(ref)
+        count = await outbox.retry(ref, every)
     except RecordNotFound:
         raise RequestError("unknown_record", f"no outbox record {brief(ref)}") from None
     except ValueError as exc:
         raise RequestError("not_retryable", str(exc)[:200]) from None
-    logger.info("outbox retry requested over the control socket: %s", "all parked" if everything else ref)
+    logger.info("outbox retry requested over the control socket: %s", f"all {every}" if everything else ref)
     return {"queued": count}
 
 

@@ -15,7 +15,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
 from voicebridge.daemon.bodies import BadInput, json_object
-from voicebridge.daemon.keys import BACKEND, IDLE_MEMORY, LOAD, METRICS, MODELS, REGISTRY, SETTINGS, STT, TTS
+from voicebridge.daemon.keys import (
+    BACKEND,
+    IDLE_MEMORY,
+    LOAD,
+    METRICS,
+    MODELS,
+    OUTBOX,
+    REGISTRY,
+    SETTINGS,
+    STT,
+    TTS,
+)
 from voicebridge.daemon.memory import rss_bytes
 from voicebridge.daemon.registry import InvalidNumber, UnknownCall
 
@@ -70,6 +81,8 @@ def health_document(app: web.Application) -> dict[str, Any]:
             "loop_lag_ms": round(app[LOAD].loop_lag() * 1000),
             "call_capacity_estimate": app[LOAD].call_capacity(),
         },
+        # Counts as of the outbox's last delivery pass: /health never waits for SQLite.
+        "outbox": app[OUTBOX].health() if OUTBOX in app else None,
         "process": process_stats(),
         "idle_memory": {
             "trims": app[IDLE_MEMORY].trims,

@@ -94,6 +94,23 @@ class Metrics:
             ["surface", "reason"],
             registry=r,
         )
+        self.outbox_records = Gauge(
+            "voicebridge_outbox_records",
+            "Stored call records by state (pending, parked, delivered, local), as of the last delivery pass",
+            ["state"],
+            registry=r,
+        )
+        self.records_unstored = Counter(
+            "voicebridge_records_unstored_total",
+            "Call records that could not be stored in the outbox even after retries (each one is lost)",
+            registry=r,
+        )
+        self.control_refusals = Counter(
+            "voicebridge_control_refusals_total",
+            "Control-socket request lines refused, by code (bad_request, too_large, unknown_op, ...)",
+            ["code"],
+            registry=r,
+        )
 
     def track_stt_queue(self, depth: Callable[[], int]) -> None:
         """Read the STT queue depth at scrape time rather than on every change."""

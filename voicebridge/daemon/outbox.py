@@ -1,11 +1,10 @@
 """The outbox: every call record is written to SQLite before anything else happens to it, then delivered.
 
-Conversation logs, cost records, call events and provider callbacks go in with a stable idempotency key
-(a repeat of the same key is the same record, stored once). A background task delivers pending rows to
-the backend with jittered exponential backoff; they survive backend outages, wrong keys, deploys and
-daemon restarts. Only an answer that can never succeed (the sink says "parked") stops the retries, and a
-parked row stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite
-runs on one dedicated thread, never on the event loop.
+Records go in under a stable idempotency key (a repeat is stored once) and are delivered in the background
+with jittered exponential backoff, across outages, wrong keys, deploys and restarts. Only a record that can
+never go through (the sink says "parked", keeps raising for it, or its payload is unreadable) is parked,
+and stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite runs on one
+dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,93 +15,49 @@ import logging
 import random
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ParamSpec, TypeVar
+
+from voicebridge.daemon.metrics import Metrics
+from voicebridge.daemon.outbox_rows import (
+    COLUMNS,
+    SCHEMA,
+    STATES,
+    DeliveryResult,
+    OutboxCounts,
+    OutboxRecord,
+    PayloadUnreadable,
+    RecordNotFound,
+    RecordNotStored,
+    RecordSink,
+    RecordState,
+    count_rows,
+    load_payload,
+    record_from_row,
+    row_id,
+)
+
+__all__ = ["STATES", "DeliveryResult", "Outbox", "OutboxRecord", "RecordNotFound", "RecordSink"]
 
 logger = logging.getLogger("voicebridge.outbox")
 
-DeliveryResult = Literal["delivered", "parked", "retry"]
-RecordState = Literal["pending", "delivered", "parked", "local"]
-STATES: tuple[RecordState, ...] = ("pending", "parked", "delivered", "local")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 # Failed attempts of one record logged at WARNING: the first, then every this many (the rest at DEBUG).
 _LOG_EVERY = 20
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    call_sid TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    last_error TEXT NOT NULL DEFAULT '',
-    delivered_at REAL
-);
-CREATE INDEX IF NOT EXISTS records_due ON records (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS records_call ON records (call_sid);
-"""
-
-
-@runtime_checkable
-class RecordSink(Protocol):
-    """Where records go: the business's backend (see docs/backend-api.md)."""
-
-    async def deliver(
-        self, path: str, payload: dict[str, Any], idempotency_key: str
-    ) -> tuple[DeliveryResult, str]:
-        """Deliver once: ("delivered", ""), ("retry", why) or ("parked", why) for a refusal for good."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRecord:
-    """One stored record."""
-
-    id: int
-    key: str
-    call_sid: str
-    kind: str
-    path: str
-    payload: dict[str, Any]
-    state: RecordState
-    attempts: int
-    last_error: str = ""
-    created_at: float = 0.0
-    delivered_at: float | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """The record without its payload (for listings)."""
-        return {
-            "id": self.id,
-            "key": self.key,
-            "call_sid": self.call_sid,
-            "kind": self.kind,
-            "path": self.path,
-            "state": self.state,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-            "created_at": self.created_at,
-            "delivered_at": self.delivered_at,
-        }
-
-
-class RecordNotFound(LookupError):
-    """No record has that key or id."""
-
-
-_COLUMNS = "id, key, call_sid, kind, path, payload, state, attempts, last_error, created_at, delivered_at"
-
-
-def _record(row: tuple[Any, ...]) -> OutboxRecord:
-    return OutboxRecord(
-        row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), row[6], row[7], row[8], row[9], row[10]
-    )
+# Waits before trying a failed insert again. SQLite's own busy timeout (5 s) has already waited out a
+# writer by then; these cover a moment of disk full or I/O error, and keep a webhook's answer bounded.
+_INSERT_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
+# A sink that raises for the same record this many times in a row is not going to stop (a key aiohttp
+# refuses, a payload it cannot encode): the record is parked with the reason instead of retried forever.
+_SINK_RAISES_TO_PARK = 3
+# The node backend's own timeouts (connect 2 s, request 8 s by default) end a delivery far sooner; this
+# bound is for a sink that hangs anyway, so one row cannot stall delivery of every other row.
+DELIVERY_TIMEOUT_S = 60.0
+# After an unexpected error in a delivery pass, wait this long before the next (a bug must not spin).
+_PASS_ERROR_BACKOFF_S = 5.0
 
 
 class Outbox:
@@ -116,21 +71,34 @@ class Outbox:
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
         batch: int = 20,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self.path = path
         self._sink = sink
         self._retry_base = retry_base_s
         self._retry_cap = retry_cap_s
         self._batch = batch
+        self._delivery_timeout = delivery_timeout_s
+        self._metrics = metrics
         # One thread owns the connection: sqlite3 objects stay on the thread that made them.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        # Read by /health and the gauge at any time; refreshed off the loop after each delivery pass.
+        self._counts = OutboxCounts()
+        # Row id -> how many times in a row the sink raised for it (see _SINK_RAISES_TO_PARK).
+        self._sink_raises: dict[int, int] = {}
+        if metrics is not None:
+            for state in STATES:
+                gauge = metrics.outbox_records.labels(state=state)
+                gauge.set_function(lambda state=state: float(self._counts.by_state.get(state, 0)))
 
     async def open(self) -> None:
         """Create or open the database (WAL), and start delivering whatever an earlier run left pending."""
         await self._run(self._open_blocking)
+        self._counts = await self._run(self._count_rows, None)
         if self._sink is not None:
             self._runner = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
 
@@ -140,7 +108,7 @@ class Outbox:
         db.execute("PRAGMA journal_mode=WAL")
         # FULL: a record acknowledged to the provider must survive a power cut, not just a crash.
         db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         # Earlier versions marked any 4xx (a wrong key, a 404 during a deploy) `rejected` and gave up.
         # Those rows go back to pending: judged again by today's rule, a 400/422 is parked after one try.
         revived = db.execute(
@@ -162,13 +130,35 @@ class Outbox:
         self._executor.shutdown(wait=True)
 
     async def add(self, key: str, call_sid: str, kind: str, path: str, payload: dict[str, Any]) -> bool:
-        """Store a record durably; False when a record with this key was already stored (a repeat)."""
+        """Store a record durably; False when a record with this key was already stored (a repeat).
+        A failing insert is tried again a few times; RecordNotStored when it still fails."""
         state: RecordState = "pending" if self._sink is not None else "local"
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-        inserted = await self._run(self._insert_blocking, key, call_sid, kind, path, body, state)
+        try:
+            # ASCII: a lone surrogate (from a decoder or a provider's JSON) is escaped, not a UTF-8 error.
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
+        except (TypeError, ValueError, RecursionError) as exc:  # never succeeds: no point retrying
+            raise RecordNotStored(key, f"not JSON ({type(exc).__name__})") from None
+        for delay in (*_INSERT_RETRY_DELAYS_S, None):
+            try:
+                inserted = await self._run(self._insert_blocking, key, call_sid, kind, path, body, state)
+                break
+            except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error: may pass
+                if delay is None:
+                    raise RecordNotStored(key, f"{type(exc).__name__}: {exc}") from None
+                logger.warning("outbox: storing %s failed (%s); trying again in %gs", key, exc, delay)
+                await asyncio.sleep(delay)
+            except (sqlite3.Error, ValueError) as exc:  # will fail the same way again
+                raise RecordNotStored(key, f"{type(exc).__name__}: {exc}") from None
         if inserted:
+            self._counts = self._counts.added(state, time.time())
             self._wake.set()
         return inserted
+
+    def report_unstored(self, key: str, reason: str) -> None:
+        """A record is lost: one ERROR line with its key (never its payload), counted."""
+        if self._metrics is not None:
+            self._metrics.records_unstored.inc()
+        logger.error("outbox: could not store %s (%s); this record is lost", key, reason[:200])
 
     def _insert_blocking(self, key: str, call_sid: str, kind: str, path: str, body: str, state: str) -> bool:
         assert self._db is not None
@@ -180,9 +170,17 @@ class Outbox:
         return cursor.rowcount == 1
 
     async def counts(self) -> dict[str, int]:
-        """Rows by state (for /health and metrics)."""
+        """Rows by state, counted now (for `outbox list`)."""
         rows = await self._run(self._query, "SELECT state, COUNT(*) FROM records GROUP BY state", ())
         return {state: count for state, count in rows}
+
+    def health(self) -> dict[str, Any]:
+        """Rows by state and the oldest pending row's age, as of the last delivery pass (no I/O)."""
+        return self._counts.health(time.time())
+
+    async def _refresh_counts(self, delivered_now: int) -> None:
+        delivered = self._counts.by_state.get("delivered", 0) + delivered_now
+        self._counts = await self._run(self._count_rows, delivered)
 
     async def records(self, call_sid: str | None = None) -> list[OutboxRecord]:
         """Stored records, oldest first (all, or one call's)."""
@@ -200,51 +198,65 @@ class Outbox:
         return await self._select(where, params, limit)
 
     async def _select(self, where: str, params: tuple[Any, ...], limit: int = -1) -> list[OutboxRecord]:
-        sql = f"SELECT {_COLUMNS} FROM records {where} ORDER BY id LIMIT ?"
-        return [_record(row) for row in await self._run(self._query, sql, (*params, limit))]
+        sql = f"SELECT {COLUMNS} FROM records {where} ORDER BY id LIMIT ?"
+        return [record_from_row(row) for row in await self._run(self._query, sql, (*params, limit))]
 
     async def find(self, ref: str) -> OutboxRecord:
         """One record by its idempotency key, or by its row id (all digits); RecordNotFound if none."""
-        found = await self._select("WHERE key = ? OR id = ?", (ref, _row_id(ref)))
+        found = await self._select("WHERE key = ? OR id = ?", (ref, row_id(ref)))
         if not found:
             raise RecordNotFound(ref)
         return found[0]
 
-    async def retry(self, ref: str | None = None) -> int:
-        """Queue records for delivery now: one (by key or id, parked or pending) or, with None, every
-        parked one. Returns how many; RecordNotFound for an unknown ref, ValueError when there is nothing
-        to retry (delivered, or kept locally with no backend)."""
+    async def retry(self, ref: str | None = None, every: RecordState = "parked") -> int:
+        """Queue records for delivery now: one (by key or id, parked, pending or kept locally) or, with
+        None, every one in state `every` (parked, or local). Returns how many; RecordNotFound for an
+        unknown ref, ValueError when there is nothing to retry (delivered, or no backend takes records)."""
         if self._sink is None:
-            raise ValueError("records are kept locally (no backend takes them): nothing to retry")
+            raise ValueError(
+                'records are kept locally: this backend takes no records (backend.kind = "node" does; '
+                "then `outbox retry` sends local ones)"
+            )
         if ref is None:
-            count = await self._run(self._requeue_blocking, "state = 'parked'", ())
+            if every not in ("parked", "local"):
+                raise ValueError("only every parked or every local record can be queued at once")
+            count = await self._run(self._requeue_blocking, "state = ?", (every,))
         else:
             record = await self.find(ref)
-            if record.state not in ("parked", "pending"):
-                raise ValueError(f"record {record.key} is {record.state}; only parked or pending ones retry")
+            if record.state == "delivered":
+                raise ValueError(f"record {record.key} is already delivered")
             count = await self._run(self._requeue_blocking, "id = ?", (record.id,))
         if count:
             logger.info("outbox: %d record(s) queued for delivery again", count)
+            await self._refresh_counts(0)
             self._wake.set()
         return int(count)
 
     def _requeue_blocking(self, condition: str, params: tuple[Any, ...]) -> int:
         assert self._db is not None
-        sql = "UPDATE records SET state='pending', next_attempt_at=0 WHERE state IN ('parked','pending') AND "
+        # A `local` row was stored while no backend took records; sent only when an operator asks.
+        sql = (
+            "UPDATE records SET state='pending', next_attempt_at=0"
+            " WHERE state IN ('parked','pending','local') AND "
+        )
         return int(self._db.execute(sql + condition, params).rowcount)
+
+    def _count_rows(self, delivered: int | None) -> OutboxCounts:
+        assert self._db is not None
+        return count_rows(self._db, delivered)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         assert self._db is not None
         return self._db.execute(sql, params).fetchall()
 
-    async def _run(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
     # --- delivery -----------------------------------------------------------------------------------
 
     async def deliver_due(self) -> int:
         """Try every row that is due now, once; return how many were delivered."""
-        assert self._sink is not None
         rows = await self._run(
             self._query,
             "SELECT id, key, path, payload, attempts FROM records"
@@ -252,18 +264,13 @@ class Outbox:
             (time.time(), self._batch),
         )
         delivered = 0
-        for row_id, key, path, payload, attempts in rows:
-            try:
-                result, error = await self._sink.deliver(path, json.loads(payload), key)
-            except Exception as exc:  # a sink bug must not stop delivery of everything else
-                result, error = "retry", f"the sink raised {type(exc).__name__}"
-            await self._run(self._record_attempt, row_id, result, attempts + 1, error)
+        for row_id_, key, path, payload_text, attempts in rows:
+            result, error = await self._attempt(row_id_, key, path, payload_text)
+            await self._run(self._record_attempt, row_id_, result, attempts + 1, error)
             delivered += result == "delivered"
             if result == "parked":
                 logger.error(
-                    "outbox: the backend refused %s for good (%s); parked, see `voicebridge outbox list`",
-                    key,
-                    error,
+                    "outbox: %s parked (%s); see `voicebridge outbox list`", key, error.replace("\n", " ")
                 )
             elif result == "retry":
                 level = logging.WARNING if attempts % _LOG_EVERY == 0 else logging.DEBUG
@@ -276,36 +283,61 @@ class Outbox:
                 )
         return delivered
 
-    def _record_attempt(self, row_id: int, result: DeliveryResult, attempts: int, error: str) -> None:
+    async def _attempt(self, row: int, key: str, path: str, payload_text: str) -> tuple[DeliveryResult, str]:
+        """One delivery of one row: whatever the sink does, an answer for this row and nothing raised."""
+        assert self._sink is not None
+        try:
+            payload = load_payload(payload_text)
+        except PayloadUnreadable as exc:  # sending it again cannot help; an operator can look at it
+            return "parked", str(exc)
+        try:
+            async with asyncio.timeout(self._delivery_timeout):
+                result = await self._sink.deliver(path, payload, key)
+        except TimeoutError:
+            return "retry", f"no answer within {self._delivery_timeout:g}s"
+        except Exception as exc:  # a sink bug or a record it cannot send must not stop the others
+            raised = self._sink_raises.get(row, 0) + 1
+            why = f"the sink raised {type(exc).__name__}: {exc}"[:200]
+            if raised < _SINK_RAISES_TO_PARK:
+                self._sink_raises[row] = raised
+                return "retry", why
+            self._sink_raises.pop(row, None)
+            return "parked", why
+        self._sink_raises.pop(row, None)
+        return result
+
+    def _record_attempt(self, row: int, result: DeliveryResult, attempts: int, error: str) -> None:
         assert self._db is not None
         now = time.time()
         if result == "delivered":
             self._db.execute(
                 "UPDATE records SET state='delivered', attempts=?, delivered_at=?, last_error='' WHERE id=?",
-                (attempts, now, row_id),
+                (attempts, now, row),
             )
         elif result == "parked":
             self._db.execute(
                 "UPDATE records SET state='parked', attempts=?, last_error=? WHERE id=?",
-                (attempts, error, row_id),
+                (attempts, error, row),
             )
         else:
             # Full jitter: many rows failing together must not retry in lockstep against a recovering backend.
             delay = random.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempts, 16)))
             self._db.execute(
                 "UPDATE records SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
-                (attempts, now + delay, error, row_id),
+                (attempts, now + delay, error, row),
             )
 
     async def _deliver_forever(self) -> None:
         while True:
             self._wake.clear()
             try:
-                await self.deliver_due()
+                delivered = await self.deliver_due()
+                await self._refresh_counts(delivered)
                 wait = await self._run(self._seconds_to_next_due)
-            except sqlite3.Error as exc:
-                logger.error("outbox database error: %s", exc)
-                wait = self._retry_cap
+            except Exception as exc:  # the file, or a bug: say so once per pass, wait, and go on
+                logger.error("outbox delivery pass failed (%s: %s); trying again", type(exc).__name__, exc)
+                await asyncio.sleep(min(self._retry_cap, _PASS_ERROR_BACKOFF_S))
+                continue
             if wait is None or wait > 0:
                 try:
                     async with asyncio.timeout(wait):
@@ -319,8 +351,3 @@ class Outbox:
         if row is None or row[0] is None:
             return None
         return max(0.0, row[0] - time.time())
-
-
-def _row_id(ref: str) -> int:
-    # Bounded: a 5,000-digit "id" is no row, and must not reach int()'s digit limit.
-    return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else -1

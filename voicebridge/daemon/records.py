@@ -11,6 +11,7 @@ from voicebridge.backends.base import CallInfo
 from voicebridge.config import Settings
 from voicebridge.daemon.costs import CallUsage, call_cost
 from voicebridge.daemon.outbox import Outbox
+from voicebridge.daemon.outbox_rows import RecordNotStored
 from voicebridge.daemon.sids import path_segment
 
 logger = logging.getLogger("voicebridge.records")
@@ -34,7 +35,8 @@ def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 class CallRecorder:
-    """Writes one stream session's records; a failed write is logged with the record, never dropped quietly.
+    """Writes one stream session's records; a record that cannot be stored is one counted ERROR line with
+    its key (never its payload: transcripts and phone numbers stay out of logs), never dropped quietly.
 
     A CallSid can have more than one stream session (a reconnect, a second Voicebot applet in the flow),
     each with its own events, cost and conversation: every record's key and payload carry the session's
@@ -89,13 +91,11 @@ class CallRecorder:
         body = {**payload, "session": self.session}
         try:
             stored = await self._outbox.add(key, self._info.call_sid, kind, f"{self._base}/{path}", body)
-            if not stored:  # cannot happen with a fresh session id; if it does, say so with the record
-                logger.error("outbox already held %s; this copy was not stored: %s", key, body)
-        except Exception as exc:  # the disk is full or the file is gone: say so loudly, with the record
-            logger.error(
-                "could not store %s in the outbox (%s): %s",
-                key,
-                exc,
-                body,
-                extra={"call_sid": self._info.call_sid},
-            )
+        except RecordNotStored as exc:  # retried already: the disk is full or the file is gone
+            self._outbox.report_unstored(key, exc.reason)
+            return
+        except Exception as exc:  # a bug: still one counted line, and the call's teardown goes on
+            self._outbox.report_unstored(key, f"{type(exc).__name__}: {exc}")
+            return
+        if not stored:  # cannot happen with a fresh session id; if it does, this copy is lost
+            self._outbox.report_unstored(key, "the outbox already held this key")

@@ -202,9 +202,12 @@ class CallRegistry:
 
     # --- webhook facts, idempotent by call sid ---------------------------------------------------
 
-    def record_callback(self, call_sid: str, kind: str, fields: dict[str, str]) -> bool:
-        """Store a status/recording callback once per (sid, kind, status); False when it was a retry."""
-        key = f"{kind}:{fields.get('Status') or fields.get('EventType') or fields.get('RecordingUrl', '')}"
+    def record_callback(self, call_sid: str, kind: str, fields: dict[str, str], dedupe_key: str = "") -> bool:
+        """Keep a callback once per `dedupe_key` (the outbox's key for it), else per (kind, status); False
+        when it was a retry."""
+        key = dedupe_key or (
+            f"{kind}:{fields.get('Status') or fields.get('EventType') or fields.get('RecordingUrl', '')}"
+        )
         seen = _remember(self._callbacks, call_sid, {})
         if key in seen:
             return False
