@@ -17,7 +17,6 @@ from aiohttp import web
 from voicebridge.daemon.sids import NUMBER_FIELDS, is_valid_number
 
 FORM = "application/x-www-form-urlencoded"
-_PARSED = "voicebridge.parsed_body"
 CREDENTIAL_FIELD = "token"
 MAX_FIELDS = 200
 # Webhook and management bodies are flat objects; deeper nesting is an attack on the parser's recursion.
@@ -92,13 +91,17 @@ async def body_text(request: web.Request) -> str:
         raise BadInput("bad_encoding") from None
 
 
+# The access check and the handler both need the fields; the body can be read only once.
+PARSED_BODY = web.RequestKey("parsed_body", ParsedBody)
+
+
 async def parsed_body(request: web.Request) -> ParsedBody:
     """The body's fields, parsed on first use and kept on the request."""
-    cached = request.get(_PARSED)
-    if isinstance(cached, ParsedBody):
+    cached = request.get(PARSED_BODY)
+    if cached is not None:
         return cached
     parsed = await _parse(request)
-    request[_PARSED] = parsed
+    request[PARSED_BODY] = parsed
     return parsed
 
 
