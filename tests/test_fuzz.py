@@ -626,10 +626,15 @@ async def test_live_daemon_survives_fuzzing(fuzz_daemon: DaemonProcess) -> None:
         # (model buffers, caches, allocator arenas); the baseline is taken after it.
         warmup = await fuzz(daemon, SEED + 1, WARMUP_MESSAGES, 30.0, WORKERS)
         await well_behaved_call(daemon, "exotel", "CA-fuzz-warmup")
-        health = await settle(session, daemon, lambda h: not h.get("active_calls"))
+        # Idle against idle: both readings wait for the heap trim the daemon does once the last call has
+        # ended; read mid-spell, glibc's freed-but-kept pages put RSS anywhere within ~100 MB.
+        health = await settle(
+            session, daemon, lambda h: not h.get("active_calls") and h["idle_memory"]["trims"] > 0
+        )
         log_offset = len(daemon.log())
         before = await get_metrics(session, daemon)
         base = health["process"]
+        base_trims = health["idle_memory"]["trims"]
 
         started = time.monotonic()
         good_calls_done = asyncio.Event()
@@ -655,6 +660,7 @@ async def test_live_daemon_survives_fuzzing(fuzz_daemon: DaemonProcess) -> None:
             daemon,
             lambda h: (
                 not h.get("active_calls")
+                and h["idle_memory"]["trims"] > base_trims
                 and h["process"]["open_fds"] <= base["open_fds"] + FD_SLACK
                 and h["process"]["asyncio_tasks"] <= base["asyncio_tasks"] + TASK_SLACK
             ),
