@@ -282,7 +282,7 @@ def test_a_start_changes_nothing_until_accepted() -> None:
     ("start_body", "kind"),
     [
         ({"call_sid": "CA1", "stream_sid": "M" * 300_000}, "field_too_long"),
-        ({"call_sid": "C" * 129}, "field_too_long"),
+        ({"call_sid": "C" * 129}, "bad_sid"),  # longer than the one sid rule allows
         ({"call_sid": "CA1", "account_sid": "A" * 1000}, "field_too_long"),
         ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_sid"),
         ({"call_sid": "../../admin"}, "bad_sid"),
@@ -308,3 +308,36 @@ def test_long_mark_names_and_twilio_numbers_are_refused() -> None:
     with pytest.raises(ProtocolViolation) as caught:
         TwilioTranslator().parse(start)
     assert caught.value.kind == "field_too_long"
+
+
+# --- #14 review 1: one sid rule (voicebridge.daemon.sids) for every sid from the wire
+
+
+@pytest.mark.parametrize("field", ["call_sid", "stream_sid", "account_sid"])
+@pytest.mark.parametrize("value", ["..", "a.b", "C" * 65, "CA:1"])
+def test_a_start_sid_follows_the_one_sid_rule(field: str, value: str) -> None:
+    body = {"call_sid": "CA1", "stream_sid": "MZ1", field: value}
+    for translator, message in (
+        (ExotelTranslator(), {"event": "start", "start": body}),
+        (
+            TwilioTranslator(),
+            {
+                "event": "start",
+                "start": {
+                    "callSid": body["call_sid"],
+                    "streamSid": body["stream_sid"],
+                    "accountSid": body.get("account_sid", "AC1"),
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            },
+        ),
+    ):
+        with pytest.raises(ProtocolViolation) as caught:
+            translator.parse(message)
+        assert caught.value.kind == "bad_sid"
+
+
+def test_a_sid_of_64_characters_is_accepted() -> None:
+    start = ExotelTranslator().parse({"event": "start", "start": {"call_sid": "C" * 64, "stream_sid": "M" * 64}})
+    assert isinstance(start, Start) and start.call_sid == "C" * 64

@@ -27,7 +27,7 @@ from voicebridge.daemon.providers.events import (
 )
 from voicebridge.daemon.providers.fields import (
     MAX_NUMBER_CHARS,
-    MAX_SID_CHARS,
+    MAX_MARK_NAME_CHARS,
     digit,
     section,
     sid,
@@ -68,7 +68,7 @@ class ExotelTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit", "digits")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
         if name == "stop":
             stop = message.get("stop")
             return Stop(text(stop, "reason") if isinstance(stop, dict) else "")

@@ -25,7 +25,7 @@ from voicebridge.daemon.providers.events import (
 )
 from voicebridge.daemon.providers.fields import (
     MAX_NUMBER_CHARS,
-    MAX_SID_CHARS,
+    MAX_MARK_NAME_CHARS,
     digit,
     section,
     sid,
@@ -57,7 +57,7 @@ class TwilioTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
         if name == "stop":
             return Stop("stopped")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
