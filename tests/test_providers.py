@@ -341,3 +341,39 @@ def test_a_start_sid_follows_the_one_sid_rule(field: str, value: str) -> None:
 def test_a_sid_of_64_characters_is_accepted() -> None:
     start = ExotelTranslator().parse({"event": "start", "start": {"call_sid": "C" * 64, "stream_sid": "M" * 64}})
     assert isinstance(start, Start) and start.call_sid == "C" * 64
+
+
+# --- #14 review 4: every μ-law spelling, `rate=` in the encoding, a mismatch reported as it is
+
+
+@pytest.mark.parametrize(
+    "encoding", ["audio/x-mulaw", "g711_ulaw", "ulaw", "audio/x-ulaw", "PCMU", "audio/PCMU", "MULAW"]
+)
+def test_every_mulaw_spelling_makes_a_mulaw_stream(encoding: str) -> None:
+    start = ExotelTranslator().parse(exotel_start(encoding=encoding))
+    assert isinstance(start, Start)
+    assert (start.encoding, start.sample_rate) == ("mulaw", 8000)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"),
+    [("audio/L16;rate=16000", 16000), ("audio/L16; rate=8000", 8000), ("audio/x-mulaw;rate=8000", 8000)],
+)
+def test_the_rate_in_the_encoding_is_honoured(encoding: str, rate: int) -> None:
+    start = ExotelTranslator().parse(exotel_start(encoding=encoding))
+    assert isinstance(start, Start) and start.sample_rate == rate and not start.rate_note
+
+
+def test_a_bad_rate_in_the_encoding_is_refused() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        ExotelTranslator().parse(exotel_start(encoding="audio/L16;rate=44100"))
+    assert caught.value.kind == "bad_sample_rate"
+
+
+def test_a_mulaw_start_under_a_16k_url_is_reported_as_mulaw_not_as_a_stated_rate() -> None:
+    start = ExotelTranslator(16000).parse(exotel_start(encoding="audio/x-mulaw"))
+    assert isinstance(start, Start) and start.sample_rate == 8000
+    assert start.announced_rate is None  # the start stated no rate
+    assert "μ-law" in start.rate_note and "says" not in start.rate_note
+    stated = ExotelTranslator(16000).parse(exotel_start(sample_rate="8000"))
+    assert isinstance(stated, Start) and "start says 8000" in stated.rate_note

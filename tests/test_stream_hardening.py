@@ -444,3 +444,25 @@ async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() 
     assert ws.close_code == 1008
     pending = services.registry.take_pending("CAother")  # still there for CAother's own stream
     assert pending is not None and pending.minutes_left == 3.0
+
+
+async def test_a_start_completed_from_the_webhook_keeps_its_encoding_and_rate_note() -> None:
+    """#14 review 4: the webhook's numbers fill in the start; its μ-law encoding must survive that."""
+    from voicebridge.config import Settings
+    from voicebridge.daemon.metrics import Metrics
+    from voicebridge.daemon.providers.events import Start
+    from voicebridge.daemon.registry import CallRegistry, PendingCall
+    from voicebridge.daemon.stream import StreamSession
+
+    class Services:
+        settings = Settings()
+        metrics = Metrics()
+        registry = CallRegistry(4)
+
+    services = Services()
+    services.registry.register_pending(PendingCall("CAweb", "+15550001111", "+15550002222"))
+    session = StreamSession(services, _ClosingSocket(), "CAweb", 16000)  # type: ignore[arg-type]
+    start = Start(provider="exotel", stream_sid="MZweb", call_sid="CAweb", encoding="mulaw", rate_note="n")
+    completed = session._complete_start(start)
+    assert completed.from_number == "+15550001111"
+    assert (completed.encoding, completed.rate_note) == ("mulaw", "n")

@@ -167,13 +167,8 @@ class StreamSession:
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
         completed = self._complete_start(start)  # a bad start is refused before any call exists
-        if completed.announced_rate is not None:
-            self.log.warning(
-                "sample-rate mismatch: the stream URL %s, start says %d; using %d",
-                f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate",
-                completed.announced_rate,
-                completed.sample_rate,
-            )
+        if completed.rate_note:
+            self.log.warning("sample-rate mismatch: %s", completed.rate_note)
         translator.accept(completed)
         self._translator = PlaybackAcks(translator, self._limits.mark_echo_timeout_s)
         await self._begin(completed, self._translator)
@@ -201,17 +196,12 @@ class StreamSession:
             return start
         self._minutes_left = pending.minutes_left
         # The webhook's numbers are Exotel's call record; the stream's copies may be stripped or absent.
-        from_number = pending.from_number or start.from_number
-        to_number = pending.to_number or start.to_number
-        return Start(
-            provider=start.provider,
-            stream_sid=start.stream_sid,
+        # replace(), not a new Start: the encoding, rate and rate note must survive (a μ-law stream).
+        return replace(
+            start,
             call_sid=start.call_sid or pending.call_sid,
-            account_sid=start.account_sid,
-            from_number=from_number,
-            to_number=to_number,
-            sample_rate=start.sample_rate,
-            custom_parameters=start.custom_parameters,
+            from_number=pending.from_number or start.from_number,
+            to_number=pending.to_number or start.to_number,
         )
 
     async def _begin(self, start: Start, translator: Translator) -> None:

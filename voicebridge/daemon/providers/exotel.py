@@ -8,6 +8,7 @@ Both are pure: strings in, strings or events out.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
@@ -42,10 +43,11 @@ EXOTEL_RATES = (8000, 16000, 24000)
 class ExotelTranslator:
     """Exotel wire JSON ⇄ internal events for one stream.
 
-    The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter as what sets the stream's
-    rate (8000 when absent); the `start` message's `media_format` describes the stream. An explicit URL
-    rate wins and a disagreeing start is reported (`Start.announced_rate`); without one, the start's rate
-    applies (an applet-level media format), else 8000. μ-law is 8000 Hz only (docs/exotel-stream.md).
+    The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter (8000 when absent) and the
+    `start` message's `media_format`, but no rule for when they disagree. Our choice: an explicit URL rate
+    wins (it is what the operator configured) and a disagreeing start is reported (`Start.rate_note`);
+    without one, the start's rate applies (an applet-level media format, from `sample_rate` or a `rate=`
+    in the encoding), else 8000. μ-law is 8000 Hz whatever the URL says (docs/exotel-stream.md).
     """
 
     provider: ProviderName = "exotel"
@@ -86,16 +88,22 @@ class ExotelTranslator:
         media_format = body.get("media_format") or body.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             media_format = {}
-        encoding = text(media_format, "encoding").lower()
-        mulaw = "mulaw" in encoding or "pcmu" in encoding
+        encoding = text(media_format, "encoding")
+        mulaw = names_mulaw(encoding)
         raw_rate = media_format.get("sample_rate", media_format.get("sampleRate"))
+        if raw_rate in (None, ""):
+            raw_rate = rate_in_encoding(encoding)  # `audio/L16;rate=16000`, the applet's media format
         stated = parse_rate(raw_rate, 0, EXOTEL_RATES) or None
-        rate = 8000 if mulaw else (self._url_rate or stated or 8000)
         if mulaw and stated not in (None, 8000):
             raise ProtocolViolation("bad_sample_rate", "μ-law audio must be 8000 Hz")
+        rate = 8000 if mulaw else (self._url_rate or stated or 8000)
         announced = stated if stated is not None and stated != rate else None
+        note = ""
         if mulaw and self._url_rate not in (None, 8000):
-            announced = 8000  # the URL asked for another rate; μ-law is 8000 whatever it says
+            note = f"the stream URL asks sample-rate={self._url_rate} but start names μ-law, which is 8000 Hz"
+        elif announced is not None:
+            asks = f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate"
+            note = f"the stream URL {asks}, start says {announced}"
         stream_sid = sid(message, "stream_sid", "streamSid") or sid(body, "stream_sid", "streamSid")
         call_sid = sid(body, "call_sid", "callSid", "CallSid")
         if not call_sid and not stream_sid:
@@ -111,6 +119,7 @@ class ExotelTranslator:
             custom_parameters=string_map(body.get("custom_parameters") or body.get("customParameters")),
             encoding="mulaw" if mulaw else "pcm16",
             announced_rate=announced,
+            rate_note=f"{note}; using {rate}" if note else "",
         )
 
     def _media(self, media: dict[str, Any]) -> Audio:
@@ -141,6 +150,19 @@ class ExotelTranslator:
     def clear(self) -> str:
         """Drop the audio Exotel has queued (barge-in)."""
         return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+def names_mulaw(encoding: str) -> bool:
+    """Whether a `media_format.encoding` names G.711 μ-law, however spelled: `audio/x-mulaw`, `ulaw`,
+    `g711_ulaw`, `PCMU`, `μ-law`."""
+    compact = re.sub(r"[^a-z0-9]", "", encoding.lower().replace("μ", "u").replace("µ", "u"))
+    return "ulaw" in compact or "pcmu" in compact
+
+
+def rate_in_encoding(encoding: str) -> str | None:
+    """The `rate=` parameter of a MIME-style encoding (`audio/L16;rate=16000`), None when it has none."""
+    found = re.search(r";\s*rate\s*=\s*([^;\s]{1,16})", encoding, flags=re.IGNORECASE)
+    return found.group(1) if found else None
 
 
 class ExotelCaller:
