@@ -377,3 +377,36 @@ def test_a_mulaw_start_under_a_16k_url_is_reported_as_mulaw_not_as_a_stated_rate
     assert "μ-law" in start.rate_note and "says" not in start.rate_note
     stated = ExotelTranslator(16000).parse(exotel_start(sample_rate="8000"))
     assert isinstance(stated, Start) and "start says 8000" in stated.rate_note
+
+
+# --- #14 review 7: outbound chunks meet Exotel's 3,200-byte minimum on the wire, μ-law too
+
+
+@pytest.mark.parametrize(("encoding", "rate"), [("audio/x-mulaw", 8000), ("audio/x-raw", 8000)])
+async def test_outbound_chunks_are_at_least_3200_bytes_on_the_wire(encoding: str, rate: int) -> None:
+    import asyncio
+
+    from voicebridge.daemon.metrics import Metrics
+    from voicebridge.daemon.pacer import OutboundPacer
+
+    translator = ExotelTranslator()
+    start = translator.parse(exotel_start(encoding=encoding, sample_rate=str(rate)))
+    assert isinstance(start, Start)
+    translator.accept(start)
+    sent: list[str] = []
+    first = asyncio.Event()
+
+    async def send(text: str) -> None:
+        sent.append(text)
+        first.set()
+
+    pacer = OutboundPacer(translator, send, rate, Metrics())
+    pacer.play(bytes(2 * rate))  # one second
+    runner = asyncio.create_task(pacer.run())
+    try:
+        async with asyncio.timeout(10):
+            await first.wait()
+    finally:
+        runner.cancel()
+    payload = base64.b64decode(json.loads(sent[0])["media"]["payload"])
+    assert len(payload) == 3200 and len(payload) % 320 == 0

@@ -192,8 +192,10 @@ async def test_a_refused_second_start_does_not_change_the_stream(wire: DaemonPro
     assert await counter(wire, "voicebridge_protocol_rejections_total", kind="duplicate_start") == before + 1
     media = [m for m in frames if m["event"] == "media"]
     assert media and {m["stream_sid"] for m in frames} == {"MZfirst"}
-    # Still PCM16 at 8 kHz: 200 ms chunks of 3,200 bytes, not 1,600 bytes of μ-law.
-    assert {len(b64decode_payload(str(m["media"]["payload"]))) for m in media} == {3200}  # type: ignore[index]
+    payloads = [b64decode_payload(str(m["media"]["payload"])) for m in media]  # type: ignore[index]
+    assert {len(payload) for payload in payloads} == {3200}
+    # Still PCM16: the greeting's last chunk is padded with PCM16 zeros (μ-law would pad with 0xFF).
+    assert payloads[-1].endswith(b"\x00\x00\x00\x00")
 
 
 async def test_a_huge_stream_sid_is_refused_and_never_echoed(wire: DaemonProcess) -> None:

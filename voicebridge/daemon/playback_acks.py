@@ -38,6 +38,10 @@ class PlaybackAcks:
     def sample_rate(self) -> int:
         return self._inner.sample_rate
 
+    @property
+    def outbound_chunk_ms(self) -> int:
+        return self._inner.outbound_chunk_ms
+
     def parse(self, message: dict[str, Any]) -> InboundEvent:
         return self._inner.parse(message)
 

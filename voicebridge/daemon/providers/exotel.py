@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.providers import event_name
 from voicebridge.daemon.providers.caller import OutboundMessage
@@ -75,6 +76,12 @@ class ExotelTranslator:
             stop = message.get("stop")
             return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
+
+    @property
+    def outbound_chunk_ms(self) -> int:
+        """Exotel wants chunks of at least 3,200 bytes (docs/exotel-stream.md): 200 ms of PCM16 at 8 kHz
+        or more, but 400 ms of μ-law, whose samples are one byte."""
+        return 2 * DEFAULT_CHUNK_MS if self._mulaw else DEFAULT_CHUNK_MS
 
     def accept(self, start: Start) -> None:
         """From now on: this start's stream sid in every outbound frame, its encoding and rate both ways."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.providers import event_name
 from voicebridge.daemon.providers.caller import OutboundMessage
@@ -41,6 +42,8 @@ class TwilioTranslator:
 
     provider: ProviderName = "twilio"
     sample_rate = TWILIO_RATE
+    # Twilio states no minimum chunk; 200 ms keeps what a barge-in `clear` discards small.
+    outbound_chunk_ms = DEFAULT_CHUNK_MS
 
     def __init__(self) -> None:
         self.stream_sid = ""
