@@ -468,3 +468,11 @@ async def test_a_start_completed_from_the_webhook_keeps_its_encoding_and_rate_no
     completed = session._complete_start(start)
     assert completed.from_number == "+15550001111"
     assert (completed.encoding, completed.rate_note) == ("mulaw", "n")
+
+
+def test_a_per_call_whisper_model_is_closable_by_its_declared_protocol() -> None:
+    """#14 review 10: the stream releases a call's own model through speech.base.Closable, not a probe."""
+    from voicebridge.speech.base import Closable
+    from voicebridge.speech.stt import WhisperSTT
+
+    assert issubclass(WhisperSTT, Closable)

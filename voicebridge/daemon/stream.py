@@ -30,7 +30,7 @@ from voicebridge.daemon.providers.events import (
     UnknownEvent,
 )
 from voicebridge.daemon.sids import SID_RULE, is_valid_sid
-from voicebridge.speech.base import SpeechToText
+from voicebridge.speech.base import Closable, SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
@@ -116,8 +116,8 @@ class StreamSession:
                 await asyncio.shield(self._call.finish(outcome))
             if self._went_silent:
                 await self._close(code=1001)
-            if self._own_stt is not None and (close := getattr(self._own_stt, "close", None)):
-                close()
+            if isinstance(self._own_stt, Closable):  # the call's own model (stt.model_per_call)
+                self._own_stt.close()
 
     async def _on_text(self, text: str) -> None:
         try:
