@@ -339,7 +339,9 @@ def test_a_start_sid_follows_the_one_sid_rule(field: str, value: str) -> None:
 
 
 def test_a_sid_of_64_characters_is_accepted() -> None:
-    start = ExotelTranslator().parse({"event": "start", "start": {"call_sid": "C" * 64, "stream_sid": "M" * 64}})
+    start = ExotelTranslator().parse(
+        {"event": "start", "start": {"call_sid": "C" * 64, "stream_sid": "M" * 64}}
+    )
     assert isinstance(start, Start) and start.call_sid == "C" * 64
 
 

@@ -476,3 +476,55 @@ def test_a_per_call_whisper_model_is_closable_by_its_declared_protocol() -> None
     from voicebridge.speech.stt import WhisperSTT
 
     assert issubclass(WhisperSTT, Closable)
+
+
+# --- #14 review 2: the body deadline covers receiving the body, never the handler's own work -------------
+
+
+async def _deadline_app_answers(body: object, handler_seconds: float) -> tuple[int, str, float]:
+    """POST `body` to an in-process app behind body_deadline (0.5 s) whose handler, once it has the body,
+    works `handler_seconds` and then raises TimeoutError of its own (a backend, a database) or answers."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from voicebridge.config import Settings
+    from voicebridge.daemon.body_deadline import body_deadline
+    from voicebridge.daemon.keys import METRICS, SETTINGS
+    from voicebridge.daemon.metrics import Metrics
+
+    async def slow_work(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        received = await request.read()
+        await asyncio.sleep(handler_seconds)
+        if request.query.get("fail"):
+            raise TimeoutError("the backend timed out")
+        return aiohttp.web.Response(text=f"{len(received)}")
+
+    app = aiohttp.web.Application(middlewares=[body_deadline])
+    app[SETTINGS] = Settings(limits={"request_body_timeout_s": 0.5})  # type: ignore[arg-type]
+    app[METRICS] = Metrics()
+    app.router.add_post("/work", slow_work)
+    async with TestClient(TestServer(app)) as client:
+        async with client.post("/work", data=body) as answer:
+            status, text = answer.status, await answer.text()
+        async with client.post("/work?fail=1", data=b"x" * 10) as failed:
+            assert failed.status != 408, "a handler's own TimeoutError was reported as a slow body"
+    refused = app[METRICS].connections_refused.labels(reason="slow_request_body")._value.get()
+    return status, text, refused
+
+
+async def _chunks(count: int, pause: float = 0.0):  # type: ignore[no-untyped-def]
+    for _ in range(count):
+        await asyncio.sleep(pause)
+        yield b"y" * 1000
+
+
+@pytest.mark.parametrize("body", ["chunked", "large"])
+async def test_a_handler_slower_than_the_body_deadline_is_not_cut(body: str) -> None:
+    # Chunked (no length) and over 64 KiB: the two kinds the old middleware ran whole inside its deadline.
+    data = _chunks(5) if body == "chunked" else b"z" * 200_000
+    status, text, refused = await _deadline_app_answers(data, handler_seconds=1.0)
+    assert (status, text, refused) == (200, "5000" if body == "chunked" else "200000", 0)
+
+
+async def test_a_chunked_body_that_trickles_is_still_cut() -> None:
+    status, _, refused = await _deadline_app_answers(_chunks(20, pause=0.1), handler_seconds=0)
+    assert (status, refused) == (408, 1)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from voicebridge.config import Settings
-from voicebridge.daemon.keys import METRICS, SETTINGS
 from voicebridge.daemon.metrics import Metrics
 
 logger = logging.getLogger("voicebridge.connections")
@@ -171,39 +170,3 @@ class GuardedTCPSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             lambda: GuardedConnection(server, limits), self._host, self._port, backlog=self._backlog
         )
-
-
-# Bodies up to this size are awaited whole before any handler runs; the stream reader keeps up to twice
-# its 64 KiB read size buffered without pausing the socket, so waiting for its end cannot stall.
-WHOLE_BODY_BYTES = 64 * 1024
-
-
-@web.middleware
-async def body_deadline(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Receive a request's body within limits.request_body_timeout_s (408 and the connection closed if not).
-
-    The body is awaited, not read: it stays in the request's stream for the access checks and handlers.
-    A larger body or one of unknown length (chunked) is read by its handler, so the deadline covers that.
-    """
-    if not request.body_exists:
-        return await handler(request)
-    limits = request.app[SETTINGS].limits
-    length = request.content_length
-    try:
-        async with asyncio.timeout(limits.request_body_timeout_s):
-            if length is None or length > WHOLE_BODY_BYTES:
-                return await handler(request)
-            await request.content.wait_eof()
-    except TimeoutError:
-        request.app[METRICS].connections_refused.labels(reason="slow_request_body").inc()
-        logger.warning(
-            "cut a request from %s: body not received in %.0fs",
-            request.remote or "?",
-            limits.request_body_timeout_s,
-        )
-        refusal = web.HTTPRequestTimeout(text="request body too slow\n")
-        refusal.force_close()
-        raise refusal from None
-    return await handler(request)

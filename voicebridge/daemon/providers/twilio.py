@@ -25,8 +25,8 @@ from voicebridge.daemon.providers.events import (
     UnknownEvent,
 )
 from voicebridge.daemon.providers.fields import (
-    MAX_NUMBER_CHARS,
     MAX_MARK_NAME_CHARS,
+    MAX_NUMBER_CHARS,
     digit,
     section,
     sid,
