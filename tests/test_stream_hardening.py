@@ -40,6 +40,8 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
                 "request_head_timeout_s": 2.0,
                 "request_body_timeout_s": 2.0,
                 "max_connections_per_address": CAP,
+                # The client below is on loopback, which is otherwise exempt (a same-host proxy).
+                "cap_loopback_per_address": True,
             },
         },
     )
@@ -528,3 +530,51 @@ async def test_a_handler_slower_than_the_body_deadline_is_not_cut(body: str) -> 
 async def test_a_chunked_body_that_trickles_is_still_cut() -> None:
     status, _, refused = await _deadline_app_answers(_chunks(20, pause=0.1), handler_seconds=0)
     assert (status, refused) == (408, 1)
+
+
+# --- #14 review 3: a same-host proxy is not one crowded address; a global ceiling holds the fds --------
+
+
+def _limits(**overrides: object):  # type: ignore[no-untyped-def]
+    from voicebridge.config import Settings
+    from voicebridge.daemon.connection_guard import ConnectionLimits
+    from voicebridge.daemon.metrics import Metrics
+
+    server = {"trusted_proxies": overrides.pop("trusted_proxies", [])}
+    settings = Settings(server=server, limits={"max_connections_per_address": 2, **overrides})  # type: ignore[arg-type]
+    return ConnectionLimits(settings, Metrics())
+
+
+def _refused(limits, reason: str) -> float:  # type: ignore[no-untyped-def]
+    return limits.metrics.connections_refused.labels(reason=reason)._value.get()
+
+
+@pytest.mark.parametrize("loopback", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
+def test_loopback_peers_are_not_capped_per_address(loopback: str) -> None:
+    limits = _limits()
+    assert all(limits.admit(loopback) for _ in range(10))  # a local TLS proxy carries every call
+    assert [limits.admit("203.0.113.9") for _ in range(3)] == [True, True, False]
+
+
+def test_an_ipv4_mapped_peer_matches_trusted_proxies_and_shares_its_ipv4_bucket() -> None:
+    limits = _limits(trusted_proxies=["10.0.0.0/8"])
+    assert all(limits.admit("::ffff:10.1.2.3") for _ in range(10))
+    assert [limits.admit(a) for a in ("198.51.100.7", "::ffff:198.51.100.7", "198.51.100.7")] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_a_global_ceiling_refuses_many_addresses_counted() -> None:
+    limits = _limits(max_connections=3)
+    assert [limits.admit(f"198.51.100.{i}") for i in range(4)] == [True, True, True, False]
+    assert not limits.admit("127.0.0.1")  # exempt from the per-address cap, not from the ceiling
+    assert _refused(limits, "global") == 2
+    limits.release("198.51.100.0")
+    assert limits.admit("198.51.100.200")
+
+
+def test_the_global_ceiling_defaults_from_max_concurrent_calls() -> None:
+    limits = _limits()
+    assert limits.total == 4 * 30 + 256

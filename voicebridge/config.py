@@ -273,8 +273,13 @@ class LimitsConfig(Section):
     request_head_timeout_s: float = Field(10.0, gt=0, le=300)
     request_body_timeout_s: float = Field(10.0, gt=0, le=300)
     # Open connections from one client address (0: 2 x server.max_concurrent_calls + 16); addresses in
-    # server.trusted_proxies are exempt, since everything behind a proxy arrives from its address.
+    # server.trusted_proxies are exempt, since everything behind a proxy arrives from its address, and so
+    # are loopback peers (a TLS proxy on the same host, a local tool) unless cap_loopback_per_address.
     max_connections_per_address: int = Field(0, ge=0, le=100_000)
+    cap_loopback_per_address: bool = False
+    # Open connections in all, from every address (0: 4 x server.max_concurrent_calls + 256): keeps the
+    # process's file descriptors for its calls when many addresses connect at once.
+    max_connections: int = Field(0, ge=0, le=1_000_000)
 
 
 class OutboxConfig(Section):
