@@ -578,3 +578,45 @@ def test_a_global_ceiling_refuses_many_addresses_counted() -> None:
 def test_the_global_ceiling_defaults_from_max_concurrent_calls() -> None:
     limits = _limits()
     assert limits.total == 4 * 30 + 256
+
+
+# --- #14 review 9: GuardedTCPSite lives on aiohttp's private BaseSite slots; this fails loudly if they move
+
+
+async def test_the_guarded_site_serves_counts_and_stops_on_this_aiohttp() -> None:
+    from aiohttp import web
+
+    from voicebridge.config import Settings
+    from voicebridge.daemon.connection_guard import ConnectionLimits, GuardedTCPSite
+    from voicebridge.daemon.metrics import Metrics
+
+    # What GuardedTCPSite.start writes and BaseSite.stop reads; pyproject pins aiohttp < 4.
+    assert {"_runner", "_backlog", "_server"} <= set(web.BaseSite.__slots__)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    limits = ConnectionLimits(Settings(), Metrics())
+    site = GuardedTCPSite(runner, "127.0.0.1", 0, limits)
+    await site.start()
+    try:
+        assert site in runner.sites
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and limits.open_connections == 1  # through the guard
+        writer.close()
+        assert await wait_until(lambda: limits.open_connections == 0, 10)
+    finally:
+        await runner.cleanup()
+    # aiohttp's own stop closed the server we created: the port no longer accepts.
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)

@@ -56,6 +56,11 @@ class ConnectionLimits:
         self._open_total = 0
         self._refusing: set[str] = set()
 
+    @property
+    def open_connections(self) -> int:
+        """Connections admitted and not yet closed."""
+        return self._open_total
+
     def admit(self, peer: str) -> bool:
         """Count a new connection from `peer`, or refuse it (counted; logged once per episode)."""
         address, exempt = self._classify(peer)
