@@ -33,7 +33,9 @@ def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
         {
             "prompts": {"greeting": "Hello, how can I help?"},
             "limits": {
-                "inbound_idle_s": 3.0,
+                # A peer that answers no ping is cut 2 + 1 s after its last message, before the 4 s of
+                # inbound silence that would otherwise end its call: the two cuts stay distinguishable.
+                "inbound_idle_s": 4.0,
                 "start_timeout_s": 2.0,
                 "ws_heartbeat_s": 2.0,
                 "mark_echo_timeout_s": 3.0,
@@ -263,6 +265,25 @@ async def test_the_daemon_pings_and_cuts_a_peer_that_never_answers(wire: DaemonP
     finally:
         ws.close()
     assert any(frame.opcode == OP_PING for frame in frames)
+    # The missing pong made the cut: aiohttp drops the connection without a close frame (1006), where
+    # the inbound-silence rule would have closed it with 1001.
+    assert not [frame for frame in frames if frame.opcode == OP_CLOSE]
+    assert await wait_until(lambda: "close 1006" in _lines_of(wire, "CA-noping"), 10), _lines_of(
+        wire, "CA-noping"
+    )
+
+
+def _lines_of(wire: DaemonProcess, call_sid: str) -> str:
+    return "\n".join(line for line in wire.log().splitlines() if call_sid in line)
+
+
+def test_with_the_defaults_the_heartbeat_cuts_before_inbound_silence_does() -> None:
+    """#14 review 8: a ping every ws_heartbeat_s, and a pong due within half of it, must be able to cut a
+    dead peer before inbound_idle_s does, or the heartbeat never fires."""
+    from voicebridge.config import LimitsConfig
+
+    limits = LimitsConfig()
+    assert 0 < limits.ws_heartbeat_s * 1.5 < limits.inbound_idle_s
 
 
 # --- 23: idle connections ------------------------------------------------------------------------------

@@ -260,12 +260,16 @@ class LimitsConfig(Section):
     max_bad_messages: int = Field(100, ge=1)
     # Bot audio queued ahead of the line; a longer reply waits for the caller to hear the start.
     max_pending_audio_s: float = Field(20.0, ge=1)
-    # Exotel and Twilio send media continuously: a stream silent this long is half-open, the call dropped.
+    # Exotel documents media about every 100 ms, and Twilio streams have been seen to send it all through
+    # a call: a stream silent this long is half-open, the call dropped. Raise it for a provider whose
+    # silence suppression is on (it then sends nothing while the caller is quiet).
     inbound_idle_s: float = Field(10.0, gt=0, le=600)
     # A WebSocket that has not sent `start` this long after the upgrade is closed.
     start_timeout_s: float = Field(5.0, gt=0, le=120)
-    # WebSocket ping interval; a peer that does not answer within half of it is cut. 0 turns pings off.
-    ws_heartbeat_s: float = Field(20.0, ge=0, le=600)
+    # WebSocket ping after this long without a message; a peer that does not answer within half of it is
+    # cut (1006). Keep 1.5 x this below inbound_idle_s, or the silence rule always cuts first and the ping
+    # never fires. 0 turns pings off.
+    ws_heartbeat_s: float = Field(5.0, ge=0, le=600)
     # Each mark we send must be echoed this long after the audio before it should have finished playing;
     # otherwise the provider stopped reading (or playing) and the connection is cut. 0 turns this off.
     mark_echo_timeout_s: float = Field(5.0, ge=0, le=120)
