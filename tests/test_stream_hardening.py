@@ -641,3 +641,154 @@ async def test_the_guarded_site_serves_counts_and_stops_on_this_aiohttp() -> Non
     # aiohttp's own stop closed the server we created: the port no longer accepts.
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+# --- #14 review 6: the mark rule cuts a provider that stopped reading, never a healthy call -------------
+
+
+async def test_healthy_long_replies_barge_ins_and_silent_replies_are_never_cut(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A whole stream in-process (StreamSession, the Exotel translator, the mark watch) against a provider
+    that plays at real time: it echoes a mark when the audio before it has played, drops queued audio and
+    its marks on `clear`, and never echoes a mark that follows no audio. With a 0.3 s grace, a long reply,
+    a barge-in and a reply without audio must all leave the stream alone."""
+    from dataclasses import dataclass, field
+
+    from tests.engine.fakes import FakeBackend, FakeSocket, FakeSTT, FakeTTS
+    from tests.engine.harness import build_services, engine_settings, quiet, voice
+    from voicebridge.daemon.providers.exotel import ExotelCaller
+    from voicebridge.daemon.stream import StreamSession
+
+    @dataclass
+    class PlayingProvider(FakeSocket):
+        caller: ExotelCaller = field(default_factory=lambda: ExotelCaller("CA-play", "SS-play"))
+        play_until: float = 0.0
+        audio_since_mark: bool = False
+        pending: list[asyncio.TimerHandle] = field(default_factory=list)
+        echoed: list[str] = field(default_factory=list)
+        clears: int = 0
+        progress: asyncio.Event = field(default_factory=asyncio.Event)  # set on every message either way
+
+        async def send_str(self, text: str) -> None:
+            await super().send_str(text)
+            self.progress.set()
+            loop = asyncio.get_running_loop()
+            message = json.loads(text)
+            if message["event"] == "media":
+                seconds = len(b64decode_payload(message["media"]["payload"])) / 2 / 8000
+                self.play_until = max(self.play_until, loop.time()) + seconds
+                self.audio_since_mark = True
+            elif message["event"] == "mark" and self.audio_since_mark:
+                self.audio_since_mark = False
+                self.pending.append(loop.call_at(self.play_until, self._echo, message["mark"]["name"]))
+            elif message["event"] == "clear":
+                self.clears += 1
+                for echo in self.pending:
+                    echo.cancel()
+                self.pending.clear()
+                self.play_until, self.audio_since_mark = loop.time(), False
+
+        def _echo(self, name: str) -> None:
+            self.echoed.append(name)
+            self.incoming.put_nowait(self.caller.mark(name))
+
+    long_reply = " ".join(f"This is sentence number {n} of a long and patient answer." for n in range(14))
+    backend = FakeBackend()
+    backend.answer(long_reply)  # several seconds, heard to the end
+    backend.answer(long_reply)  # talked over
+    backend.answer(" ")  # no audio at all, only its mark
+    backend.answer("Sure.")
+    settings = engine_settings(tmp_path, limits={"mark_echo_timeout_s": 0.3})
+    services = await build_services(settings, FakeSTT(), FakeTTS(), backend, tmp_path / "o.db")
+    provider = PlayingProvider()
+    cut: list[str] = []
+    session = StreamSession(services, provider, "CA-play", 8000, abort=lambda: cut.append("cut"))  # type: ignore[arg-type]
+    speech = bytearray()
+
+    async def caller_line() -> None:  # a provider sends media all through the call
+        while not provider.closed:
+            chunk = bytes(speech[:320]) or quiet(0.02)
+            del speech[:320]
+            provider.incoming.put_nowait(provider.caller.media(chunk))
+            provider.progress.set()
+            await asyncio.sleep(0.02)
+
+    provider.incoming.put_nowait(provider.caller.start())
+    running = asyncio.create_task(session.run())
+    line = asyncio.create_task(caller_line())
+
+    progress = provider.progress
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(60):
+            while not condition() and not cut and not running.done():
+                progress.clear()
+                await progress.wait()
+
+    def listening() -> bool:
+        return (
+            session._call is not None and session._call.state == "listening" and session._call._reply is None
+        )
+
+    try:
+        await until(lambda: len(provider.echoed) == 1)  # the greeting
+        speech += voice(0.4) + quiet(0.4)
+        await until(lambda: len(provider.echoed) == 2)  # the long reply, played to its end
+        speech += voice(0.4) + quiet(0.4)
+        await until(lambda: len(backend.requests) == 2 and not listening())
+        await asyncio.sleep(1.0)  # well into the second long reply
+        speech += voice(0.5) + quiet(0.4)  # the caller talks over it: clear, its marks dropped
+        await until(lambda: len(backend.requests) == 3 and listening())  # a reply without audio
+        speech += voice(0.4) + quiet(0.4)
+        await until(lambda: len(backend.requests) == 4 and len(provider.echoed) == 3)  # "Sure."
+        await asyncio.sleep(1.0)  # past the grace of every mark sent
+        assert provider.clears >= 1
+        assert not cut and not running.done() and session._call is not None and not session._call.ended
+        errors = services.metrics.registry.get_sample_value
+        assert not errors("voicebridge_errors_total", {"kind": "unacknowledged_audio"})
+    finally:
+        provider.incoming.put_nowait(provider.caller.stop())
+        async with asyncio.timeout(30):
+            await running
+        line.cancel()
+        await services.outbox.close()
+
+
+def test_a_mark_with_no_audio_before_it_is_not_waited_for() -> None:
+    from voicebridge.daemon.playback_acks import PlaybackAcks
+    from voicebridge.daemon.providers.exotel import ExotelTranslator
+
+    now = [100.0]
+    acks = PlaybackAcks(ExotelTranslator(), grace_s=5.0, clock=lambda: now[0])
+    acks.mark("empty-reply")  # nothing was played before it
+    acks.media(bytes(3200))
+    acks.clear()
+    acks.mark("after-clear")  # the audio before it was dropped
+    now[0] = 1000.0
+    assert acks.overdue_s() == 0.0
+
+
+async def test_the_mark_watch_is_a_timer_that_fires_once_for_an_overdue_mark() -> None:
+    from voicebridge.daemon.playback_acks import PlaybackAcks
+    from voicebridge.daemon.providers.exotel import ExotelTranslator
+
+    fired: list[str] = []
+    overdue = asyncio.Event()
+
+    def on_overdue() -> None:
+        fired.append("overdue")
+        overdue.set()
+
+    acks = PlaybackAcks(ExotelTranslator(), grace_s=0.05)
+    acks.watch(on_overdue)
+    acks.media(bytes(320))  # 20 ms
+    acks.mark("echoed")
+    acks.echoed("echoed")
+    acks.media(bytes(320))
+    acks.mark("never-echoed")
+    async with asyncio.timeout(10):
+        await overdue.wait()
+    acks.media(bytes(320))
+    acks.mark("another")
+    await asyncio.sleep(0.2)
+    assert fired == ["overdue"]  # once: the stream is being cut
+    acks.stop_watching()

@@ -36,8 +36,6 @@ logger = logging.getLogger("voicebridge.stream")
 
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
 SEND_TIMEOUT_S = 5.0
-# How often a live call checks that its marks come back (limits.mark_echo_timeout_s).
-ACK_CHECK_S = 0.25
 
 
 class StreamSession:
@@ -81,7 +79,6 @@ class StreamSession:
 
     async def run(self) -> None:
         """Serve the connection until it closes; the call is finalised whatever ended it."""
-        watchdog: asyncio.Task[None] | None = None
         try:
             while (message := await self._receive()) is not None:
                 if not self._within_rate():
@@ -93,8 +90,6 @@ class StreamSession:
                 elif message.type is WSMsgType.ERROR:
                     self.log.warning("websocket error: %s", self._ws.exception())
                     break
-                if watchdog is None and self._call is not None and self._limits.mark_echo_timeout_s:
-                    watchdog = asyncio.create_task(self._watch_acks(self._call))
                 if self._call is not None and self._call.ended:
                     break
                 if self._bad_messages >= self._limits.max_bad_messages:
@@ -103,8 +98,8 @@ class StreamSession:
                     await self._ws.close(code=1008, message=b"too many bad messages")
                     break
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if self._translator is not None:
+                self._translator.stop_watching()
             if self._call is not None and not self._call.ended:
                 code = self._ws.close_code
                 clean = code in (None, 1000, 1001) and not self._ws.exception()
@@ -171,6 +166,8 @@ class StreamSession:
             self.log.warning("sample-rate mismatch: %s", completed.rate_note)
         translator.accept(completed)
         self._translator = PlaybackAcks(translator, self._limits.mark_echo_timeout_s)
+        if self._limits.mark_echo_timeout_s:
+            self._translator.watch(self._unacknowledged)
         await self._begin(completed, self._translator)
 
     def _complete_start(self, start: Start) -> Start:
@@ -337,17 +334,14 @@ class StreamSession:
         self._last_inbound = loop.time()
         return message
 
-    async def _watch_acks(self, call: Call) -> None:
-        """Cut the stream once a mark is overdue: the provider stopped reading (playback_acks.py)."""
-        assert self._translator is not None
-        while not call.ended:
-            await asyncio.sleep(ACK_CHECK_S)
-            overdue = self._translator.overdue_s()
-            if overdue > 0:
-                self._s.metrics.errors.labels(kind="unacknowledged_audio").inc()
-                self._dropped_because = (
-                    f"no mark echo {self._limits.mark_echo_timeout_s:.0f}s after its audio should have played"
-                )
-                self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
-                self._abort()
-                return
+    def _unacknowledged(self) -> None:
+        """A mark is overdue: the provider stopped reading (playback_acks.py). Cutting the connection ends
+        the read loop, which finalises the call as dropped."""
+        if self._call is None or self._call.ended:
+            return
+        self._s.metrics.errors.labels(kind="unacknowledged_audio").inc()
+        self._dropped_because = (
+            f"no mark echo {self._limits.mark_echo_timeout_s:g}s after its audio should have played"
+        )
+        self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
+        self._abort()
