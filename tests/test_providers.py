@@ -282,10 +282,10 @@ def test_a_start_changes_nothing_until_accepted() -> None:
     ("start_body", "kind"),
     [
         ({"call_sid": "CA1", "stream_sid": "M" * 300_000}, "field_too_long"),
-        ({"call_sid": "C" * 129}, "bad_sid"),  # longer than the one sid rule allows
+        ({"call_sid": "C" * 129}, "bad_call_sid"),  # longer than the one sid rule allows
         ({"call_sid": "CA1", "account_sid": "A" * 1000}, "field_too_long"),
-        ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_sid"),
-        ({"call_sid": "../../admin"}, "bad_sid"),
+        ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_stream_sid"),
+        ({"call_sid": "../../admin"}, "bad_call_sid"),
         ({"call_sid": "CA1", "from": "+91" + "9" * 100}, "field_too_long"),
         ({"call_sid": "CA1", "custom_parameters": {"k": "v" * 257}}, "field_too_long"),
         ({"call_sid": "CA1", "custom_parameters": {"k" * 65: "v"}}, "field_too_long"),
@@ -335,7 +335,7 @@ def test_a_start_sid_follows_the_one_sid_rule(field: str, value: str) -> None:
     ):
         with pytest.raises(ProtocolViolation) as caught:
             translator.parse(message)
-        assert caught.value.kind == "bad_sid"
+        assert caught.value.kind == f"bad_{field}"  # bad_call_sid, bad_stream_sid, bad_account_sid
 
 
 def test_a_sid_of_64_characters_is_accepted() -> None:

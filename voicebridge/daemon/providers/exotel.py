@@ -111,15 +111,17 @@ class ExotelTranslator:
         elif announced is not None:
             asks = f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate"
             note = f"the stream URL {asks}, start says {announced}"
-        stream_sid = sid(message, "stream_sid", "streamSid") or sid(body, "stream_sid", "streamSid")
-        call_sid = sid(body, "call_sid", "callSid", "CallSid")
+        stream_sid = sid(message, "bad_stream_sid", "stream_sid", "streamSid") or sid(
+            body, "bad_stream_sid", "stream_sid", "streamSid"
+        )
+        call_sid = sid(body, "bad_call_sid", "call_sid", "callSid", "CallSid")
         if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither call_sid nor stream_sid")
         return Start(
             provider="exotel",
             stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=sid(body, "account_sid", "accountSid"),
+            account_sid=sid(body, "bad_account_sid", "account_sid", "accountSid"),
             from_number=text(body, "from", "From", "call_from", limit=MAX_NUMBER_CHARS),
             to_number=text(body, "to", "To", "call_to", limit=MAX_NUMBER_CHARS),
             sample_rate=rate,

@@ -41,12 +41,12 @@ def text(obj: dict[str, Any], *names: str, default: str = "", limit: int = MAX_T
     return default
 
 
-def sid(obj: dict[str, Any], *names: str) -> str:
+def sid(obj: dict[str, Any], kind: str, *names: str) -> str:
     """A provider identifier (stream, call or account sid), "" when absent; one that breaks the daemon's
-    one sid rule (sids.SID_RULE) is a ProtocolViolation."""
+    one sid rule (sids.SID_RULE) is a ProtocolViolation of `kind` (bad_call_sid, bad_stream_sid, ...)."""
     value = text(obj, *names)  # MAX_TEXT_CHARS first: no pattern is run over a megabyte
     if value and not is_valid_sid(value):
-        raise ProtocolViolation("bad_sid", f"{names[0]} {value[:40]!r} is not {SID_RULE}")
+        raise ProtocolViolation(kind, f"{names[0]} {value[:40]!r} is not {SID_RULE}")
     return value
 
 

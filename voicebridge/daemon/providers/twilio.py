@@ -79,8 +79,10 @@ class TwilioTranslator:
         rate = text(media_format, "sampleRate", default=str(TWILIO_RATE))
         if rate != str(TWILIO_RATE):
             raise ProtocolViolation("bad_sample_rate", f"Twilio streams are 8000 Hz, got {rate[:20]!r}")
-        stream_sid = sid(message, "streamSid", "stream_sid") or sid(body, "streamSid", "stream_sid")
-        call_sid = sid(body, "callSid", "call_sid")
+        stream_sid = sid(message, "bad_stream_sid", "streamSid", "stream_sid") or sid(
+            body, "bad_stream_sid", "streamSid", "stream_sid"
+        )
+        call_sid = sid(body, "bad_call_sid", "callSid", "call_sid")
         if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither callSid nor streamSid")
         parameters = string_map(body.get("customParameters"))
@@ -92,7 +94,7 @@ class TwilioTranslator:
             provider="twilio",
             stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=sid(body, "accountSid", "account_sid"),
+            account_sid=sid(body, "bad_account_sid", "accountSid", "account_sid"),
             # Twilio's start has no numbers; our TwiML passes them as <Parameter>s.
             from_number=from_number,
             to_number=to_number,
