@@ -792,3 +792,24 @@ async def test_the_mark_watch_is_a_timer_that_fires_once_for_an_overdue_mark() -
     await asyncio.sleep(0.2)
     assert fired == ["overdue"]  # once: the stream is being cut
     acks.stop_watching()
+
+
+async def test_an_over_size_body_is_a_counted_413_as_before() -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from voicebridge.config import Settings
+    from voicebridge.daemon.body_deadline import body_deadline
+    from voicebridge.daemon.keys import METRICS, SETTINGS
+    from voicebridge.daemon.metrics import Metrics
+
+    async def never(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        raise AssertionError("an over-size body reached the handler")
+
+    app = aiohttp.web.Application(middlewares=[body_deadline], client_max_size=1000)
+    app[SETTINGS], app[METRICS] = Settings(), Metrics()
+    app.router.add_post("/webhooks/twilio/incoming", never)
+    async with TestClient(TestServer(app)) as client:
+        async with client.post("/webhooks/twilio/incoming", data=_chunks(3)) as answer:
+            assert answer.status == 413
+    counted = app[METRICS].http_rejections.labels(surface="twilio", reason="body_too_large")._value.get()
+    assert counted == 1

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from voicebridge.daemon.access import _surface as access_surface
 from voicebridge.daemon.keys import METRICS, SETTINGS
 
 logger = logging.getLogger("voicebridge.connections")
@@ -45,7 +46,9 @@ async def _receive_body(request: web.Request) -> None:
         raise _closing(web.HTTPRequestTimeout(text="request body too slow\n")) from None
     except web.HTTPRequestEntityTooLarge:
         # Refused here: the part already read is gone, so no later reader could see the body whole.
-        refused.labels(reason="body_too_large").inc()
+        # Counted as the body readers count it (bodies.py, access.py): a hostile input, not a slow one.
+        surface = access_surface(request.path)
+        request.app[METRICS].http_rejections.labels(surface=surface, reason="body_too_large").inc()
         logger.warning(
             "refused a request from %s: body over %d bytes", request.remote or "?", request.client_max_size
         )
