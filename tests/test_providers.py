@@ -282,10 +282,10 @@ def test_a_start_changes_nothing_until_accepted() -> None:
     ("start_body", "kind"),
     [
         ({"call_sid": "CA1", "stream_sid": "M" * 300_000}, "field_too_long"),
-        ({"call_sid": "C" * 129}, "field_too_long"),
+        ({"call_sid": "C" * 129}, "bad_call_sid"),  # longer than the one sid rule allows
         ({"call_sid": "CA1", "account_sid": "A" * 1000}, "field_too_long"),
-        ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_sid"),
-        ({"call_sid": "../../admin"}, "bad_sid"),
+        ({"call_sid": "CA1", "stream_sid": "MZ1\nforged"}, "bad_stream_sid"),
+        ({"call_sid": "../../admin"}, "bad_call_sid"),
         ({"call_sid": "CA1", "from": "+91" + "9" * 100}, "field_too_long"),
         ({"call_sid": "CA1", "custom_parameters": {"k": "v" * 257}}, "field_too_long"),
         ({"call_sid": "CA1", "custom_parameters": {"k" * 65: "v"}}, "field_too_long"),
@@ -308,3 +308,107 @@ def test_long_mark_names_and_twilio_numbers_are_refused() -> None:
     with pytest.raises(ProtocolViolation) as caught:
         TwilioTranslator().parse(start)
     assert caught.value.kind == "field_too_long"
+
+
+# --- #14 review 1: one sid rule (voicebridge.daemon.sids) for every sid from the wire
+
+
+@pytest.mark.parametrize("field", ["call_sid", "stream_sid", "account_sid"])
+@pytest.mark.parametrize("value", ["..", "a.b", "C" * 65, "CA:1"])
+def test_a_start_sid_follows_the_one_sid_rule(field: str, value: str) -> None:
+    body = {"call_sid": "CA1", "stream_sid": "MZ1", field: value}
+    for translator, message in (
+        (ExotelTranslator(), {"event": "start", "start": body}),
+        (
+            TwilioTranslator(),
+            {
+                "event": "start",
+                "start": {
+                    "callSid": body["call_sid"],
+                    "streamSid": body["stream_sid"],
+                    "accountSid": body.get("account_sid", "AC1"),
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            },
+        ),
+    ):
+        with pytest.raises(ProtocolViolation) as caught:
+            translator.parse(message)
+        assert caught.value.kind == f"bad_{field}"  # bad_call_sid, bad_stream_sid, bad_account_sid
+
+
+def test_a_sid_of_64_characters_is_accepted() -> None:
+    start = ExotelTranslator().parse(
+        {"event": "start", "start": {"call_sid": "C" * 64, "stream_sid": "M" * 64}}
+    )
+    assert isinstance(start, Start) and start.call_sid == "C" * 64
+
+
+# --- #14 review 4: every μ-law spelling, `rate=` in the encoding, a mismatch reported as it is
+
+
+@pytest.mark.parametrize(
+    "encoding", ["audio/x-mulaw", "g711_ulaw", "ulaw", "audio/x-ulaw", "PCMU", "audio/PCMU", "MULAW"]
+)
+def test_every_mulaw_spelling_makes_a_mulaw_stream(encoding: str) -> None:
+    start = ExotelTranslator().parse(exotel_start(encoding=encoding))
+    assert isinstance(start, Start)
+    assert (start.encoding, start.sample_rate) == ("mulaw", 8000)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "rate"),
+    [("audio/L16;rate=16000", 16000), ("audio/L16; rate=8000", 8000), ("audio/x-mulaw;rate=8000", 8000)],
+)
+def test_the_rate_in_the_encoding_is_honoured(encoding: str, rate: int) -> None:
+    start = ExotelTranslator().parse(exotel_start(encoding=encoding))
+    assert isinstance(start, Start) and start.sample_rate == rate and not start.rate_note
+
+
+def test_a_bad_rate_in_the_encoding_is_refused() -> None:
+    with pytest.raises(ProtocolViolation) as caught:
+        ExotelTranslator().parse(exotel_start(encoding="audio/L16;rate=44100"))
+    assert caught.value.kind == "bad_sample_rate"
+
+
+def test_a_mulaw_start_under_a_16k_url_is_reported_as_mulaw_not_as_a_stated_rate() -> None:
+    start = ExotelTranslator(16000).parse(exotel_start(encoding="audio/x-mulaw"))
+    assert isinstance(start, Start) and start.sample_rate == 8000
+    assert start.announced_rate is None  # the start stated no rate
+    assert "μ-law" in start.rate_note and "says" not in start.rate_note
+    stated = ExotelTranslator(16000).parse(exotel_start(sample_rate="8000"))
+    assert isinstance(stated, Start) and "start says 8000" in stated.rate_note
+
+
+# --- #14 review 7: outbound chunks meet Exotel's 3,200-byte minimum on the wire, μ-law too
+
+
+@pytest.mark.parametrize(("encoding", "rate"), [("audio/x-mulaw", 8000), ("audio/x-raw", 8000)])
+async def test_outbound_chunks_are_at_least_3200_bytes_on_the_wire(encoding: str, rate: int) -> None:
+    import asyncio
+
+    from voicebridge.daemon.metrics import Metrics
+    from voicebridge.daemon.pacer import OutboundPacer
+
+    translator = ExotelTranslator()
+    start = translator.parse(exotel_start(encoding=encoding, sample_rate=str(rate)))
+    assert isinstance(start, Start)
+    translator.accept(start)
+    sent: list[str] = []
+    first = asyncio.Event()
+
+    async def send(text: str) -> None:
+        sent.append(text)
+        first.set()
+
+    pacer = OutboundPacer(translator, send, rate, Metrics())
+    pacer.play(bytes(2 * rate))  # one second
+    runner = asyncio.create_task(pacer.run())
+    try:
+        async with asyncio.timeout(10):
+            await first.wait()
+    finally:
+        runner.cancel()
+    payload = base64.b64decode(json.loads(sent[0])["media"]["payload"])
+    assert len(payload) == 3200 and len(payload) % 320 == 0

@@ -260,12 +260,16 @@ class LimitsConfig(Section):
     max_bad_messages: int = Field(100, ge=1)
     # Bot audio queued ahead of the line; a longer reply waits for the caller to hear the start.
     max_pending_audio_s: float = Field(20.0, ge=1)
-    # Exotel and Twilio send media continuously: a stream silent this long is half-open, the call dropped.
+    # Exotel documents media about every 100 ms, and Twilio streams have been seen to send it all through
+    # a call: a stream silent this long is half-open, the call dropped. Raise it for a provider whose
+    # silence suppression is on (it then sends nothing while the caller is quiet).
     inbound_idle_s: float = Field(10.0, gt=0, le=600)
     # A WebSocket that has not sent `start` this long after the upgrade is closed.
     start_timeout_s: float = Field(5.0, gt=0, le=120)
-    # WebSocket ping interval; a peer that does not answer within half of it is cut. 0 turns pings off.
-    ws_heartbeat_s: float = Field(20.0, ge=0, le=600)
+    # WebSocket ping after this long without a message; a peer that does not answer within half of it is
+    # cut (1006). Keep 1.5 x this below inbound_idle_s, or the silence rule always cuts first and the ping
+    # never fires. 0 turns pings off.
+    ws_heartbeat_s: float = Field(5.0, ge=0, le=600)
     # Each mark we send must be echoed this long after the audio before it should have finished playing;
     # otherwise the provider stopped reading (or playing) and the connection is cut. 0 turns this off.
     mark_echo_timeout_s: float = Field(5.0, ge=0, le=120)
@@ -273,8 +277,13 @@ class LimitsConfig(Section):
     request_head_timeout_s: float = Field(10.0, gt=0, le=300)
     request_body_timeout_s: float = Field(10.0, gt=0, le=300)
     # Open connections from one client address (0: 2 x server.max_concurrent_calls + 16); addresses in
-    # server.trusted_proxies are exempt, since everything behind a proxy arrives from its address.
+    # server.trusted_proxies are exempt, since everything behind a proxy arrives from its address, and so
+    # are loopback peers (a TLS proxy on the same host, a local tool) unless cap_loopback_per_address.
     max_connections_per_address: int = Field(0, ge=0, le=100_000)
+    cap_loopback_per_address: bool = False
+    # Open connections in all, from every address (0: 4 x server.max_concurrent_calls + 256): keeps the
+    # process's file descriptors for its calls when many addresses connect at once.
+    max_connections: int = Field(0, ge=0, le=1_000_000)
 
 
 class OutboxConfig(Section):

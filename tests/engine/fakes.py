@@ -228,6 +228,7 @@ class FakeTranslator:
 
     provider: str = "exotel"
     sample_rate: int = 8000
+    outbound_chunk_ms: int = 200
 
     def parse(self, message: dict[str, Any]) -> Any:
         raise NotImplementedError("the engine tests feed the call events, not wire messages")

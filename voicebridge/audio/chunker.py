@@ -2,6 +2,8 @@
 
 Exotel plays a payload that is not a multiple of 320 bytes (20 ms at 8 kHz) only after waiting 20 ms, and
 wants at least 3200 bytes; we scale both to the stream's rate so 16 and 24 kHz streams keep the same timing.
+A μ-law stream (one byte a sample) asks for 400 ms chunks to reach the same 3200 bytes (the translator's
+`outbound_chunk_ms`).
 """
 
 from __future__ import annotations

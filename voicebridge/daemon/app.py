@@ -19,9 +19,10 @@ from voicebridge.backends import build_backend
 from voicebridge.config import Settings
 from voicebridge.daemon import management, webhooks
 from voicebridge.daemon.access import access_control, stream_tokens
+from voicebridge.daemon.body_deadline import body_deadline
 from voicebridge.daemon.business import BusinessDirectory
 from voicebridge.daemon.call import CallServices
-from voicebridge.daemon.connection_guard import ConnectionLimits, GuardedTCPSite, body_deadline
+from voicebridge.daemon.connection_guard import ConnectionLimits, GuardedTCPSite
 from voicebridge.daemon.control import ControlServer, ControlSocketError
 from voicebridge.daemon.keys import (
     BACKEND,

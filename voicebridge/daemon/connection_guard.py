@@ -1,13 +1,15 @@
-"""Connections that hold the daemon without using it: too many from one address, a request head that
-trickles in, a body that never finishes. Each is cut, counted in
-`voicebridge_connections_refused_total{reason}` and logged on one line.
+"""Connections that hold the daemon without using it: too many from one address or in all, a request
+head that trickles in. Each is cut, counted in `voicebridge_connections_refused_total{reason}` and
+logged on one line.
 
-aiohttp has no timeout for reading a request head (its keep-alive timer starts only once a handler waits
-idle), and none for a body. So the listening socket hands every connection to `GuardedConnection`, a
-transparent asyncio protocol in front of aiohttp's own, which counts connections per address and gives
-the first request head `limits.request_head_timeout_s` to arrive; later heads are bounded by aiohttp's
-keep-alive timeout, which `serve` sets from the same limit. `body_deadline` waits for a body to arrive,
-under a deadline, before any handler (or the access checks) runs.
+aiohttp (3.14 as installed) does cut a trickled head itself: its keep-alive timer, started when the
+connection opens and again after each response, closes a connection still waiting for a complete head
+when it fires. What this guard adds: the cut counted and logged (aiohttp's is silent), its own explicit
+`limits.request_head_timeout_s` for the first head (aiohttp's keep-alive is set a second later, see
+`serve`, so the guard's counted cut comes first; later heads are left to keep-alive), per-address and
+global connection caps checked before aiohttp sees a byte, and the same bound on aiohttp versions whose
+keep-alive timer starts only once a handler waits idle. The listening socket hands every connection to
+`GuardedConnection`, a transparent asyncio protocol in front of aiohttp's own. Bodies: body_deadline.py.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from voicebridge.config import Settings
-from voicebridge.daemon.keys import METRICS, SETTINGS
 from voicebridge.daemon.metrics import Metrics
 
 logger = logging.getLogger("voicebridge.connections")
@@ -30,39 +31,58 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConnectionLimits:
-    """The per-address connection count for one listening socket, and what to do when it is exceeded."""
+    """The connection counts of one listening socket: per client address, and in all.
+
+    Exempt from the per-address cap: addresses in server.trusted_proxies, and loopback peers unless
+    limits.cap_loopback_per_address is set. A loopback peer is the host itself: a TLS proxy on the same
+    host (through which every call, webhook and scrape arrives) or a local tool; capping it as one client
+    would refuse real calls at accept. The global ceiling counts every connection, exempt or not, so that
+    many addresses together cannot exhaust the process's file descriptors.
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         limits = settings.limits
-        self.per_address = limits.max_connections_per_address or 2 * settings.server.max_concurrent_calls + 16
+        calls = settings.server.max_concurrent_calls
+        self.per_address = limits.max_connections_per_address or 2 * calls + 16
+        self.total = limits.max_connections or 4 * calls + 256
         self.head_timeout_s = limits.request_head_timeout_s
         self.metrics = metrics
+        self._cap_loopback = limits.cap_loopback_per_address
         # Everything behind a proxy arrives from the proxy's address: the cap is the proxy's job there.
         self._exempt: list[Network] = [
             ipaddress.ip_network(c, strict=False) for c in settings.server.trusted_proxies
         ]
         self._open: dict[str, int] = {}
+        self._open_total = 0
         self._refusing: set[str] = set()
 
-    def admit(self, address: str) -> bool:
-        if self._is_exempt(address):
-            return True
+    @property
+    def open_connections(self) -> int:
+        """Connections admitted and not yet closed."""
+        return self._open_total
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from `peer`, or refuse it (counted; logged once per episode)."""
+        address, exempt = self._classify(peer)
+        if self._open_total >= self.total:
+            return self._refuse("global", "*", "%d open in all (limits.max_connections)", self._open_total)
         count = self._open.get(address, 0)
-        if count >= self.per_address:
-            self.metrics.connections_refused.labels(reason="per_address").inc()
-            if address not in self._refusing:  # one line per episode, not one per connection
-                self._refusing.add(address)
-                logger.warning(
-                    "refusing connections from %s: %d open (limits.max_connections_per_address)",
-                    address,
-                    count,
-                )
-            return False
-        self._open[address] = count + 1
+        if not exempt and count >= self.per_address:
+            return self._refuse(
+                "per_address", address, "%d open from it (limits.max_connections_per_address)", count
+            )
+        self._open_total += 1
+        if not exempt:
+            self._open[address] = count + 1
         return True
 
-    def release(self, address: str) -> None:
-        if self._is_exempt(address):
+    def release(self, peer: str) -> None:
+        """A connection `admit` let in has closed."""
+        address, exempt = self._classify(peer)
+        self._open_total = max(0, self._open_total - 1)
+        if self._open_total < self.total:
+            self._refusing.discard("*")
+        if exempt:
             return
         count = self._open.get(address, 0) - 1
         if count <= 0:
@@ -72,12 +92,24 @@ class ConnectionLimits:
         if count < self.per_address:
             self._refusing.discard(address)
 
-    def _is_exempt(self, address: str) -> bool:
+    def _refuse(self, reason: str, address: str, why: str, count: int) -> bool:
+        self.metrics.connections_refused.labels(reason=reason).inc()
+        if address not in self._refusing:  # one line per episode, not one per connection
+            self._refusing.add(address)
+            logger.warning("refusing connections from %s: " + why, address, count)
+        return False
+
+    def _classify(self, peer: str) -> tuple[str, bool]:
+        """The peer's address as counted (an IPv4-mapped IPv6 address as its IPv4 one), and whether the
+        per-address cap leaves it alone."""
         try:
-            ip = ipaddress.ip_address(address)
+            ip = ipaddress.ip_address(peer)
         except ValueError:
-            return False
-        return any(ip in network for network in self._exempt)
+            return peer, False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        exempt = (ip.is_loopback and not self._cap_loopback) or any(ip in network for network in self._exempt)
+        return str(ip), exempt
 
 
 class GuardedConnection(asyncio.Protocol):
@@ -171,39 +203,3 @@ class GuardedTCPSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             lambda: GuardedConnection(server, limits), self._host, self._port, backlog=self._backlog
         )
-
-
-# Bodies up to this size are awaited whole before any handler runs; the stream reader keeps up to twice
-# its 64 KiB read size buffered without pausing the socket, so waiting for its end cannot stall.
-WHOLE_BODY_BYTES = 64 * 1024
-
-
-@web.middleware
-async def body_deadline(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Receive a request's body within limits.request_body_timeout_s (408 and the connection closed if not).
-
-    The body is awaited, not read: it stays in the request's stream for the access checks and handlers.
-    A larger body or one of unknown length (chunked) is read by its handler, so the deadline covers that.
-    """
-    if not request.body_exists:
-        return await handler(request)
-    limits = request.app[SETTINGS].limits
-    length = request.content_length
-    try:
-        async with asyncio.timeout(limits.request_body_timeout_s):
-            if length is None or length > WHOLE_BODY_BYTES:
-                return await handler(request)
-            await request.content.wait_eof()
-    except TimeoutError:
-        request.app[METRICS].connections_refused.labels(reason="slow_request_body").inc()
-        logger.warning(
-            "cut a request from %s: body not received in %.0fs",
-            request.remote or "?",
-            limits.request_body_timeout_s,
-        )
-        refusal = web.HTTPRequestTimeout(text="request body too slow\n")
-        refusal.force_close()
-        raise refusal from None
-    return await handler(request)

@@ -61,7 +61,7 @@ class OutboundPacer:
         self._send = send_text
         self._rate = sample_rate
         self._metrics = metrics
-        self._chunker = OutboundChunker(sample_rate)
+        self._chunker = OutboundChunker(sample_rate, translator.outbound_chunk_ms)
         self._queue: asyncio.Queue[_Audio | _Mark] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
         self._play_until = 0.0

@@ -30,14 +30,12 @@ from voicebridge.daemon.providers.events import (
     UnknownEvent,
 )
 from voicebridge.daemon.sids import MAX_NUMBER_CHARS, SID_RULE, is_valid_number, is_valid_sid
-from voicebridge.speech.base import SpeechToText
+from voicebridge.speech.base import Closable, SpeechToText
 
 logger = logging.getLogger("voicebridge.stream")
 
 # A send that cannot complete for this long means the provider stopped reading; the stream is cut.
 SEND_TIMEOUT_S = 5.0
-# How often a live call checks that its marks come back (limits.mark_echo_timeout_s).
-ACK_CHECK_S = 0.25
 
 
 class StreamSession:
@@ -81,7 +79,6 @@ class StreamSession:
 
     async def run(self) -> None:
         """Serve the connection until it closes; the call is finalised whatever ended it."""
-        watchdog: asyncio.Task[None] | None = None
         try:
             while (message := await self._receive()) is not None:
                 if not self._within_rate():
@@ -93,8 +90,6 @@ class StreamSession:
                 elif message.type is WSMsgType.ERROR:
                     self.log.warning("websocket error: %s", self._ws.exception())
                     break
-                if watchdog is None and self._call is not None and self._limits.mark_echo_timeout_s:
-                    watchdog = asyncio.create_task(self._watch_acks(self._call))
                 if self._call is not None and self._call.ended:
                     break
                 if self._bad_messages >= self._limits.max_bad_messages:
@@ -103,8 +98,8 @@ class StreamSession:
                     await self._ws.close(code=1008, message=b"too many bad messages")
                     break
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if self._translator is not None:
+                self._translator.stop_watching()
             if self._call is not None and not self._call.ended:
                 code = self._ws.close_code
                 clean = code in (None, 1000, 1001) and not self._ws.exception()
@@ -116,8 +111,8 @@ class StreamSession:
                 await asyncio.shield(self._call.finish(outcome))
             if self._went_silent:
                 await self._close(code=1001)
-            if self._own_stt is not None and (close := getattr(self._own_stt, "close", None)):
-                close()
+            if isinstance(self._own_stt, Closable):  # the call's own model (stt.model_per_call)
+                self._own_stt.close()
 
     async def _on_text(self, text: str) -> None:
         try:
@@ -167,15 +162,12 @@ class StreamSession:
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
         completed = self._complete_start(start)  # a bad start is refused before any call exists
-        if completed.announced_rate is not None:
-            self.log.warning(
-                "sample-rate mismatch: the stream URL %s, start says %d; using %d",
-                f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate",
-                completed.announced_rate,
-                completed.sample_rate,
-            )
+        if completed.rate_note:
+            self.log.warning("sample-rate mismatch: %s", completed.rate_note)
         translator.accept(completed)
         self._translator = PlaybackAcks(translator, self._limits.mark_echo_timeout_s)
+        if self._limits.mark_echo_timeout_s:
+            self._translator.watch(self._unacknowledged)
         await self._begin(completed, self._translator)
 
     def _complete_start(self, start: Start) -> Start:
@@ -203,17 +195,12 @@ class StreamSession:
             return start
         self._minutes_left = pending.minutes_left
         # The webhook's numbers are Exotel's call record; the stream's copies may be stripped or absent.
-        from_number = pending.from_number or start.from_number
-        to_number = pending.to_number or start.to_number
-        return Start(
-            provider=start.provider,
-            stream_sid=start.stream_sid,
+        # replace(), not a new Start: the encoding, rate and rate note must survive (a μ-law stream).
+        return replace(
+            start,
             call_sid=start.call_sid or pending.call_sid,
-            account_sid=start.account_sid,
-            from_number=from_number,
-            to_number=to_number,
-            sample_rate=start.sample_rate,
-            custom_parameters=start.custom_parameters,
+            from_number=pending.from_number or start.from_number,
+            to_number=pending.to_number or start.to_number,
         )
 
     async def _begin(self, start: Start, translator: Translator) -> None:
@@ -352,17 +339,14 @@ class StreamSession:
         self._last_inbound = loop.time()
         return message
 
-    async def _watch_acks(self, call: Call) -> None:
-        """Cut the stream once a mark is overdue: the provider stopped reading (playback_acks.py)."""
-        assert self._translator is not None
-        while not call.ended:
-            await asyncio.sleep(ACK_CHECK_S)
-            overdue = self._translator.overdue_s()
-            if overdue > 0:
-                self._s.metrics.errors.labels(kind="unacknowledged_audio").inc()
-                self._dropped_because = (
-                    f"no mark echo {self._limits.mark_echo_timeout_s:.0f}s after its audio should have played"
-                )
-                self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
-                self._abort()
-                return
+    def _unacknowledged(self) -> None:
+        """A mark is overdue: the provider stopped reading (playback_acks.py). Cutting the connection ends
+        the read loop, which finalises the call as dropped."""
+        if self._call is None or self._call.ended:
+            return
+        self._s.metrics.errors.labels(kind="unacknowledged_audio").inc()
+        self._dropped_because = (
+            f"no mark echo {self._limits.mark_echo_timeout_s:g}s after its audio should have played"
+        )
+        self.log.warning("the provider stopped taking audio: %s; cutting it", self._dropped_because)
+        self._abort()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from voicebridge.speech.scheduler import always_confirmed
 
@@ -38,6 +38,15 @@ class SpeechToText(Protocol):
 
         `confirmed` says whether the turn is known to be over (False while it is a speculative guess).
         """
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """An engine that holds something to release (a model, worker threads, a session) once done with."""
+
+    def close(self) -> None:
+        """Release it; the engine is not used afterwards."""
         ...
 
 

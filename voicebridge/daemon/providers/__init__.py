@@ -18,6 +18,12 @@ class Translator(Protocol):
     provider: ProviderName
     sample_rate: int
 
+    @property
+    def outbound_chunk_ms(self) -> int:
+        """Audio per outbound media message: whole 20 ms frames, enough to meet the provider's minimum
+        chunk on the wire in the stream's encoding."""
+        ...
+
     def parse(self, message: dict[str, Any]) -> InboundEvent:
         """The internal event for one decoded wire message; raises ProtocolViolation. Pure: a `start`
         changes nothing until the stream `accept`s it."""

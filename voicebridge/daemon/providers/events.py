@@ -36,6 +36,8 @@ class Start:
     encoding: AudioEncoding = "pcm16"
     # The rate the start message itself stated, when it differs from `sample_rate` (the one in force).
     announced_rate: int | None = None
+    # One line saying why the rate in force is not what the URL or the start asked for; "" when they agree.
+    rate_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)

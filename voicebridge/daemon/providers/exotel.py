@@ -8,8 +8,10 @@ Both are pure: strings in, strings or events out.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.providers import event_name
 from voicebridge.daemon.providers.caller import OutboundMessage
@@ -26,8 +28,8 @@ from voicebridge.daemon.providers.events import (
     UnknownEvent,
 )
 from voicebridge.daemon.providers.fields import (
+    MAX_MARK_NAME_CHARS,
     MAX_NUMBER_CHARS,
-    MAX_SID_CHARS,
     digit,
     section,
     sid,
@@ -42,10 +44,11 @@ EXOTEL_RATES = (8000, 16000, 24000)
 class ExotelTranslator:
     """Exotel wire JSON ⇄ internal events for one stream.
 
-    The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter as what sets the stream's
-    rate (8000 when absent); the `start` message's `media_format` describes the stream. An explicit URL
-    rate wins and a disagreeing start is reported (`Start.announced_rate`); without one, the start's rate
-    applies (an applet-level media format), else 8000. μ-law is 8000 Hz only (docs/exotel-stream.md).
+    The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter (8000 when absent) and the
+    `start` message's `media_format`, but no rule for when they disagree. Our choice: an explicit URL rate
+    wins (it is what the operator configured) and a disagreeing start is reported (`Start.rate_note`);
+    without one, the start's rate applies (an applet-level media format, from `sample_rate` or a `rate=`
+    in the encoding), else 8000. μ-law is 8000 Hz whatever the URL says (docs/exotel-stream.md).
     """
 
     provider: ProviderName = "exotel"
@@ -68,11 +71,17 @@ class ExotelTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit", "digits")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
         if name == "stop":
             stop = message.get("stop")
             return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
+
+    @property
+    def outbound_chunk_ms(self) -> int:
+        """Exotel wants chunks of at least 3,200 bytes (docs/exotel-stream.md): 200 ms of PCM16 at 8 kHz
+        or more, but 400 ms of μ-law, whose samples are one byte."""
+        return 2 * DEFAULT_CHUNK_MS if self._mulaw else DEFAULT_CHUNK_MS
 
     def accept(self, start: Start) -> None:
         """From now on: this start's stream sid in every outbound frame, its encoding and rate both ways."""
@@ -86,31 +95,40 @@ class ExotelTranslator:
         media_format = body.get("media_format") or body.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             media_format = {}
-        encoding = text(media_format, "encoding").lower()
-        mulaw = "mulaw" in encoding or "pcmu" in encoding
+        encoding = text(media_format, "encoding")
+        mulaw = names_mulaw(encoding)
         raw_rate = media_format.get("sample_rate", media_format.get("sampleRate"))
+        if raw_rate in (None, ""):
+            raw_rate = rate_in_encoding(encoding)  # `audio/L16;rate=16000`, the applet's media format
         stated = parse_rate(raw_rate, 0, EXOTEL_RATES) or None
-        rate = 8000 if mulaw else (self._url_rate or stated or 8000)
         if mulaw and stated not in (None, 8000):
             raise ProtocolViolation("bad_sample_rate", "μ-law audio must be 8000 Hz")
+        rate = 8000 if mulaw else (self._url_rate or stated or 8000)
         announced = stated if stated is not None and stated != rate else None
+        note = ""
         if mulaw and self._url_rate not in (None, 8000):
-            announced = 8000  # the URL asked for another rate; μ-law is 8000 whatever it says
-        stream_sid = sid(message, "stream_sid", "streamSid") or sid(body, "stream_sid", "streamSid")
-        call_sid = sid(body, "call_sid", "callSid", "CallSid")
+            note = f"the stream URL asks sample-rate={self._url_rate} but start names μ-law, which is 8000 Hz"
+        elif announced is not None:
+            asks = f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate"
+            note = f"the stream URL {asks}, start says {announced}"
+        stream_sid = sid(message, "bad_stream_sid", "stream_sid", "streamSid") or sid(
+            body, "bad_stream_sid", "stream_sid", "streamSid"
+        )
+        call_sid = sid(body, "bad_call_sid", "call_sid", "callSid", "CallSid")
         if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither call_sid nor stream_sid")
         return Start(
             provider="exotel",
             stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=sid(body, "account_sid", "accountSid"),
+            account_sid=sid(body, "bad_account_sid", "account_sid", "accountSid"),
             from_number=text(body, "from", "From", "call_from", limit=MAX_NUMBER_CHARS),
             to_number=text(body, "to", "To", "call_to", limit=MAX_NUMBER_CHARS),
             sample_rate=rate,
             custom_parameters=string_map(body.get("custom_parameters") or body.get("customParameters")),
             encoding="mulaw" if mulaw else "pcm16",
             announced_rate=announced,
+            rate_note=f"{note}; using {rate}" if note else "",
         )
 
     def _media(self, media: dict[str, Any]) -> Audio:
@@ -141,6 +159,19 @@ class ExotelTranslator:
     def clear(self) -> str:
         """Drop the audio Exotel has queued (barge-in)."""
         return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+def names_mulaw(encoding: str) -> bool:
+    """Whether a `media_format.encoding` names G.711 μ-law, however spelled: `audio/x-mulaw`, `ulaw`,
+    `g711_ulaw`, `PCMU`, `μ-law`."""
+    compact = re.sub(r"[^a-z0-9]", "", encoding.lower().replace("μ", "u").replace("µ", "u"))
+    return "ulaw" in compact or "pcmu" in compact
+
+
+def rate_in_encoding(encoding: str) -> str | None:
+    """The `rate=` parameter of a MIME-style encoding (`audio/L16;rate=16000`), None when it has none."""
+    found = re.search(r";\s*rate\s*=\s*([^;\s]{1,16})", encoding, flags=re.IGNORECASE)
+    return found.group(1) if found else None
 
 
 class ExotelCaller:

@@ -6,16 +6,18 @@ import re
 from typing import Any
 
 from voicebridge.daemon.providers.events import ProtocolViolation
+from voicebridge.daemon.sids import SID_RULE, is_valid_sid
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Every value from the wire is bounded before it is kept: a stream sid is echoed in every outbound frame,
-# numbers and parameters go into records and logs. Provider sids are ~34 characters, numbers ~16.
-MAX_SID_CHARS = 128
+# numbers and parameters go into records and logs. Sids follow the daemon's one rule (sids.py); numbers
+# are ~16 characters.
 MAX_TEXT_CHARS = 256
+# Mark names are ours (a uuid); an echo with a longer one is not a mark we sent.
+MAX_MARK_NAME_CHARS = 128
 MAX_NUMBER_CHARS = 64
 MAX_PARAMETERS = 32
 MAX_PARAMETER_KEY_CHARS = 64
-SID = re.compile(r"[A-Za-z0-9_.:-]*")
 
 
 def section(message: dict[str, Any], name: str) -> dict[str, Any]:
@@ -39,11 +41,12 @@ def text(obj: dict[str, Any], *names: str, default: str = "", limit: int = MAX_T
     return default
 
 
-def sid(obj: dict[str, Any], *names: str) -> str:
-    """A provider identifier (stream, call or account sid): bounded, letters, digits and `_.:-` only."""
-    value = text(obj, *names, limit=MAX_SID_CHARS)
-    if not SID.fullmatch(value):
-        raise ProtocolViolation("bad_sid", f"{names[0]} is not a provider sid: {value[:40]!r}")
+def sid(obj: dict[str, Any], kind: str, *names: str) -> str:
+    """A provider identifier (stream, call or account sid), "" when absent; one that breaks the daemon's
+    one sid rule (sids.SID_RULE) is a ProtocolViolation of `kind` (bad_call_sid, bad_stream_sid, ...)."""
+    value = text(obj, *names)  # MAX_TEXT_CHARS first: no pattern is run over a megabyte
+    if value and not is_valid_sid(value):
+        raise ProtocolViolation(kind, f"{names[0]} {value[:40]!r} is not {SID_RULE}")
     return value
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.daemon.providers import event_name
 from voicebridge.daemon.providers.caller import OutboundMessage
@@ -24,8 +25,8 @@ from voicebridge.daemon.providers.events import (
     UnknownEvent,
 )
 from voicebridge.daemon.providers.fields import (
+    MAX_MARK_NAME_CHARS,
     MAX_NUMBER_CHARS,
-    MAX_SID_CHARS,
     digit,
     section,
     sid,
@@ -41,6 +42,8 @@ class TwilioTranslator:
 
     provider: ProviderName = "twilio"
     sample_rate = TWILIO_RATE
+    # Twilio states no minimum chunk; 200 ms keeps what a barge-in `clear` discards small.
+    outbound_chunk_ms = DEFAULT_CHUNK_MS
 
     def __init__(self) -> None:
         self.stream_sid = ""
@@ -57,7 +60,7 @@ class TwilioTranslator:
         if name == "dtmf":
             return Dtmf(digit(text(section(message, "dtmf"), "digit")))
         if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_SID_CHARS))
+            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
         if name == "stop":
             return Stop("stopped")
         raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
@@ -76,8 +79,10 @@ class TwilioTranslator:
         rate = text(media_format, "sampleRate", default=str(TWILIO_RATE))
         if rate != str(TWILIO_RATE):
             raise ProtocolViolation("bad_sample_rate", f"Twilio streams are 8000 Hz, got {rate[:20]!r}")
-        stream_sid = sid(message, "streamSid", "stream_sid") or sid(body, "streamSid", "stream_sid")
-        call_sid = sid(body, "callSid", "call_sid")
+        stream_sid = sid(message, "bad_stream_sid", "streamSid", "stream_sid") or sid(
+            body, "bad_stream_sid", "streamSid", "stream_sid"
+        )
+        call_sid = sid(body, "bad_call_sid", "callSid", "call_sid")
         if not call_sid and not stream_sid:
             raise ProtocolViolation("missing_field", "start has neither callSid nor streamSid")
         parameters = string_map(body.get("customParameters"))
@@ -89,7 +94,7 @@ class TwilioTranslator:
             provider="twilio",
             stream_sid=stream_sid,
             call_sid=call_sid,
-            account_sid=sid(body, "accountSid", "account_sid"),
+            account_sid=sid(body, "bad_account_sid", "accountSid", "account_sid"),
             # Twilio's start has no numbers; our TwiML passes them as <Parameter>s.
             from_number=from_number,
             to_number=to_number,
