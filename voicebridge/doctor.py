@@ -265,7 +265,7 @@ def check_stt(settings: Settings) -> tuple[Check, float | None]:
 
 def check_tts(settings: Settings) -> Check:
     """Synthesise a short phrase with the configured engine and time its first audio."""
-    from voicebridge.speech.base import SpeechEngineError
+    from voicebridge.speech.base import Closable, SpeechEngineError
     from voicebridge.speech.factory import build_tts
     from voicebridge.speech.models import ModelCache
 
@@ -299,7 +299,8 @@ def check_tts(settings: Settings) -> Check:
         fix = "check tts.azure_key, tts.azure_region (or tts.azure_host) and network access"
         return Check(name, "fail", _error_text(exc), fix if engine_name == "azure" else "check tts.voice")
     finally:
-        getattr(engine, "close", lambda: None)()  # not part of the TextToSpeech protocol
+        if isinstance(engine, Closable):  # an optional capability, declared in speech/base.py
+            engine.close()
     if not size:
         return Check(name, "fail", f"{engine_name} produced no audio", "check tts.voice / tts.azure_voice")
     detail = f"{engine_name}{f' ({endpoint})' if endpoint else ''}: first audio in {first * 1000:.0f} ms"

@@ -61,6 +61,7 @@ def _load_turns(files: list[Path], rate: int) -> list[tuple[str, bytes]]:
 
 def _transcribe_replies(reports: list[CallReport], config: Path | None) -> None:
     """Fill in what the bot said, heard through the same local Whisper the daemon uses."""
+    from voicebridge.speech.base import Closable
     from voicebridge.speech.factory import build_stt
     from voicebridge.speech.models import ModelCache
 
@@ -79,9 +80,8 @@ def _transcribe_replies(reports: list[CallReport], config: Path | None) -> None:
     try:
         asyncio.run(run())
     finally:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        if isinstance(engine, Closable):
+            engine.close()
 
 
 def _ms(seconds: float | None) -> int | None:

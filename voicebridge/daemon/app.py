@@ -49,7 +49,7 @@ from voicebridge.daemon.registry import CallRegistry
 from voicebridge.daemon.stream_endpoint import stream_handler
 from voicebridge.daemon.systemd import SystemdNotifier
 from voicebridge.daemon.telephony import TelephonyControl
-from voicebridge.speech.base import SpeechToText, TextToSpeech
+from voicebridge.speech.base import Closable, SpeechToText, TextToSpeech
 from voicebridge.speech.factory import build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 
@@ -117,9 +117,8 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
     await outbox.close()
     await backend.close()
     for engine in (stt, tts):
-        close = getattr(engine, "close", None)
-        if close is not None:
-            close()
+        if isinstance(engine, Closable):
+            engine.close()
 
 
 async def malformed_requests_counted(app: web.Application) -> AsyncIterator[None]:

@@ -72,7 +72,7 @@ class Metrics:
         )
         self.connections_refused = Counter(
             "voicebridge_connections_refused_total",
-            "Connections cut before a request: per-address cap, slow request head or body",
+            "Connections cut before a request: per-address cap, global ceiling, slow request head or body",
             ["reason"],
             registry=r,
         )

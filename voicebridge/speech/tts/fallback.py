@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
-from voicebridge.speech.base import SpeechEngineError, TextToSpeech
+from voicebridge.speech.base import Closable, SpeechEngineError, TextToSpeech
 
 logger = logging.getLogger("voicebridge.tts")
 
@@ -66,6 +66,5 @@ class FallbackTTS:
     def close(self) -> None:
         """Close both engines."""
         for engine in (self._primary, self._fallback):
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+            if isinstance(engine, Closable):
+                engine.close()
