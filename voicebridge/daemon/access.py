@@ -142,7 +142,8 @@ def _check_management(request: web.Request, settings: Settings, address: str) ->
     raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
 
 
-def _surface(path: str) -> str:
+def surface_of(path: str) -> str:
+    """Which door a path belongs to (metrics label and which check applies)."""
     if path.startswith("/webhooks/exotel/"):
         return "exotel"
     if path.startswith("/webhooks/twilio/"):
@@ -166,7 +167,7 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
     """Let a request through only when its surface's authentication says so."""
     settings = request.app[SETTINGS]
     path = request.path
-    surface = _surface(path)
+    surface = surface_of(path)
     if surface == "open":
         return await handler(request)
     if surface == "webhooks" or (surface in ("exotel", "twilio") and not settings.provider_enabled(surface)):
@@ -196,9 +197,17 @@ async def access_control(request: web.Request, handler: Handler) -> web.StreamRe
         refusal = web.HTTPForbidden if failure.status == 403 else web.HTTPUnauthorized
         raise refusal(text=failure.reason) from None
     except BadInput as bad:
-        metrics.http_rejections.labels(surface=surface, reason=bad.reason).inc()
-        logger.warning("refused %s %.200s from %s: %s", request.method, path, address, bad.reason)
-        return web.Response(status=bad.status, text=bad.reason)
+        return refuse_bad_input(request, bad, address)
+
+
+def refuse_bad_input(request: web.Request, bad: BadInput, address: str = "") -> web.Response:
+    """The one answer to hostile input, wherever it is found: counted, one log line, a 4xx."""
+    surface = surface_of(request.path)
+    request.app[METRICS].http_rejections.labels(surface=surface, reason=bad.reason).inc()
+    logger.warning(
+        "refused %s %.200s from %s: %s", request.method, request.path, address or request.remote, bad.reason
+    )
+    return web.Response(status=bad.status, text=bad.reason)
 
 
 def spend_stream_token(request: web.Request) -> str | None:

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from voicebridge.daemon.access import _surface as access_surface
+from voicebridge.daemon.access import refuse_bad_input
+from voicebridge.daemon.bodies import BadInput, body_text
 from voicebridge.daemon.keys import METRICS, SETTINGS
 
 logger = logging.getLogger("voicebridge.connections")
@@ -35,7 +36,9 @@ async def _receive_body(request: web.Request) -> None:
     refused = request.app[METRICS].connections_refused
     try:
         async with asyncio.timeout(limits.request_body_timeout_s):
-            await request.read()
+            # bodies.body_text reads it as every handler does, so a body that cannot be read (a bogus
+            # Content-Encoding, a broken chunked body, a client gone mid-body) is the same counted 4xx here.
+            await body_text(request)
     except TimeoutError:
         refused.labels(reason="slow_request_body").inc()
         logger.warning(
@@ -44,16 +47,15 @@ async def _receive_body(request: web.Request) -> None:
             limits.request_body_timeout_s,
         )
         raise _closing(web.HTTPRequestTimeout(text="request body too slow\n")) from None
-    except web.HTTPRequestEntityTooLarge:
-        # Refused here: the part already read is gone, so no later reader could see the body whole.
-        # Counted as the body readers count it (bodies.py, access.py): a hostile input, not a slow one.
-        surface = access_surface(request.path)
-        request.app[METRICS].http_rejections.labels(surface=surface, reason="body_too_large").inc()
-        logger.warning(
-            "refused a request from %s: body over %d bytes", request.remote or "?", request.client_max_size
-        )
-        too_large = web.HTTPRequestEntityTooLarge(request.client_max_size, text="body too large\n")
-        raise _closing(too_large) from None
+    except BadInput as bad:
+        if bad.reason in ("unknown_charset", "bad_encoding"):
+            return  # the bytes arrived whole; the handler's own parse refuses them as it always has
+        refuse_bad_input(request, bad)  # counted and logged on one line, as the access check does
+        if bad.status == 413:
+            # Refused here: the part already read is gone, so no later reader could see the body whole.
+            too_large = web.HTTPRequestEntityTooLarge(request.client_max_size, text="body too large\n")
+            raise _closing(too_large) from None
+        raise _closing(web.HTTPBadRequest(text=bad.reason)) from None
 
 
 def _closing(refusal: web.HTTPException) -> web.HTTPException:
