@@ -190,3 +190,13 @@ def test_auth_modes_need_their_secrets(tmp_path: Path) -> None:
         config.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_settings(config)
+
+
+def test_insecure_waives_the_start_up_check_but_never_switches_configured_auth_off() -> None:
+    # #14 review: server.insecure made open_mode true, so Exotel's configured `basic` went unchecked as soon
+    # as another provider's `none` needed the waiver.
+    exposed = {"host": "0.0.0.0", "insecure": True}
+    basic = {"webhook_auth": "basic", "webhook_username": "u", "webhook_password": "p"}
+    assert not Settings(server=exposed, exotel=basic).open_mode
+    assert not Settings(server={"insecure": True}, exotel=basic).open_mode
+    assert Settings(server=exposed).open_mode  # nothing configured anywhere: open, as asked

@@ -262,7 +262,7 @@ def test_insecure_does_not_open_management_to_loopback() -> None:
     insecure = Settings(
         server={"insecure": True}, exotel={"webhook_auth": "token", "webhook_token": "x" * 16}
     )
-    assert insecure.open_mode and insecure.management_api_needs_token
+    assert not insecure.open_mode and insecure.management_api_needs_token
     assert Settings(server={"insecure": True, "host": "0.0.0.0"}).management_api_needs_token
     assert not Settings(server={"insecure": True}).management_api_needs_token  # quick start, insecure or not
 

@@ -359,11 +359,11 @@ class Settings(BaseSettings):
 
     @property
     def open_mode(self) -> bool:
-        """No authentication anywhere: loopback with no enabled provider's auth configured, or explicitly
-        insecure. A disabled provider has no routes, so its settings count for nothing here."""
-        if self.server.insecure:
-            return True
-        return self.server.is_loopback() and all(
+        """No authentication anywhere: no enabled provider has webhook auth configured, and the daemon
+        listens on loopback or is explicitly insecure. `insecure` only waives the start-up refusal: auth
+        that is configured is always checked (it once switched every check off, so one provider's `none`
+        left another's `basic` unenforced). A disabled provider has no routes, so it counts for nothing."""
+        return (self.server.is_loopback() or self.server.insecure) and all(
             auth == "none"
             for enabled, auth in (
                 (self.exotel.enabled, self.exotel.webhook_auth),
