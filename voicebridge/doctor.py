@@ -198,7 +198,7 @@ def check_authentication(settings: Settings) -> Check:
         return Check(
             name,
             "warn",
-            f"server.insecure = true: webhooks and streams on {where} need no credentials ({modes})",
+            f"server.insecure = true: providers on webhook_auth none are open on {where} ({modes})",
             "set exotel/twilio webhook_auth and server.insecure = false",
         )
     if settings.open_mode:
