@@ -29,7 +29,6 @@ from voicebridge.daemon.providers.events import (
 )
 from voicebridge.daemon.providers.fields import (
     MAX_MARK_NAME_CHARS,
-    MAX_NUMBER_CHARS,
     digit,
     section,
     sid,
@@ -37,6 +36,7 @@ from voicebridge.daemon.providers.fields import (
     text,
 )
 from voicebridge.daemon.providers.fields import sample_rate as parse_rate
+from voicebridge.daemon.sids import MAX_NUMBER_CHARS
 
 EXOTEL_RATES = (8000, 16000, 24000)
 

@@ -10,12 +10,10 @@ from voicebridge.daemon.sids import SID_RULE, is_valid_sid
 
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Every value from the wire is bounded before it is kept: a stream sid is echoed in every outbound frame,
-# numbers and parameters go into records and logs. Sids follow the daemon's one rule (sids.py); numbers
-# are ~16 characters.
+# numbers and parameters go into records and logs. Sids and numbers follow the daemon's one rule (sids.py).
 MAX_TEXT_CHARS = 256
 # Mark names are ours (a uuid); an echo with a longer one is not a mark we sent.
 MAX_MARK_NAME_CHARS = 128
-MAX_NUMBER_CHARS = 64
 MAX_PARAMETERS = 32
 MAX_PARAMETER_KEY_CHARS = 64
 

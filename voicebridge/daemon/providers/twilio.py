@@ -26,13 +26,13 @@ from voicebridge.daemon.providers.events import (
 )
 from voicebridge.daemon.providers.fields import (
     MAX_MARK_NAME_CHARS,
-    MAX_NUMBER_CHARS,
     digit,
     section,
     sid,
     string_map,
     text,
 )
+from voicebridge.daemon.sids import MAX_NUMBER_CHARS
 
 TWILIO_RATE = 8000
 
