@@ -9,6 +9,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.test_fuzz import parse_metrics
+
 # Lines of a traceback that are not its exception line (frames are indented).
 NOT_EXCEPTION = ("Traceback", "During handling", "The above exception", " ", "\t", "^", "~")
 # Every log line starts with its time (text format); a traceback's lines belong to the record above them.
@@ -43,16 +45,6 @@ def tracebacks(text: str) -> list[str]:
         where = head.split(" ", 2)[-1][:100]
         found.append(f"{lines[-1][:160] if lines else '?'} (logged as: {where})")
     return found
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text exposition → {"name{labels}": value}."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
 
 
 def labelled(metrics: dict[str, float], name: str) -> dict[str, float]:
