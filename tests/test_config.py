@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from voicebridge.config import ConfigError, Settings, load_settings, render_toml, write_starter
 
@@ -200,3 +200,31 @@ def test_insecure_waives_the_start_up_check_but_never_switches_configured_auth_o
     assert not Settings(server=exposed, exotel=basic).open_mode
     assert not Settings(server={"insecure": True}, exotel=basic).open_mode
     assert Settings(server=exposed).open_mode  # nothing configured anywhere: open, as asked
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"request_head_timeout_s": 1e-300},
+        {"inbound_idle_s": 1e-9},
+        {"start_timeout_s": 0.01},
+        {"ws_heartbeat_s": 1e-9},
+        {"mark_echo_timeout_s": 1e-6},
+        {"ws_heartbeat_s": 8, "inbound_idle_s": 10},
+    ],
+)
+def test_watchdog_limits_that_could_never_work_are_refused(limits: dict[str, float]) -> None:
+    # Final review: tiny values refused every connection, dropped every stream or pinged in a tight loop.
+    with pytest.raises(ValidationError):
+        Settings(limits=limits)
+
+
+def test_limits_that_turn_a_watchdog_off_are_fine() -> None:
+    limits = Settings(limits={"ws_heartbeat_s": 0, "mark_echo_timeout_s": 0}).limits
+    assert limits.ws_heartbeat_s == 0 and limits.mark_echo_timeout_s == 0
+
+
+def test_an_infinite_cost_rate_is_refused() -> None:
+    # Final review: `inf` passed ge=0 and made every cost record invalid JSON for the backend.
+    with pytest.raises(ValidationError):
+        Settings(costs={"ai_per_request": float("inf")})

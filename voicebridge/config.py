@@ -242,10 +242,11 @@ class CallsConfig(Section):
 
 
 class CostsConfig(Section):
-    telephony_per_minute: float = Field(0.02, ge=0)
-    tts_per_minute: float = Field(0.01, ge=0)
-    stt_per_minute: float = Field(0.0, ge=0)
-    ai_per_request: float = Field(0.001, ge=0)
+    # Bounded: an infinite rate would make every cost record invalid JSON for the backend.
+    telephony_per_minute: float = Field(0.02, ge=0, le=1000)
+    tts_per_minute: float = Field(0.01, ge=0, le=1000)
+    stt_per_minute: float = Field(0.0, ge=0, le=1000)
+    ai_per_request: float = Field(0.001, ge=0, le=1000)
     currency: str = "USD"
 
 
@@ -263,9 +264,9 @@ class LimitsConfig(Section):
     # Exotel documents media about every 100 ms, and Twilio streams have been seen to send it all through
     # a call: a stream silent this long is half-open, the call dropped. Raise it for a provider whose
     # silence suppression is on (it then sends nothing while the caller is quiet).
-    inbound_idle_s: float = Field(10.0, gt=0, le=600)
+    inbound_idle_s: float = Field(10.0, ge=1, le=600)
     # A WebSocket that has not sent `start` this long after the upgrade is closed.
-    start_timeout_s: float = Field(5.0, gt=0, le=120)
+    start_timeout_s: float = Field(5.0, ge=1, le=120)
     # WebSocket ping after this long without a message; a peer that does not answer within half of it is
     # cut (1006). Keep 1.5 x this below inbound_idle_s, or the silence rule always cuts first and the ping
     # never fires. 0 turns pings off.
@@ -274,8 +275,8 @@ class LimitsConfig(Section):
     # otherwise the provider stopped reading (or playing) and the connection is cut. 0 turns this off.
     mark_echo_timeout_s: float = Field(5.0, ge=0, le=120)
     # An HTTP connection must deliver a request's head, and then its body, within these many seconds.
-    request_head_timeout_s: float = Field(10.0, gt=0, le=300)
-    request_body_timeout_s: float = Field(10.0, gt=0, le=300)
+    request_head_timeout_s: float = Field(10.0, ge=0.5, le=300)
+    request_body_timeout_s: float = Field(10.0, ge=0.5, le=300)
     # Open connections from one client address (0: 2 x server.max_concurrent_calls + 16); addresses in
     # server.trusted_proxies are exempt, since everything behind a proxy arrives from its address, and so
     # are loopback peers (a TLS proxy on the same host, a local tool) unless cap_loopback_per_address.
@@ -284,6 +285,19 @@ class LimitsConfig(Section):
     # Open connections in all, from every address (0: 4 x server.max_concurrent_calls + 256): keeps the
     # process's file descriptors for its calls when many addresses connect at once.
     max_connections: int = Field(0, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _watchdogs_that_can_fire(self) -> LimitsConfig:
+        # Tiny non-zero values would ping in a tight loop or cut every stream at once.
+        if 0 < self.ws_heartbeat_s < 1:
+            raise ValueError("ws_heartbeat_s must be 0 (off) or at least 1")
+        if 0 < self.mark_echo_timeout_s < 0.25:
+            raise ValueError("mark_echo_timeout_s must be 0 (off) or at least 0.25")
+        if self.ws_heartbeat_s and self.ws_heartbeat_s * 1.5 >= self.inbound_idle_s:
+            raise ValueError(
+                "ws_heartbeat_s x 1.5 must stay below inbound_idle_s, or the silence rule always cuts first"
+            )
+        return self
 
 
 class OutboxConfig(Section):
