@@ -767,6 +767,21 @@ def test_a_mark_with_no_audio_before_it_is_not_waited_for() -> None:
     assert acks.overdue_s() == 0.0
 
 
+def test_with_the_rule_off_no_mark_is_kept_for_a_provider_that_never_echoes() -> None:
+    # Final review: with mark_echo_timeout_s = 0 every mark stayed tracked until an echo or a clear, so a
+    # provider that never echoes grew the table for the whole call.
+    from voicebridge.daemon.playback_acks import PlaybackAcks
+    from voicebridge.daemon.providers.exotel import ExotelTranslator
+
+    now = [100.0]
+    acks = PlaybackAcks(ExotelTranslator(), grace_s=0.0, clock=lambda: now[0])
+    for n in range(50):
+        acks.media(bytes(3200))
+        acks.mark(f"reply-{n}")
+    now[0] = 1000.0
+    assert acks.overdue_s() == 0.0
+
+
 async def test_the_mark_watch_is_a_timer_that_fires_once_for_an_overdue_mark() -> None:
     from voicebridge.daemon.playback_acks import PlaybackAcks
     from voicebridge.daemon.providers.exotel import ExotelTranslator

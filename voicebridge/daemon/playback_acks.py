@@ -68,7 +68,9 @@ class PlaybackAcks:
         """The mark message; its echo is due `grace_s` after the audio before it has played (a mark that
         follows no audio is not waited for)."""
         self._due.pop(name, None)
-        if self._audio_since_mark:
+        # grace 0 is the rule turned off: nothing is waited for, so nothing is kept (a provider that never
+        # echoes would otherwise grow this for the whole call).
+        if self._audio_since_mark and self._grace > 0:
             self._due[name] = max(self._play_until, self._clock()) + self._grace
             self._audio_since_mark = False
             self._arm()
