@@ -227,3 +227,11 @@ def test_simulate_bad_input_is_one_line(tmp_path: Path, turns: list[Path]) -> No
         no_traceback(result)
         assert result.returncode != 0, args
         assert message in result.stdout + result.stderr, (args, result.stdout, result.stderr)
+
+
+def test_outbox_list_shows_an_impossible_timestamp_blank() -> None:
+    # Final review: fromtimestamp() on a huge or odd value from the daemon raised in the CLI.
+    from voicebridge.commands.outbox import _when
+
+    assert _when(1e20) == "" and _when(float("nan")) == "" and _when("x") == ""
+    assert _when(1764000000.0).startswith("2025-")

@@ -22,7 +22,10 @@ outbox_app = typer.Typer(
 def _when(timestamp: Any) -> str:
     if not isinstance(timestamp, int | float) or not timestamp:
         return ""
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # a daemon's odd answer is shown blank, not a traceback
+        return ""
 
 
 def records_table(records: list[dict[str, Any]], counts: dict[str, int]) -> Table:
