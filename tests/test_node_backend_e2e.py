@@ -183,9 +183,12 @@ async def test_a_two_turn_call_is_answered_by_the_node_backend_and_recorded_ther
             "I can book that for you. Which day suits you?",
         ]
         # Whisper tiny.en on Piper's randomised rendering of a 10-word reply misses a word or three
-        # (CI saw "which they suit you to you", WER 0.4): the key word says which reply it was.
-        for reference, hypothesis, key in zip(expected, heard, ("open", "book"), strict=True):
-            assert key in hypothesis.lower() and word_error_rate(reference, hypothesis) <= 0.5, heard
+        # (CI saw "which they suit you to you", WER 0.4, and "I can both that for you", so no single
+        # key word is safe): each reply is nearer its own reference than the other one, in order.
+        for index, hypothesis in enumerate(heard):
+            own, other = expected[index], expected[1 - index]
+            assert word_error_rate(own, hypothesis) <= 0.5, heard
+            assert word_error_rate(own, hypothesis) < word_error_rate(other, hypothesis), heard
         await asyncio.to_thread(delivered_once, node, "CA-node-1")
     finally:
         daemon.terminate()
