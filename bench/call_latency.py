@@ -20,9 +20,9 @@ from pathlib import Path
 import aiohttp
 
 from voicebridge.audio.levels import trim_trailing_quiet
-from voicebridge.config import Settings
-from voicebridge.daemon.child import start_daemon
-from voicebridge.simulate import SimulatedCaller
+from voicebridge.config.schema import Settings
+from voicebridge.sim.caller import SimulatedCaller
+from voicebridge.sim.daemon import start_daemon
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.tts.piper import PiperTTS
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from voicebridge.scripted_call import CallScript, SimulationError, percentile, stream_url
-from voicebridge.simulate import SimulatedCaller
+from voicebridge.sim.caller import SimulatedCaller
+from voicebridge.sim.scripted import CallScript, SimulationError, percentile, stream_url
 
 REPLY_TIMEOUT_S = 20.0
 

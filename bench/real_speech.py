@@ -28,7 +28,7 @@ from stt_bench import run_plain, run_voicebridge, summary
 
 from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.audio.resample import resample_once
-from voicebridge.config import Settings
+from voicebridge.config.schema import Settings
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.stt import WhisperSTT
 from voicebridge.speech.wer import word_error_rate

@@ -28,7 +28,7 @@ answer from here (loopback, or --token for the management bearer token). The ful
 
     python bench/soak.py --calls 20 --minutes 30
 
-Short versions: `--calls 10 --minutes 3`; tests/test_soak.py runs `--calls 3 --minutes 0.5 --warmup-s 0`
+Short versions: `--calls 10 --minutes 3`; tests/wire/test_soak.py runs `--calls 3 --minutes 0.5 --warmup-s 0`
 with a loose RSS limit (its warm-up is too short for the plateau). Table phases: cold (before any
 call), warmup, drain (waiting for calls to end), idle (settling), baseline, soak, final.
 """
@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiohttp
 
 from voicebridge.audio.levels import trim_trailing_quiet
-from voicebridge.config import Settings
-from voicebridge.daemon.child import DaemonProcess, start_daemon
-from voicebridge.scripted_call import CallScript, percentile, run_call
+from voicebridge.config.schema import Settings
+from voicebridge.sim.daemon import DaemonProcess, start_daemon
+from voicebridge.sim.scripted import CallScript, percentile, run_call
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.tts.piper import PiperTTS
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebridge.audio.codecs import pcm16_to_float32, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.audio.resample import resample_once
-from voicebridge.config import Settings
+from voicebridge.config.schema import Settings
 from voicebridge.speech.models import ModelCache, default_whisper_path
 from voicebridge.speech.stt import WhisperSTT, clean_text, usable_cores, worker_count
 from voicebridge.speech.tts.piper import PiperTTS

@@ -16,7 +16,7 @@ from typing import Any
 
 from stt_bench import aggregate_wer, percentile
 
-from voicebridge.config import Settings
+from voicebridge.config.schema import Settings
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.stt import WhisperSTT
 

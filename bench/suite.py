@@ -44,8 +44,8 @@ from stt_bench import synthesise  # noqa: E402
 from stt_load import stt_concurrency  # noqa: E402
 
 from voicebridge.audio.levels import trim_trailing_quiet  # noqa: E402
-from voicebridge.config import Settings  # noqa: E402
-from voicebridge.daemon.child import DaemonProcess, free_port, start_daemon  # noqa: E402
+from voicebridge.config.schema import Settings  # noqa: E402
+from voicebridge.sim.daemon import DaemonProcess, free_port, start_daemon  # noqa: E402
 from voicebridge.speech.models import ModelCache  # noqa: E402
 from voicebridge.speech.stt import usable_cores  # noqa: E402
 from voicebridge.speech.tts.piper import PiperTTS  # noqa: E402
@@ -91,7 +91,7 @@ def azure_fake(workdir: Path, reply_pcm24: bytes, first_audio_ms: float):  # typ
     port = free_port()
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "tests.fakes.azure_speech", "--port", str(port)),
+            *(sys.executable, "-m", "voicebridge.sim.azure_speech", "--port", str(port)),
             *("--reply-wav", str(wav_path), "--first-audio-ms", str(first_audio_ms)),
         ],
         cwd=ROOT,

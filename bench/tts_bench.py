@@ -15,8 +15,8 @@ from pathlib import Path
 # Runs from a checkout: the Azure fake lives under tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakes.azure_speech import FakeAzureSpeech
-from voicebridge.config import Settings, TtsConfig
+from voicebridge.config.schema import Settings, TtsConfig
+from voicebridge.sim.azure_speech import FakeAzureSpeech
 from voicebridge.speech.base import TextToSpeech
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.tts.azure import AzureTTS

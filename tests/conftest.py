@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from voicebridge.config import Settings
-from voicebridge.daemon.child import DaemonProcess, start_daemon
+from voicebridge.config.schema import Settings
+from voicebridge.sim.daemon import DaemonProcess, start_daemon
 from voicebridge.speech.models import ModelCache
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """Allow `python -m voicebridge`."""
 
-from voicebridge.cli import main
+from voicebridge.cli.app import main
 
 main()

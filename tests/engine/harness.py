@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
+from voicebridge.admission.load_guard import OverloadGuard
+from voicebridge.admission.registry import CallRegistry
+from voicebridge.backends.business import BusinessDirectory
 from voicebridge.backends.node import BusinessSettings
-from voicebridge.config import Settings
-from voicebridge.daemon.business import BusinessDirectory
-from voicebridge.daemon.call import Call, CallServices
-from voicebridge.daemon.load import OverloadGuard
-from voicebridge.daemon.metrics import Metrics
-from voicebridge.daemon.outbox import Outbox
-from voicebridge.daemon.phrases import PhraseCache
-from voicebridge.daemon.providers.events import Start
-from voicebridge.daemon.registry import CallRegistry
-from voicebridge.daemon.telephony import TelephonyControl
+from voicebridge.call.call import Call, CallServices
+from voicebridge.call.phrases import PhraseCache
+from voicebridge.config.schema import Settings
+from voicebridge.records.outbox import Outbox
+from voicebridge.server.metrics import Metrics
+from voicebridge.telephony.events import Start
+from voicebridge.telephony.rest import TelephonyControl
 
 RATE = 8000
 FRAME_BYTES = RATE // 50 * 2  # 20 ms, as Exotel and Twilio send it

@@ -11,13 +11,13 @@ from pydantic import SecretStr
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import BudgetBackend
 from tests.fakes.node_api import FakeNodeApi
+from voicebridge.admission.gate import gate_call
+from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.http import BackendHttp
 from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
-from voicebridge.config import BackendConfig, Settings
-from voicebridge.daemon.admission import gate_call
-from voicebridge.daemon.keys import BACKEND, METRICS, REGISTRY, SETTINGS
-from voicebridge.daemon.metrics import Metrics
-from voicebridge.daemon.registry import CallRegistry
+from voicebridge.config.schema import BackendConfig, Settings
+from voicebridge.server.keys import BACKEND, METRICS, REGISTRY, SETTINGS
+from voicebridge.server.metrics import Metrics
 
 
 def gate_app(backend: Any) -> web.Application:

@@ -10,7 +10,7 @@ import pytest
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTTS
 from tests.engine.harness import Engine, quiet, until, voice
-from voicebridge.daemon.providers.events import Start
+from voicebridge.telephony.events import Start
 
 # A closing line long enough (about 1 s) to talk over, or to hang up during.
 LONG = "Please hold while I put you through to a colleague of mine, it will only take a moment."

@@ -8,7 +8,7 @@ import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT
 from tests.engine.harness import Engine
-from voicebridge.daemon import call as call_module
+from voicebridge.call import call as call_module
 
 STATES = ["listening", "thinking", "speaking"]
 

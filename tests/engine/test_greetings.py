@@ -8,9 +8,9 @@ from pathlib import Path
 from tests.engine.fakes import BudgetBackend, FakeSocket, FakeSTT, FakeTTS
 from tests.engine.harness import build_services, engine_settings, until, voice
 from voicebridge.backends.node import BusinessSettings
-from voicebridge.daemon.phrases import CUSTOM_KEPT, PhraseCache
-from voicebridge.daemon.providers.exotel import ExotelCaller
-from voicebridge.daemon.stream import StreamSession
+from voicebridge.call.phrases import CUSTOM_KEPT, PhraseCache
+from voicebridge.call.session import StreamSession
+from voicebridge.telephony.exotel import ExotelCaller
 
 
 async def test_two_calls_rendering_one_greeting_render_it_once() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT
 from tests.engine.harness import Engine, quiet, until, voice
-from voicebridge.daemon import call as call_module
+from voicebridge.call import call as call_module
 
 
 async def test_a_turn_cut_at_the_maximum_reaches_the_backend_when_the_caller_talks_on(

@@ -14,7 +14,7 @@ import numpy as np
 import webrtcvad
 
 from voicebridge.audio.resample import StreamResampler
-from voicebridge.config import TurnConfig
+from voicebridge.config.schema import TurnConfig
 
 DETECTOR_RATE = 16_000
 FRAME_MS = 20

@@ -5,7 +5,7 @@ from voicebridge.backends.echo import EchoBackend
 from voicebridge.backends.http import BackendHttp, BackendUnavailable, CircuitBreaker
 from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
 from voicebridge.backends.openai import OpenAIBackend, auth_headers
-from voicebridge.config import BackendConfig
+from voicebridge.config.schema import BackendConfig
 
 
 def build_backend(config: BackendConfig) -> Backend:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import aiohttp
 
 from voicebridge.backends.base import BackendError
-from voicebridge.config import BackendConfig
+from voicebridge.config.schema import BackendConfig
 
 logger = logging.getLogger("voicebridge.backend")
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.backends.http import BackendHttp
-from voicebridge.config import BackendConfig
+from voicebridge.config.schema import BackendConfig
 
 logger = logging.getLogger("voicebridge.backend.node")
 

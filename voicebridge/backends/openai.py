@@ -13,7 +13,7 @@ from typing import Any
 
 from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.backends.http import BackendHttp
-from voicebridge.config import BackendConfig
+from voicebridge.config.schema import BackendConfig
 
 PATH = "/chat/completions"
 ROLES = {"caller": "user", "bot": "assistant"}

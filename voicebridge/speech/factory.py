@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from voicebridge.config import Settings
+from voicebridge.config.schema import Settings
 from voicebridge.speech.base import SpeechToText, TextToSpeech
 from voicebridge.speech.models import ModelCache
 

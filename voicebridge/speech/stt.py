@@ -22,7 +22,7 @@ import numpy as np
 
 from voicebridge.audio.codecs import pcm16_to_float32
 from voicebridge.audio.resample import resample_once
-from voicebridge.config import SttConfig
+from voicebridge.config.schema import SttConfig
 from voicebridge.speech.base import SpeechEngineError, Transcript
 from voicebridge.speech.models import ModelCache, default_whisper_path
 from voicebridge.speech.scheduler import SttScheduler, always_confirmed

@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import azure.cognitiveservices.speech as speechsdk
 
-from voicebridge.config import TtsConfig
+from voicebridge.config.schema import TtsConfig
 from voicebridge.speech.base import SpeechEngineError
 
 FORMATS = {

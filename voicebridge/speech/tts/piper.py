@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from piper import SynthesisConfig
 
 from voicebridge.audio.resample import StreamResampler
-from voicebridge.config import TtsConfig
+from voicebridge.config.schema import TtsConfig
 from voicebridge.speech.base import SpeechEngineError
 from voicebridge.speech.models import ModelCache, default_piper_path
 

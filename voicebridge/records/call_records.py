@@ -1,0 +1,101 @@
+"""A call's durable records (events, cost, conversation log) put into the outbox under stable keys."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from voicebridge.backends.base import CallInfo
+from voicebridge.config.schema import Settings
+from voicebridge.records.costs import CallUsage, call_cost
+from voicebridge.records.outbox import Outbox
+from voicebridge.records.outbox_rows import RecordNotStored
+from voicebridge.telephony.sids import path_segment
+
+logger = logging.getLogger("voicebridge.records")
+
+
+def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The transcript as the contract's turns: each bot line with `heard`, cut short after a barge-in."""
+    turns: list[dict[str, Any]] = []
+    for entry in transcript:
+        if entry.get("barge_in"):
+            spoken = next((t for t in reversed(turns) if t["role"] == "bot"), None)
+            if spoken is not None:
+                spoken["heard"] = entry.get("heard", "")
+                spoken["barge_in"] = True
+            continue
+        turn = dict(entry)
+        if turn["role"] == "bot":
+            turn.setdefault("heard", turn.get("text", ""))
+        turns.append(turn)
+    return turns
+
+
+class CallRecorder:
+    """Writes one stream session's records; a record that cannot be stored is one counted ERROR line with
+    its key (never its payload: transcripts and phone numbers stay out of logs), never dropped quietly.
+
+    A CallSid can have more than one stream session (a reconnect, a second Voicebot applet in the flow),
+    each with its own events, cost and conversation: every record's key and payload carry the session's
+    id, so a second session is never mistaken for a repeat of the first.
+    """
+
+    def __init__(self, outbox: Outbox, settings: Settings, info: CallInfo) -> None:
+        self._outbox = outbox
+        self._settings = settings
+        self._info = info
+        self.session = secrets.token_hex(8)
+        self._base = f"/v1/calls/{path_segment(info.call_sid)}"
+
+    async def started(self) -> None:
+        """The `started` call event."""
+        await self._put(
+            "event",
+            "event:started",
+            "events",
+            {
+                "event": "started",
+                "at": time.time(),
+                "from": self._info.from_number,
+                "to": self._info.to_number,
+                "provider": self._info.provider,
+            },
+        )
+
+    async def ended(self, outcome: str, usage: CallUsage, transcript: list[dict[str, Any]]) -> None:
+        """The `ended` event, the cost record and the conversation log."""
+        await self._put(
+            "event",
+            "event:ended",
+            "events",
+            {
+                "event": "ended",
+                "outcome": outcome,
+                "duration_s": round(usage.duration_s, 3),
+                "at": time.time(),
+            },
+        )
+        await self._put("cost", "cost", "cost", call_cost(usage, self._settings.costs))
+        await self._put(
+            "conversation",
+            "conversation",
+            "conversation",
+            {"turns": conversation_turns(transcript), "outcome": outcome},
+        )
+
+    async def _put(self, kind: str, suffix: str, path: str, payload: dict[str, Any]) -> None:
+        key = f"{self._info.call_sid}:{self.session}:{suffix}"
+        body = {**payload, "session": self.session}
+        try:
+            stored = await self._outbox.add(key, self._info.call_sid, kind, f"{self._base}/{path}", body)
+        except RecordNotStored as exc:  # retried already: the disk is full or the file is gone
+            self._outbox.report_unstored(key, exc.reason)
+            return
+        except Exception as exc:  # a bug: still one counted line, and the call's teardown goes on
+            self._outbox.report_unstored(key, f"{type(exc).__name__}: {exc}")
+            return
+        if not stored:  # cannot happen with a fresh session id; if it does, this copy is lost
+            self._outbox.report_unstored(key, "the outbox already held this key")

@@ -1,0 +1,353 @@
+"""The outbox: every call record is written to SQLite before anything else happens to it, then delivered.
+
+Records go in under a stable idempotency key (a repeat is stored once) and are delivered in the background
+with jittered exponential backoff, across outages, wrong keys, deploys and restarts. Only a record that can
+never go through (the sink says "parked", keeps raising for it, or its payload is unreadable) is parked,
+and stays in the file for `voicebridge outbox list|show|retry`. Rows are never deleted. SQLite runs on one
+dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from voicebridge.records.outbox_rows import (
+    COLUMNS,
+    SCHEMA,
+    STATES,
+    DeliveryResult,
+    OutboxCounts,
+    OutboxRecord,
+    PayloadUnreadable,
+    RecordNotFound,
+    RecordNotStored,
+    RecordSink,
+    RecordState,
+    count_rows,
+    load_payload,
+    record_from_row,
+    row_id,
+)
+from voicebridge.server.metrics import Metrics
+
+__all__ = ["STATES", "DeliveryResult", "Outbox", "OutboxRecord", "RecordNotFound", "RecordSink"]
+
+logger = logging.getLogger("voicebridge.outbox")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+# Failed attempts of one record logged at WARNING: the first, then every this many (the rest at DEBUG).
+_LOG_EVERY = 20
+# Waits before trying a failed insert again. SQLite's own busy timeout (5 s) has already waited out a
+# writer by then; these cover a moment of disk full or I/O error, and keep a webhook's answer bounded.
+_INSERT_RETRY_DELAYS_S = (0.1, 0.5, 2.0)
+# A sink that raises for the same record this many times in a row is not going to stop (a key aiohttp
+# refuses, a payload it cannot encode): the record is parked with the reason instead of retried forever.
+_SINK_RAISES_TO_PARK = 3
+# The node backend's own timeouts (connect 2 s, request 8 s by default) end a delivery far sooner; this
+# bound is for a sink that hangs anyway, so one row cannot stall delivery of every other row.
+DELIVERY_TIMEOUT_S = 60.0
+# After an unexpected error in a delivery pass, wait this long before the next (a bug must not spin).
+_PASS_ERROR_BACKOFF_S = 5.0
+
+
+class Outbox:
+    """Durable records with background delivery; `sink=None` keeps them locally (state "local")."""
+
+    def __init__(
+        self,
+        path: Path,
+        sink: RecordSink | None,
+        *,
+        retry_base_s: float = 1.0,
+        retry_cap_s: float = 60.0,
+        batch: int = 20,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.path = path
+        self._sink = sink
+        self._retry_base = retry_base_s
+        self._retry_cap = retry_cap_s
+        self._batch = batch
+        self._delivery_timeout = delivery_timeout_s
+        self._metrics = metrics
+        # One thread owns the connection: sqlite3 objects stay on the thread that made them.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
+        self._db: sqlite3.Connection | None = None
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        # Read by /health and the gauge at any time; refreshed off the loop after each delivery pass.
+        self._counts = OutboxCounts()
+        # Row id -> how many times in a row the sink raised for it (see _SINK_RAISES_TO_PARK).
+        self._sink_raises: dict[int, int] = {}
+        if metrics is not None:
+            for state in STATES:
+                gauge = metrics.outbox_records.labels(state=state)
+                gauge.set_function(lambda state=state: float(self._counts.by_state.get(state, 0)))
+
+    async def open(self) -> None:
+        """Create or open the database (WAL), and start delivering whatever an earlier run left pending."""
+        await self._run(self._open_blocking)
+        self._counts = await self._run(self._count_rows, None)
+        if self._sink is not None:
+            self._runner = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
+
+    def _open_blocking(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a record acknowledged to the provider must survive a power cut, not just a crash.
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        # Earlier versions marked any 4xx (a wrong key, a 404 during a deploy) `rejected` and gave up.
+        # Those rows go back to pending: judged again by today's rule, a 400/422 is parked after one try.
+        revived = db.execute(
+            "UPDATE records SET state='pending', next_attempt_at=0 WHERE state='rejected'"
+        ).rowcount
+        if revived:
+            logger.warning("outbox: %d record(s) an earlier version gave up on are pending again", revived)
+        self._db = db
+
+    async def close(self) -> None:
+        """Stop delivering (a delivery in flight is abandoned and retried next run) and close the file."""
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def add(self, key: str, call_sid: str, kind: str, path: str, payload: dict[str, Any]) -> bool:
+        """Store a record durably; False when a record with this key was already stored (a repeat).
+        A failing insert is tried again a few times; RecordNotStored when it still fails."""
+        state: RecordState = "pending" if self._sink is not None else "local"
+        try:
+            # ASCII: a lone surrogate (from a decoder or a provider's JSON) is escaped, not a UTF-8 error.
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
+        except (TypeError, ValueError, RecursionError) as exc:  # never succeeds: no point retrying
+            raise RecordNotStored(key, f"not JSON ({type(exc).__name__})") from None
+        for delay in (*_INSERT_RETRY_DELAYS_S, None):
+            try:
+                inserted = await self._run(self._insert_blocking, key, call_sid, kind, path, body, state)
+                break
+            except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O error: may pass
+                if delay is None:
+                    raise RecordNotStored(key, f"{type(exc).__name__}: {exc}") from None
+                logger.warning("outbox: storing %s failed (%s); trying again in %gs", key, exc, delay)
+                await asyncio.sleep(delay)
+            except (sqlite3.Error, ValueError) as exc:  # will fail the same way again
+                raise RecordNotStored(key, f"{type(exc).__name__}: {exc}") from None
+        if inserted:
+            self._counts = self._counts.added(state, time.time())
+            self._wake.set()
+        return inserted
+
+    def report_unstored(self, key: str, reason: str) -> None:
+        """A record is lost: one ERROR line with its key (never its payload), counted."""
+        if self._metrics is not None:
+            self._metrics.records_unstored.inc()
+        logger.error("outbox: could not store %s (%s); this record is lost", key, reason[:200])
+
+    def _insert_blocking(self, key: str, call_sid: str, kind: str, path: str, body: str, state: str) -> bool:
+        assert self._db is not None
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO records (key, call_sid, kind, path, payload, created_at, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, call_sid, kind, path, body, time.time(), state),
+        )
+        return cursor.rowcount == 1
+
+    async def counts(self) -> dict[str, int]:
+        """Rows by state, counted now (for `outbox list`)."""
+        rows = await self._run(self._query, "SELECT state, COUNT(*) FROM records GROUP BY state", ())
+        return {state: count for state, count in rows}
+
+    def health(self) -> dict[str, Any]:
+        """Rows by state and the oldest pending row's age, as of the last delivery pass (no I/O)."""
+        return self._counts.health(time.time())
+
+    async def _refresh_counts(self, delivered_now: int) -> None:
+        delivered = self._counts.by_state.get("delivered", 0) + delivered_now
+        self._counts = await self._run(self._count_rows, delivered)
+
+    async def records(self, call_sid: str | None = None) -> list[OutboxRecord]:
+        """Stored records, oldest first (all, or one call's)."""
+        where, params = ("WHERE call_sid = ?", (call_sid,)) if call_sid is not None else ("", ())
+        return await self._select(where, params)
+
+    async def listing(
+        self, states: tuple[str, ...], call_sid: str | None = None, limit: int = 200
+    ) -> list[OutboxRecord]:
+        """Records in any of `states` (optionally one call's), oldest first, at most `limit`."""
+        where = f"WHERE state IN ({','.join('?' * len(states))})"
+        params: tuple[Any, ...] = states
+        if call_sid is not None:
+            where, params = where + " AND call_sid = ?", (*states, call_sid)
+        return await self._select(where, params, limit)
+
+    async def _select(self, where: str, params: tuple[Any, ...], limit: int = -1) -> list[OutboxRecord]:
+        sql = f"SELECT {COLUMNS} FROM records {where} ORDER BY id LIMIT ?"
+        return [record_from_row(row) for row in await self._run(self._query, sql, (*params, limit))]
+
+    async def find(self, ref: str) -> OutboxRecord:
+        """One record by its idempotency key, or by its row id (all digits); RecordNotFound if none."""
+        found = await self._select("WHERE key = ? OR id = ?", (ref, row_id(ref)))
+        if not found:
+            raise RecordNotFound(ref)
+        return found[0]
+
+    async def retry(self, ref: str | None = None, every: RecordState = "parked") -> int:
+        """Queue records for delivery now: one (by key or id, parked, pending or kept locally) or, with
+        None, every one in state `every` (parked, or local). Returns how many; RecordNotFound for an
+        unknown ref, ValueError when there is nothing to retry (delivered, or no backend takes records)."""
+        if self._sink is None:
+            raise ValueError(
+                'records are kept locally: this backend takes no records (backend.kind = "node" does; '
+                "then `outbox retry` sends local ones)"
+            )
+        if ref is None:
+            if every not in ("parked", "local"):
+                raise ValueError("only every parked or every local record can be queued at once")
+            count = await self._run(self._requeue_blocking, "state = ?", (every,))
+        else:
+            record = await self.find(ref)
+            if record.state == "delivered":
+                raise ValueError(f"record {record.key} is already delivered")
+            count = await self._run(self._requeue_blocking, "id = ?", (record.id,))
+        if count:
+            logger.info("outbox: %d record(s) queued for delivery again", count)
+            await self._refresh_counts(0)
+            self._wake.set()
+        return int(count)
+
+    def _requeue_blocking(self, condition: str, params: tuple[Any, ...]) -> int:
+        assert self._db is not None
+        # A `local` row was stored while no backend took records; sent only when an operator asks.
+        sql = (
+            "UPDATE records SET state='pending', next_attempt_at=0"
+            " WHERE state IN ('parked','pending','local') AND "
+        )
+        return int(self._db.execute(sql + condition, params).rowcount)
+
+    def _count_rows(self, delivered: int | None) -> OutboxCounts:
+        assert self._db is not None
+        return count_rows(self._db, delivered)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._db is not None
+        return self._db.execute(sql, params).fetchall()
+
+    async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+
+    # --- delivery -----------------------------------------------------------------------------------
+
+    async def deliver_due(self) -> int:
+        """Try every row that is due now, once; return how many were delivered."""
+        rows = await self._run(
+            self._query,
+            "SELECT id, key, path, payload, attempts FROM records"
+            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (time.time(), self._batch),
+        )
+        delivered = 0
+        for row_id_, key, path, payload_text, attempts in rows:
+            result, error = await self._attempt(row_id_, key, path, payload_text)
+            await self._run(self._record_attempt, row_id_, result, attempts + 1, error)
+            delivered += result == "delivered"
+            if result == "parked":
+                logger.error(
+                    "outbox: %s parked (%s); see `voicebridge outbox list`", key, error.replace("\n", " ")
+                )
+            elif result == "retry":
+                level = logging.WARNING if attempts % _LOG_EVERY == 0 else logging.DEBUG
+                logger.log(
+                    level,
+                    "outbox: delivery of %s failed (%s), attempt %d; retrying",
+                    key,
+                    error,
+                    attempts + 1,
+                )
+        return delivered
+
+    async def _attempt(self, row: int, key: str, path: str, payload_text: str) -> tuple[DeliveryResult, str]:
+        """One delivery of one row: whatever the sink does, an answer for this row and nothing raised."""
+        assert self._sink is not None
+        try:
+            payload = load_payload(payload_text)
+        except PayloadUnreadable as exc:  # sending it again cannot help; an operator can look at it
+            return "parked", str(exc)
+        try:
+            async with asyncio.timeout(self._delivery_timeout):
+                result = await self._sink.deliver(path, payload, key)
+        except TimeoutError:
+            return "retry", f"no answer within {self._delivery_timeout:g}s"
+        except Exception as exc:  # a sink bug or a record it cannot send must not stop the others
+            raised = self._sink_raises.get(row, 0) + 1
+            why = f"the sink raised {type(exc).__name__}: {exc}"[:200]
+            if raised < _SINK_RAISES_TO_PARK:
+                self._sink_raises[row] = raised
+                return "retry", why
+            self._sink_raises.pop(row, None)
+            return "parked", why
+        self._sink_raises.pop(row, None)
+        return result
+
+    def _record_attempt(self, row: int, result: DeliveryResult, attempts: int, error: str) -> None:
+        assert self._db is not None
+        now = time.time()
+        if result == "delivered":
+            self._db.execute(
+                "UPDATE records SET state='delivered', attempts=?, delivered_at=?, last_error='' WHERE id=?",
+                (attempts, now, row),
+            )
+        elif result == "parked":
+            self._db.execute(
+                "UPDATE records SET state='parked', attempts=?, last_error=? WHERE id=?",
+                (attempts, error, row),
+            )
+        else:
+            # Full jitter: many rows failing together must not retry in lockstep against a recovering backend.
+            delay = random.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempts, 16)))
+            self._db.execute(
+                "UPDATE records SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
+                (attempts, now + delay, error, row),
+            )
+
+    async def _deliver_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                delivered = await self.deliver_due()
+                await self._refresh_counts(delivered)
+                wait = await self._run(self._seconds_to_next_due)
+            except Exception as exc:  # the file, or a bug: say so once per pass, wait, and go on
+                logger.error("outbox delivery pass failed (%s: %s); trying again", type(exc).__name__, exc)
+                await asyncio.sleep(min(self._retry_cap, _PASS_ERROR_BACKOFF_S))
+                continue
+            if wait is None or wait > 0:
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    def _seconds_to_next_due(self) -> float | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT MIN(next_attempt_at) FROM records WHERE state = 'pending'").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, row[0] - time.time())

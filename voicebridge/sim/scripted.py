@@ -1,0 +1,336 @@
+"""Scripted calls for `voicebridge simulate`: recorded turns played against a daemon, one call or many.
+
+A call goes as the provider would place it: the incoming webhook hands out the stream URL, the caller
+listens to the greeting, then speaks each turn and waits for the reply to be played (its mark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+import uuid
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import aiohttp
+import numpy as np
+
+from voicebridge.sim.caller import CallerLog, Provider, SimulatedCaller
+
+# A barged-in reply counts as interrupted if the daemon clears it within this long of the caller speaking.
+CLEAR_WINDOW_S = 3.0
+
+
+class SimulationError(Exception):
+    """The daemon could not be reached or answered a webhook badly (one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallScript:
+    """What one simulated caller does: its turns (PCM16 at `sample_rate`) and how it behaves."""
+
+    turns: list[tuple[str, bytes]]
+    provider: Provider = "exotel"
+    sample_rate: int = 8000
+    realtime: bool = True
+    use_webhook: bool = True
+    barge_in_after: float | None = None
+    dtmf: str = ""
+    from_number: str = "+919876543210"
+    to_number: str = "+918047491899"
+    timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class TurnReport:
+    """One caller turn and the reply it got."""
+
+    number: int
+    label: str
+    latency_s: float | None
+    reply_pcm16: bytes
+    reply_s: float
+    barged_in: bool = False
+    reply_text: str = ""
+    cut_in_at: float | None = None
+
+
+@dataclass(slots=True)
+class CallReport:
+    """How one simulated call went; `log` has every frame for saving the audio."""
+
+    call_sid: str
+    provider: Provider
+    sample_rate: int
+    ok: bool = True
+    error: str = ""
+    greeting_s: float | None = None
+    greeting_pcm16: bytes = b""
+    greeting_text: str = ""
+    turns: list[TurnReport] = field(default_factory=list)
+    close_code: int | None = None
+    log: CallerLog = field(default_factory=CallerLog)
+    started_at: float = 0.0
+
+    def fail(self, error: str) -> None:
+        if self.ok:
+            self.ok, self.error = False, error
+
+
+async def stream_url(session: aiohttp.ClientSession, http: str, script: CallScript, call_sid: str) -> str:
+    """Ask the daemon's incoming webhook for the stream URL, as Exotel's Voicebot applet or Twilio does."""
+    form = {"CallSid": call_sid, "From": script.from_number, "To": script.to_number}
+    if script.provider == "exotel" and script.sample_rate != 8000:
+        form["sample-rate"] = str(script.sample_rate)
+    url = f"{http}/webhooks/{script.provider}/incoming"
+    try:
+        async with session.post(url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as response:
+            body = await response.text()
+            if response.status != 200:
+                raise SimulationError(f"{url} answered {response.status}: {body.strip()[:120]}")
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise SimulationError(f"cannot reach the daemon at {http}: {exc or type(exc).__name__}") from None
+    try:
+        if script.provider == "exotel":
+            found = re.search(r'"url"\s*:\s*"([^"]+)"', body)
+            if found:
+                return found.group(1)
+        else:
+            stream = ElementTree.fromstring(body).find(".//Stream")
+            if stream is not None and stream.get("url"):
+                return str(stream.get("url"))
+    except ElementTree.ParseError:
+        pass
+    raise SimulationError(f"{url} gave no stream URL: {body.strip()[:120]}")
+
+
+def direct_stream_url(http: str, script: CallScript, call_sid: str) -> str:
+    """The stream URL without a webhook (the daemon accepts streams it was not told about)."""
+    base = http.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    rate = script.sample_rate
+    query = f"?{urlencode({'sample-rate': rate})}" if script.provider == "exotel" and rate != 8000 else ""
+    return f"{base}/ws/stream/{call_sid}{query}"
+
+
+async def run_call(http: str, script: CallScript, call_sid: str | None = None) -> CallReport:
+    """Place one scripted call; never raises for what the daemon does (it is in the report)."""
+    call_sid = call_sid or f"CA-sim-{uuid.uuid4().hex[:16]}"
+    report = CallReport(call_sid, script.provider, script.sample_rate)
+    async with aiohttp.ClientSession() as session:
+        try:
+            url = (
+                await stream_url(session, http, script, call_sid)
+                if script.use_webhook
+                else direct_stream_url(http, script, call_sid)
+            )
+        except SimulationError as exc:
+            report.fail(str(exc))
+            return report
+    caller = SimulatedCaller(
+        url,
+        provider=script.provider,
+        sample_rate=script.sample_rate,
+        call_sid=call_sid,
+        from_number=script.from_number,
+        to_number=script.to_number,
+        realtime=script.realtime,
+    )
+    report.log = caller.log
+    try:
+        await caller.connect()
+    except (aiohttp.ClientError, OSError) as exc:
+        report.fail(f"cannot open the stream {url}: {exc or type(exc).__name__}")
+        await caller.hangup()
+        return report
+    report.started_at = caller.started_at
+    try:
+        await _play(caller, script, report)
+    finally:
+        if not caller.closed.is_set():
+            await caller.stop()
+        await caller.hangup()
+        report.close_code = caller.close_code
+    _confirm_barge_ins(report)
+    return report
+
+
+async def _play(caller: SimulatedCaller, script: CallScript, report: CallReport) -> None:
+    greeting_mark = await caller.listen_until_mark(timeout=script.timeout)
+    first = caller.log.first_frame_after(caller.started_at)
+    if first is not None:
+        report.greeting_s = first - caller.started_at
+        report.greeting_pcm16 = caller.log.audio_between(caller.started_at, (greeting_mark or first) + 0.001)
+    if caller.closed.is_set():
+        report.fail(_closed_message(caller, "before the first turn"))
+        return
+    for digit in script.dtmf:
+        await caller.dtmf(digit)
+        await asyncio.sleep(0.2)
+    for index, (label, pcm16) in enumerate(script.turns):
+        if caller.closed.is_set():
+            report.fail(_closed_message(caller, f"before turn {index + 1} of {len(script.turns)}"))
+            return
+        barge = script.barge_in_after is not None and index < len(script.turns) - 1
+        # The line carries silence after the turn until the reply has played, as a real line does.
+        speech_end = await caller.say(pcm16, trailing_silence_s=script.timeout)
+        if barge:
+            turn = await _reply_until_barge_in(caller, script, index, label, speech_end)
+        else:
+            mark_at = await caller.wait_for_mark(speech_end, script.timeout)
+            first = caller.log.first_frame_after(speech_end)
+            reply = caller.log.audio_between(speech_end, (mark_at or time.monotonic()) + 0.001)
+            turn = TurnReport(
+                index + 1,
+                label,
+                None if first is None else first - speech_end,
+                reply,
+                _seconds(reply, caller),
+            )
+            await caller.end_trailing_silence()
+            if mark_at is None:
+                report.turns.append(turn)
+                where = f"during turn {index + 1} of {len(script.turns)}"
+                report.fail(
+                    _closed_message(caller, where)
+                    if caller.closed.is_set()
+                    else f"no complete reply to turn {index + 1} within {script.timeout:.0f}s"
+                )
+                return
+        report.turns.append(turn)
+    if caller.closed.is_set():
+        report.fail(_closed_message(caller, "after the last turn"))
+
+
+async def _reply_until_barge_in(
+    caller: SimulatedCaller, script: CallScript, index: int, label: str, speech_end: float
+) -> TurnReport:
+    """Let the reply start and play `barge_in_after` seconds, then give the line to the next turn."""
+    assert script.barge_in_after is not None
+    deadline = time.monotonic() + script.timeout
+    first = caller.log.first_frame_after(speech_end)
+    while first is None and time.monotonic() < deadline and not caller.closed.is_set():
+        await asyncio.sleep(0.02)
+        first = caller.log.first_frame_after(speech_end)
+    if first is not None:
+        await asyncio.sleep(max(0.0, first + script.barge_in_after - time.monotonic()))
+    interrupted_at = time.monotonic()
+    await caller.end_trailing_silence()
+    reply = caller.log.audio_between(speech_end, interrupted_at)
+    return TurnReport(
+        index + 1,
+        label,
+        None if first is None else first - speech_end,
+        reply,
+        _seconds(reply, caller),
+        # Whether the daemon really stopped talking is judged once the call is over.
+        cut_in_at=interrupted_at if first is not None else None,
+    )
+
+
+def _confirm_barge_ins(report: CallReport) -> None:
+    """A barge-in counts only if the daemon cleared the reply soon after the caller cut in."""
+    for turn in report.turns:
+        if turn.cut_in_at is not None:
+            turn.barged_in = any(
+                turn.cut_in_at <= at <= turn.cut_in_at + CLEAR_WINDOW_S for at in report.log.clears
+            )
+
+
+def _seconds(pcm16: bytes, caller: SimulatedCaller) -> float:
+    return len(pcm16) / 2 / caller.sample_rate
+
+
+def _closed_message(caller: SimulatedCaller, where: str) -> str:
+    return f"the daemon ended the call {where} (close code {caller.close_code})"
+
+
+async def run_calls(
+    http: str, script: CallScript, calls: int, ramp_s: float = 0.0
+) -> tuple[list[CallReport], float]:
+    """Place `calls` copies of the script, starts spread over `ramp_s`; return reports and wall time."""
+    started = time.monotonic()
+
+    async def delayed(index: int) -> CallReport:
+        await asyncio.sleep(ramp_s * index / calls)
+        return await run_call(http, script)
+
+    reports = await asyncio.gather(*(delayed(index) for index in range(calls)))
+    return list(reports), time.monotonic() - started
+
+
+async def check_daemon(http: str) -> None:
+    """Raise SimulationError unless the daemon answers its liveness probe."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{http}/live", timeout=aiohttp.ClientTimeout(total=5)) as response,
+        ):
+            if response.status != 200:
+                raise SimulationError(
+                    f"{http}/live answered {response.status}; is that a voicebridge daemon?"
+                )
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise SimulationError(
+            f"cannot reach the daemon at {http} ({exc or type(exc).__name__}); "
+            "start it with `voicebridge serve`"
+        ) from None
+
+
+async def late_frames(http: str) -> float | None:
+    """The daemon's count of outbound frames that missed their slot (from /metrics), if reachable."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{http}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response,
+        ):
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return None
+    found = re.search(r"^voicebridge_late_frames_total ([0-9.e+-]+)", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def latency_summary(reports: list[CallReport]) -> dict[str, float | int | None]:
+    """Voice-to-voice p50/p95/max (ms) over every answered turn of every call."""
+    latencies = [t.latency_s for r in reports for t in r.turns if t.latency_s is not None]
+    if not latencies:
+        return {"turns": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+    return {
+        "turns": len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000),
+        "max_ms": round(max(latencies) * 1000),
+    }
+
+
+def call_audio(report: CallReport) -> tuple[bytes, bytes]:
+    """Both sides of a call on one timeline (caller, bot) as heard on the line: clears cut the bot short."""
+    rate = report.sample_rate
+    log = report.log
+    chunk_ends = [at for at, _ in log.sent]
+    ends = [frame.plays_at + len(frame.pcm16) / 2 / rate for frame in log.frames] + chunk_ends + [0.0]
+    total = int((max(ends) - report.started_at) * rate) + 1
+    caller = np.zeros(total, dtype=np.int16)
+    bot = np.zeros(total, dtype=np.int16)
+    for sent_at, chunk in log.sent:
+        samples = np.frombuffer(chunk, "<i2")
+        start = max(0, int((sent_at - report.started_at) * rate) - len(samples))
+        caller[start : start + len(samples)] = samples[: total - start]
+    for frame in log.frames:
+        samples = np.frombuffer(frame.pcm16, "<i2")
+        end = frame.plays_at + len(samples) / rate
+        cut = min((at for at in log.clears if frame.at <= at < end), default=end)
+        keep = max(0, int((cut - frame.plays_at) * rate))
+        start = int((frame.plays_at - report.started_at) * rate)
+        piece = samples[: min(keep, total - start)]
+        bot[start : start + len(piece)] = piece
+    return caller.tobytes(), bot.tobytes()
