@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
+from voicebridge.backends.base import BudgetCheck, BusinessLookup, BusinessSettings
 from voicebridge.backends.business import BusinessDirectory
-from voicebridge.backends.node import BusinessSettings
 from voicebridge.call.call import Call, CallServices
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.config.schema import Settings
@@ -105,9 +106,10 @@ async def build_services(
         phrases,
         metrics,
         registry,
+        CallGate(settings, metrics, backend if isinstance(backend, BudgetCheck) else None),
         TelephonyControl(settings.twilio),
         outbox,
-        BusinessDirectory(backend),
+        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
         load,
     )
 

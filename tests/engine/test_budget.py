@@ -5,40 +5,37 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import SecretStr
 
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import BudgetBackend
 from tests.fakes.node_api import FakeNodeApi
-from voicebridge.admission.gate import gate_call
-from voicebridge.admission.registry import CallRegistry
+from voicebridge.admission.gate import CallGate
+from voicebridge.backends.base import BudgetDecision, BusinessSettings
 from voicebridge.backends.http import BackendHttp
-from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
+from voicebridge.backends.node import NodeBackend
 from voicebridge.config.schema import BackendConfig, Settings
-from voicebridge.server.keys import BACKEND, METRICS, REGISTRY, SETTINGS
 from voicebridge.server.metrics import Metrics
 
 
-def gate_app(backend: Any) -> web.Application:
-    app = web.Application()
-    app[SETTINGS], app[REGISTRY], app[BACKEND], app[METRICS] = Settings(), CallRegistry(5), backend, Metrics()
-    return app
+def budget_gate(backend: Any) -> CallGate:
+    return CallGate(Settings(), Metrics(), backend)
 
 
 @pytest.mark.parametrize("minutes", [0.0, -3.0])
 async def test_the_gate_refuses_a_call_with_no_minutes_left(minutes: float) -> None:
-    app = gate_app(BudgetBackend(decision=BudgetDecision(True, "", minutes)))
-    reason = await gate_call(app, "CA-broke", "+919800000001", "+918047491899", "exotel")
-    assert reason and app[REGISTRY].denied("CA-broke") == reason
-    sample = app[METRICS].registry.get_sample_value
+    metrics = Metrics()
+    gate = CallGate(Settings(), metrics, BudgetBackend(decision=BudgetDecision(True, "", minutes)))
+    reason = await gate.check("CA-broke", "+919800000001", "+918047491899", "exotel")
+    assert reason and gate.denied("CA-broke") == reason
+    sample = metrics.registry.get_sample_value
     assert sample("voicebridge_calls_rejected_total", {"reason": "budget"}) == 1
 
 
 async def test_the_gate_lets_a_call_with_minutes_left_through_with_its_cap() -> None:
-    app = gate_app(BudgetBackend(decision=BudgetDecision(True, "", 2.5)))
-    assert await gate_call(app, "CA-rich", "+919800000001", "+918047491899", "exotel") == ""
-    pending = app[REGISTRY].take_pending("CA-rich")
+    gate = budget_gate(BudgetBackend(decision=BudgetDecision(True, "", 2.5)))
+    assert await gate.check("CA-rich", "+919800000001", "+918047491899", "exotel") == ""
+    pending = gate.take_pending("CA-rich")
     assert pending is not None and pending.minutes_left == 2.5
 
 

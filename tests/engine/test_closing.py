@@ -153,7 +153,7 @@ async def test_a_transfer_asked_during_the_goodbye_names_no_destination(open_eng
     engine.call.on_mark(next(mark for mark in engine.wire.marks() if mark.startswith("goodbye-")))
     await asyncio.gather(ending, transferring)
     assert engine.call.outcome == "shutdown"
-    assert engine.services.registry.transfer_destination(engine.call.call_sid) is None
+    assert engine.services.registry.facts.transfer_destination(engine.call.call_sid) is None
 
 
 async def test_a_transfer_whose_requester_went_away_still_completes(

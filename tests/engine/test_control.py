@@ -56,7 +56,7 @@ async def test_transfer_says_the_line_then_ends_the_call_in_any_state(
     frames_before = len(engine.wire.frames)
     await engine.services.registry.transfer(engine.call.call_sid, "+919800000009")
     assert_torn_down(engine, "transferred")
-    assert engine.services.registry.transfer_destination(engine.call.call_sid) == "+919800000009"
+    assert engine.services.registry.facts.transfer_destination(engine.call.call_sid) == "+919800000009"
     assert ("bot", "Transferring.") in engine.history
     # The words of a turn still being transcribed are not lost, they are marked as such.
     last = ("caller", call_module.NOT_TRANSCRIBED) if state == "thinking" else ("bot", "Transferring.")

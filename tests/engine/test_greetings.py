@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.engine.fakes import BudgetBackend, FakeSocket, FakeSTT, FakeTTS
 from tests.engine.harness import build_services, engine_settings, until, voice
-from voicebridge.backends.node import BusinessSettings
+from voicebridge.backends.base import BusinessSettings
 from voicebridge.call.phrases import CUSTOM_KEPT, PhraseCache
 from voicebridge.call.session import StreamSession
 from voicebridge.telephony.exotel import ExotelCaller

@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import pytest
 
-from voicebridge.admission.registry import FACTS_KEPT, CallRegistry
 from voicebridge.audio.levels import trim_trailing_quiet
 from voicebridge.audio.resample import resample_once
 from voicebridge.audio.turn import (
@@ -21,6 +20,7 @@ from voicebridge.audio.turn import (
 from voicebridge.call.digits import DigitCollector
 from voicebridge.call.sentences import SentenceSplitter, heard_text
 from voicebridge.config.schema import TurnConfig
+from voicebridge.records.provider_facts import FACTS_KEPT, ProviderFacts
 
 RATE = 16_000
 
@@ -139,13 +139,13 @@ def test_digit_collection_is_deterministic() -> None:
 
 def test_webhook_facts_are_kept_for_recent_calls_only() -> None:
     """A daemon that runs for months must not keep every status callback and transfer it ever saw."""
-    registry = CallRegistry(max_concurrent_calls=10)
-    assert registry.record_callback("CA-first", "status", {"Status": "completed"})
-    assert not registry.record_callback("CA-first", "status", {"Status": "completed"})  # a retry
-    registry.set_transfer("CA-first", "+919800000000")
+    facts = ProviderFacts()
+    assert facts.record_callback("CA-first", "status", {"Status": "completed"})
+    assert not facts.record_callback("CA-first", "status", {"Status": "completed"})  # a retry
+    facts.set_transfer("CA-first", "+919800000000")
     for n in range(FACTS_KEPT):
-        registry.record_callback(f"CA-{n}", "recording", {"RecordingUrl": f"https://r/{n}"})
-        registry.set_transfer(f"CA-{n}", "+919800000001")
-    assert registry.callbacks("CA-first") == [] and registry.transfer_destination("CA-first") is None
-    assert registry.callbacks(f"CA-{FACTS_KEPT - 1}")[0]["RecordingUrl"] == f"https://r/{FACTS_KEPT - 1}"
-    assert registry.transfer_destination("CA-0") == "+919800000001"
+        facts.record_callback(f"CA-{n}", "recording", {"RecordingUrl": f"https://r/{n}"})
+        facts.set_transfer(f"CA-{n}", "+919800000001")
+    assert facts.callbacks("CA-first") == [] and facts.transfer_destination("CA-first") is None
+    assert facts.callbacks(f"CA-{FACTS_KEPT - 1}")[0]["RecordingUrl"] == f"https://r/{FACTS_KEPT - 1}"
+    assert facts.transfer_destination("CA-0") == "+919800000001"

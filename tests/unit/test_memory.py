@@ -12,8 +12,9 @@ from typing import Any
 
 from piper import espeakbridge
 
-from voicebridge.admission.registry import CallRecord, CallRegistry
+from voicebridge.admission.registry import CallRegistry
 from voicebridge.config.schema import TtsConfig
+from voicebridge.records.call_records import CallRecord
 from voicebridge.server.memory import IdleMemoryReturner, glibc_malloc_trim, rss_bytes
 from voicebridge.speech.espeak_leaks import plug_espeak_leaks
 from voicebridge.speech.models import ModelCache, default_piper_path

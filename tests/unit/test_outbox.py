@@ -7,10 +7,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from voicebridge.backends.base import DeliveryResult
 from voicebridge.config.schema import CostsConfig
 from voicebridge.records.call_records import conversation_turns
 from voicebridge.records.costs import CallUsage, call_cost
-from voicebridge.records.outbox import DeliveryResult, Outbox
+from voicebridge.records.outbox import Outbox
 
 
 class ScriptedSink:

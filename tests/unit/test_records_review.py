@@ -14,13 +14,13 @@ import pytest
 
 from tests.fakes.node_api import FakeNodeApi
 from voicebridge.admission.registry import CallRegistry
-from voicebridge.backends.base import CallInfo
+from voicebridge.backends.base import CallInfo, DeliveryResult
 from voicebridge.backends.http import BackendHttp
 from voicebridge.backends.node import NodeBackend
 from voicebridge.config.schema import BackendConfig, Settings
 from voicebridge.records.call_records import CallRecorder
 from voicebridge.records.callbacks import callback_key, report_key
-from voicebridge.records.outbox import DeliveryResult, Outbox
+from voicebridge.records.outbox import Outbox
 from voicebridge.server.control_outbox import outbox_operation
 from voicebridge.server.metrics import Metrics
 
@@ -299,10 +299,10 @@ async def test_a_local_record_is_queued_by_retry_once_a_backend_takes_records(tm
 
 
 def test_the_registry_keeps_each_passthru_report_of_a_call() -> None:
-    registry = CallRegistry(1)
+    facts = CallRegistry(1).facts
     first = {"Stream[StreamSID]": "s1", "Stream[Status]": "completed"}
     second = {"Stream[StreamSID]": "s2", "Stream[Status]": "completed"}
-    assert registry.record_callback("CA-P", "passthru", first, report_key("CA-P", first))
-    assert registry.record_callback("CA-P", "passthru", second, report_key("CA-P", second))
-    assert not registry.record_callback("CA-P", "passthru", second, report_key("CA-P", second))
-    assert [c.get("Stream[StreamSID]") for c in registry.callbacks("CA-P")] == ["s1", "s2"]
+    assert facts.record_callback("CA-P", "passthru", first, report_key("CA-P", first))
+    assert facts.record_callback("CA-P", "passthru", second, report_key("CA-P", second))
+    assert not facts.record_callback("CA-P", "passthru", second, report_key("CA-P", second))
+    assert [c.get("Stream[StreamSID]") for c in facts.callbacks("CA-P")] == ["s1", "s2"]

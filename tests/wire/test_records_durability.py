@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.fakes.node_api import FakeNodeApi
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import CallInfo
 from voicebridge.backends.echo import EchoBackend
@@ -30,7 +31,7 @@ from voicebridge.records.costs import CallUsage
 from voicebridge.records.outbox import DeliveryResult, Outbox
 from voicebridge.server.access import access_control
 from voicebridge.server.control import ControlServer
-from voicebridge.server.keys import BACKEND, METRICS, OUTBOX, REGISTRY, SETTINGS
+from voicebridge.server.keys import BACKEND, GATE, METRICS, OUTBOX, REGISTRY, SETTINGS
 from voicebridge.server.metrics import Metrics
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
@@ -347,6 +348,7 @@ async def passthru_app(tmp_path: Path) -> AsyncIterator[tuple[TestClient, web.Ap
     load = LoadSwitch()
     app[LOAD_SWITCH] = load
     app[REGISTRY] = CallRegistry(1, load_refusal=load)
+    app[GATE] = CallGate(app[SETTINGS], app[METRICS])
     app[BACKEND] = EchoBackend()
     outbox = Outbox(tmp_path / "o.sqlite3", None)
     await outbox.open()
@@ -413,7 +415,7 @@ async def test_a_passthru_without_a_documented_report_field_goes_through_the_gat
     second = {"CallSid": "CA-g-2", **caller, "Stream[StreamUrl]": "wss://x", "StreamStatus": "completed"}
     assert await passthru(client, first) == 200
     assert await passthru(client, second) == 302  # the rate limit of 1 call per caller applies
-    assert app[REGISTRY].denied("CA-g-2")
+    assert app[GATE].denied("CA-g-2")
     assert await app[OUTBOX].records() == []
     # Hostile JSON under `Stream` is no report either, and no 500.
     assert await passthru(client, {"CallSid": "CA-g-3", "Stream": "{" + "[" * 2000}) == 200

@@ -450,7 +450,8 @@ class _ClosingSocket:
 
 
 async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() -> None:
-    from voicebridge.admission.registry import CallRegistry, PendingCall
+    from voicebridge.admission.gate import CallGate, PendingCall
+    from voicebridge.admission.registry import CallRegistry
     from voicebridge.call.session import StreamSession
     from voicebridge.config.schema import Settings
     from voicebridge.server.metrics import Metrics
@@ -459,21 +460,23 @@ async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() 
         settings = Settings()
         metrics = Metrics()
         registry = CallRegistry(4)
+        gate = CallGate(settings, metrics)
 
     services = Services()
-    services.registry.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
-    services.registry.allow_minutes("CAother", 3.0)
+    services.gate.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
+    services.gate.allow_minutes("CAother", 3.0)
     ws = _ClosingSocket()
     session = StreamSession(services, ws, "CAmine", None, token_bound=True)  # type: ignore[arg-type]
     await session._on_text(exotel_start("CAother", "MZother"))
     assert ws.close_code == 1008
-    pending = services.registry.take_pending("CAother")  # still there for CAother's own stream
+    pending = services.gate.take_pending("CAother")  # still there for CAother's own stream
     assert pending is not None and pending.minutes_left == 3.0
 
 
 async def test_a_start_completed_from_the_webhook_keeps_its_encoding_and_rate_note() -> None:
     """#14 review 4: the webhook's numbers fill in the start; its μ-law encoding must survive that."""
-    from voicebridge.admission.registry import CallRegistry, PendingCall
+    from voicebridge.admission.gate import CallGate, PendingCall
+    from voicebridge.admission.registry import CallRegistry
     from voicebridge.call.session import StreamSession
     from voicebridge.config.schema import Settings
     from voicebridge.server.metrics import Metrics
@@ -483,9 +486,10 @@ async def test_a_start_completed_from_the_webhook_keeps_its_encoding_and_rate_no
         settings = Settings()
         metrics = Metrics()
         registry = CallRegistry(4)
+        gate = CallGate(settings, metrics)
 
     services = Services()
-    services.registry.register_pending(PendingCall("CAweb", "+15550001111", "+15550002222"))
+    services.gate.register_pending(PendingCall("CAweb", "+15550001111", "+15550002222"))
     session = StreamSession(services, _ClosingSocket(), "CAweb", 16000)  # type: ignore[arg-type]
     start = Start(provider="exotel", stream_sid="MZweb", call_sid="CAweb", encoding="mulaw", rate_note="n")
     completed = session._complete_start(start)

@@ -1,9 +1,21 @@
 """AI backends behind one interface: echo (built in), node (the business's API) and openai."""
 
-from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.base import (
+    Backend,
+    BackendError,
+    BudgetCheck,
+    BudgetDecision,
+    BusinessLookup,
+    BusinessSettings,
+    CallInfo,
+    ConversationTurn,
+    RecordSink,
+    ReplyAction,
+)
+from voicebridge.backends.breaker import BackendUnavailable, CircuitBreaker
 from voicebridge.backends.echo import EchoBackend
-from voicebridge.backends.http import BackendHttp, BackendUnavailable, CircuitBreaker
-from voicebridge.backends.node import BudgetDecision, BusinessSettings, NodeBackend
+from voicebridge.backends.http import BackendHttp
+from voicebridge.backends.node import NodeBackend
 from voicebridge.backends.openai import OpenAIBackend, auth_headers
 from voicebridge.config.schema import BackendConfig
 
@@ -22,7 +34,9 @@ __all__ = [
     "BackendError",
     "BackendHttp",
     "BackendUnavailable",
+    "BudgetCheck",
     "BudgetDecision",
+    "BusinessLookup",
     "BusinessSettings",
     "CallInfo",
     "CircuitBreaker",
@@ -30,6 +44,7 @@ __all__ = [
     "EchoBackend",
     "NodeBackend",
     "OpenAIBackend",
+    "RecordSink",
     "ReplyAction",
     "build_backend",
 ]

@@ -6,8 +6,7 @@ import asyncio
 import logging
 import time
 
-from voicebridge.backends.base import Backend
-from voicebridge.backends.node import BusinessSettings
+from voicebridge.backends.base import BusinessLookup, BusinessSettings
 
 logger = logging.getLogger("voicebridge.business")
 
@@ -21,9 +20,10 @@ class BusinessDirectory:
     """Looks up the called number's settings (greeting, transfer number, limits) for each new call."""
 
     def __init__(
-        self, backend: Backend, timeout_s: float = LOOKUP_TIMEOUT_S, ttl_s: float = CACHE_TTL_S
+        self, lookup: BusinessLookup | None, timeout_s: float = LOOKUP_TIMEOUT_S, ttl_s: float = CACHE_TTL_S
     ) -> None:
-        self._lookup = getattr(backend, "business", None)
+        # None: the backend has no per-number settings, and every call uses the config's.
+        self._lookup = lookup
         self._timeout = timeout_s
         self._ttl = ttl_s
         self._cache: dict[str, tuple[float, BusinessSettings | None]] = {}
@@ -38,7 +38,7 @@ class BusinessDirectory:
             return cached[1]
         try:
             async with asyncio.timeout(self._timeout):
-                found = await self._lookup(to_number)
+                found = await self._lookup.business(to_number)
         except TimeoutError:
             logger.warning(
                 "business settings for %s took over %.1fs; using the config's", to_number, self._timeout

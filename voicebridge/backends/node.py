@@ -7,44 +7,28 @@ and takes every call record from the outbox.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
-from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
-from voicebridge.backends.http import BackendHttp
-from voicebridge.config.schema import BackendConfig
+from voicebridge.backends.base import (
+    BackendError,
+    BudgetDecision,
+    BusinessSettings,
+    CallInfo,
+    ConversationTurn,
+    DeliveryResult,
+    ReplyAction,
+)
+from voicebridge.backends.http import HttpBackend
 
 logger = logging.getLogger("voicebridge.backend.node")
 
-DeliveryResult = Literal["delivered", "parked", "retry"]
 # Answers that no retry can change: the record itself is malformed. Anything else (401/403 from a wrong
 # key, 404 during a deploy, 408, 413 until the backend's body limit is raised, 429, 5xx, no connection)
 # is retried.
 PERMANENT_STATUSES = frozenset({400, 422})
-
-
-@dataclass(frozen=True, slots=True)
-class BusinessSettings:
-    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
-
-    greeting: str | None = None
-    voice: str | None = None
-    language: str | None = None
-    system_prompt: str | None = None
-    transfer_number: str | None = None
-    max_call_minutes: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BudgetDecision:
-    """The backend's answer to `POST /v1/budget/check`."""
-
-    allow: bool
-    reason: str = ""
-    minutes_left: float | None = None
 
 
 def _number(value: Any) -> float | None:
@@ -83,64 +67,38 @@ def parse_action(value: Any) -> ReplyAction | None:
     return None
 
 
-class NodeBackend:
+class NodeBackend(HttpBackend):
     """Replies, budget checks, business settings and record delivery over the backend contract."""
 
     name = "node"
     # A caller message may change the backend's state (bookings, counters): never send one speculatively.
     speculative_safe = False
 
-    def __init__(self, config: BackendConfig, http: BackendHttp) -> None:
-        self._config = config
-        self._http = http
-
-    async def start(self) -> None:
-        """Open the HTTP client."""
-        await self._http.start()
-
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        await self._http.close()
-
-    @staticmethod
-    def _call_path(call_sid: str, endpoint: str) -> str:
-        return f"/v1/calls/{quote(call_sid, safe='')}/{endpoint}"
-
-    @staticmethod
-    def _history(history: list[ConversationTurn]) -> list[dict[str, str]]:
-        return [{"role": turn.role, "text": turn.text} for turn in history]
-
-    async def reply(
+    def reply(
         self, call: CallInfo, text: str, history: list[ConversationTurn]
-    ) -> AsyncIterator[str | ReplyAction]:
+    ) -> AsyncGenerator[str | ReplyAction, None]:
         """Stream the backend's reply to a caller message; sent once, never repeated."""
-        body = {
-            "turn": sum(turn.role == "caller" for turn in history) + 1,
-            "text": text,
-            "from": call.from_number,
-            "to": call.to_number,
-            "history": self._history(history),
-        }
-        async with aclosing(self._answer(self._call_path(call.call_sid, "messages"), body)) as items:
-            async for item in items:
-                yield item
+        turn = sum(line.role == "caller" for line in history) + 1
+        return self._answer(call, "messages", {"turn": turn, "text": text}, history)
 
-    async def digits(
+    def digits(
         self, call: CallInfo, digits: str, history: list[ConversationTurn]
-    ) -> AsyncIterator[str | ReplyAction]:
+    ) -> AsyncGenerator[str | ReplyAction, None]:
         """Stream the backend's reply to a completed keypad entry."""
+        return self._answer(call, "dtmf", {"digits": digits}, history)
+
+    async def _answer(
+        self, call: CallInfo, endpoint: str, message: dict[str, Any], history: list[ConversationTurn]
+    ) -> AsyncGenerator[str | ReplyAction, None]:
+        """POST `message` (with the call's numbers and history) to the call's `endpoint`; yield deltas then
+        the action, from either answer shape (one JSON object or NDJSON lines)."""
+        path = f"/v1/calls/{quote(call.call_sid, safe='')}/{endpoint}"
         body = {
-            "digits": digits,
+            **message,
             "from": call.from_number,
             "to": call.to_number,
-            "history": self._history(history),
+            "history": [{"role": turn.role, "text": turn.text} for turn in history],
         }
-        async with aclosing(self._answer(self._call_path(call.call_sid, "dtmf"), body)) as items:
-            async for item in items:
-                yield item
-
-    async def _answer(self, path: str, body: dict[str, Any]) -> AsyncIterator[str | ReplyAction]:
-        """Yield deltas then the action, from either answer shape (one JSON object or NDJSON lines)."""
         async with aclosing(self._http.stream_ndjson(path, body)) as items:
             async for item in items:
                 if "reply" in item:  # the single-object answer

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from typing import Any
 
 from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
-from voicebridge.backends.http import BackendHttp
+from voicebridge.backends.http import HttpBackend
 from voicebridge.config.schema import BackendConfig
 
 PATH = "/chat/completions"
@@ -53,7 +53,7 @@ async def _events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-class OpenAIBackend:
+class OpenAIBackend(HttpBackend):
     """Streams chat completions: the system prompt, the conversation so far, and the caller's words."""
 
     name = "openai"
@@ -61,18 +61,6 @@ class OpenAIBackend:
     # speaking only costs its tokens (the stream is closed at once, so generation stops early); starting
     # during the caller's pause saves the end-of-turn wait on every turn, which a phone caller hears.
     speculative_safe = True
-
-    def __init__(self, config: BackendConfig, http: BackendHttp) -> None:
-        self._config = config
-        self._http = http
-
-    async def start(self) -> None:
-        """Open the HTTP client."""
-        await self._http.start()
-
-    async def close(self) -> None:
-        """Close the HTTP client."""
-        await self._http.close()
 
     def _body(self, text: str, history: list[ConversationTurn]) -> dict[str, Any]:
         messages = (

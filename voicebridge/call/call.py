@@ -19,8 +19,9 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
-from voicebridge.admission.registry import CallRecord, CallRegistry
+from voicebridge.admission.registry import CallRegistry
 from voicebridge.audio.turn import (
     DETECTOR_RATE,
     PauseStarted,
@@ -30,15 +31,21 @@ from voicebridge.audio.turn import (
     TurnEnded,
     detector_ingress,
 )
-from voicebridge.backends.base import Backend, BackendError, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.base import (
+    Backend,
+    BackendError,
+    BusinessSettings,
+    CallInfo,
+    ConversationTurn,
+    ReplyAction,
+)
 from voicebridge.backends.business import BusinessDirectory
-from voicebridge.backends.node import BusinessSettings
 from voicebridge.call.digits import DigitCollector
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.sentences import SentenceSplitter, heard_text
 from voicebridge.config.schema import Settings
-from voicebridge.records.call_records import CallRecorder
+from voicebridge.records.call_records import CallRecord, CallRecorder
 from voicebridge.records.costs import CallUsage
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.recording import StereoCallRecording
@@ -87,6 +94,7 @@ class CallServices:
     phrases: PhraseCache
     metrics: Metrics
     registry: CallRegistry
+    gate: CallGate
     telephony: TelephonyControl
     outbox: Outbox
     business: BusinessDirectory
@@ -429,7 +437,7 @@ class Call:
     async def _transfer(self, number: str) -> None:
         # Exotel's Connect applet asks us where to dial once the stream closes: only a transfer that goes
         # ahead names a destination.
-        self._s.registry.set_transfer(self.call_sid, number)
+        self._s.registry.facts.set_transfer(self.call_sid, number)
         self.log.info("transferring to %s", number)
         # Each await below can see the caller hang up: then there is no one left to transfer.
         await self._interrupt_reply()

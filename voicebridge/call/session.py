@@ -190,7 +190,7 @@ class StreamSession:
         if self._token_bound and start.call_sid != self._path_sid:
             # Refused in _begin: it must not consume that other call's webhook record (its budget).
             return start
-        pending = self._s.registry.take_pending(start.call_sid or self._path_sid or "")
+        pending = self._s.gate.take_pending(start.call_sid or self._path_sid or "")
         if pending is None:
             return start
         self._minutes_left = pending.minutes_left
@@ -210,7 +210,7 @@ class StreamSession:
             self.log.warning("refusing stream: its token was issued for %s", self._path_sid)
             await self._ws.close(code=1008, message=b"token for another call")
             return
-        if (reason := self._s.registry.denied(start.call_sid)) is not None:
+        if (reason := self._s.gate.denied(start.call_sid)) is not None:
             # Refused at the gate (budget, rate limit): no audio of this call is processed.
             self._s.metrics.calls_rejected.labels(reason="denied").inc()
             self.log.warning("refusing stream of a call denied at the gate: %s", reason)

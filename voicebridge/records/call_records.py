@@ -1,10 +1,12 @@
-"""A call's durable records (events, cost, conversation log) put into the outbox under stable keys."""
+"""A call's records: the durable ones (events, cost, conversation log) put into the outbox under stable keys,
+and the record of a finished call kept in memory."""
 
 from __future__ import annotations
 
 import logging
 import secrets
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from voicebridge.backends.base import CallInfo
@@ -15,6 +17,30 @@ from voicebridge.records.outbox_rows import RecordNotStored
 from voicebridge.telephony.sids import path_segment
 
 logger = logging.getLogger("voicebridge.records")
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What is kept of a call after it ended (in memory, for `calls show`; the outbox has the durable
+    records)."""
+
+    call_sid: str
+    provider: str
+    from_number: str
+    to_number: str
+    started_at: float
+    ended_at: float
+    duration_s: float
+    turns: int
+    outcome: str
+    transcript: list[dict[str, Any]]
+    status_callbacks: list[dict[str, str]] = field(default_factory=list)
+    recording_url: str = ""
+    transfer_to: str = ""
+    local_recording: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def conversation_turns(transcript: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -84,7 +84,7 @@ async def store_callback(
     """Store a callback in the outbox before the provider hears 200; False for a repeat. A failure to
     store is a 500, so the provider retries rather than the record being lost."""
     fields = _kept_fields(fields)
-    request.app[REGISTRY].record_callback(call_sid, kind, fields, key)
+    request.app[REGISTRY].facts.record_callback(call_sid, kind, fields, key)
     try:
         stored = await request.app[OUTBOX].add(
             key,

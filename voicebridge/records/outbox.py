@@ -20,17 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from voicebridge.backends.base import DeliveryResult, RecordSink
 from voicebridge.records.outbox_rows import (
     COLUMNS,
     SCHEMA,
     STATES,
-    DeliveryResult,
     OutboxCounts,
     OutboxRecord,
     PayloadUnreadable,
     RecordNotFound,
     RecordNotStored,
-    RecordSink,
     RecordState,
     count_rows,
     load_payload,
@@ -39,7 +38,7 @@ from voicebridge.records.outbox_rows import (
 )
 from voicebridge.server.metrics import Metrics
 
-__all__ = ["STATES", "DeliveryResult", "Outbox", "OutboxRecord", "RecordNotFound", "RecordSink"]
+__all__ = ["STATES", "Outbox", "OutboxRecord", "RecordNotFound"]
 
 logger = logging.getLogger("voicebridge.outbox")
 

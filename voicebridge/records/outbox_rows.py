@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
-DeliveryResult = Literal["delivered", "parked", "retry"]
 RecordState = Literal["pending", "delivered", "parked", "local"]
 STATES: tuple[RecordState, ...] = ("pending", "parked", "delivered", "local")
 # last_error of a row whose stored text is not a JSON object (a damaged file, a hand edit).
@@ -33,17 +32,6 @@ CREATE INDEX IF NOT EXISTS records_call ON records (call_sid);
 """
 
 COLUMNS = "id, key, call_sid, kind, path, payload, state, attempts, last_error, created_at, delivered_at"
-
-
-@runtime_checkable
-class RecordSink(Protocol):
-    """Where records go: the business's backend (see docs/backend-api.md)."""
-
-    async def deliver(
-        self, path: str, payload: dict[str, Any], idempotency_key: str
-    ) -> tuple[DeliveryResult, str]:
-        """Deliver once: ("delivered", ""), ("retry", why) or ("parked", why) for a refusal for good."""
-        ...
 
 
 class RecordNotStored(Exception):

@@ -15,14 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends import build_backend
+from voicebridge.backends.base import BudgetCheck, BusinessLookup, RecordSink
 from voicebridge.backends.business import BusinessDirectory
 from voicebridge.call.call import CallServices
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.config.schema import Settings
-from voicebridge.records.outbox import Outbox, RecordSink
+from voicebridge.records.outbox import Outbox
 from voicebridge.server import management
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
@@ -31,6 +33,7 @@ from voicebridge.server.control import ControlServer, ControlSocketError
 from voicebridge.server.keys import (
     BACKEND,
     CALL_SERVICES,
+    GATE,
     IDLE_MEMORY,
     LOAD,
     METRICS,
@@ -77,8 +80,11 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
     await phrases.prepare(tts, settings.prompts)
     backend = build_backend(settings.backend)
     await backend.start()
-    # Records go to the backend when it takes them (node); otherwise they are kept in the file.
+    # The backend's optional capabilities, declared in backends/base.py, are looked up once here; each
+    # user is handed the capability or None. Records go to the backend when it takes them (node);
+    # otherwise they are kept in the file.
     sink = backend if isinstance(backend, RecordSink) else None
+    app[GATE] = CallGate(settings, metrics, backend if isinstance(backend, BudgetCheck) else None)
     outbox = Outbox(
         settings.state_path() / "outbox.sqlite3",
         sink,
@@ -96,9 +102,10 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         phrases,
         app[METRICS],
         app[REGISTRY],
+        app[GATE],
         TelephonyControl(settings.twilio),
         outbox,
-        BusinessDirectory(backend),
+        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
         app[LOAD],
         stt_per_call=_model_per_call(settings, app[MODELS]) if settings.stt.model_per_call else None,
     )

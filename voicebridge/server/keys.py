@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import Backend
@@ -20,6 +21,7 @@ from voicebridge.telephony.auth import StreamTokens
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 REGISTRY = web.AppKey("registry", CallRegistry)
+GATE = web.AppKey("gate", CallGate)
 MODELS = web.AppKey("models", ModelCache)
 STT = web.AppKey("stt", SpeechToText)
 TTS = web.AppKey("tts", TextToSpeech)

@@ -8,11 +8,10 @@ from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
-from voicebridge.admission.gate import gate_call
-from voicebridge.admission.registry import PendingCall
+from voicebridge.admission.gate import PendingCall
 from voicebridge.records.callbacks import callback_key, report_key, store_callback, stream_report
 from voicebridge.server.bodies import BadInput, request_fields
-from voicebridge.server.keys import METRICS, REGISTRY, SETTINGS, STREAM_TOKENS
+from voicebridge.server.keys import GATE, METRICS, REGISTRY, SETTINGS, STREAM_TOKENS
 from voicebridge.telephony.sids import is_valid_host, is_valid_sid, path_segment
 
 logger = logging.getLogger("voicebridge.webhooks")
@@ -63,11 +62,11 @@ async def exotel_incoming(request: web.Request) -> web.Response:
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "exotel_incoming")
     base = stream_base(request)
-    registry = request.app[REGISTRY]
-    if (reason := registry.denied(call_sid)) is not None:
+    gate = request.app[GATE]
+    if (reason := gate.denied(call_sid)) is not None:
         _count(request, "exotel_incoming", "denied")
         raise web.HTTPForbidden(text=f"call refused: {reason}")
-    registry.register_pending(
+    gate.register_pending(
         PendingCall(
             call_sid,
             fields.get("From") or fields.get("CallFrom", ""),
@@ -104,7 +103,7 @@ async def exotel_passthru(request: web.Request) -> web.Response:
         return web.Response(status=302, text=reason)
     from_number = fields.get("From") or fields.get("CallFrom", "")
     to_number = fields.get("To") or fields.get("CallTo", "")
-    if call_sid and (reason := await gate_call(request.app, call_sid, from_number, to_number, "exotel")):
+    if call_sid and (reason := await request.app[GATE].check(call_sid, from_number, to_number, "exotel")):
         _count(request, "exotel_passthru", "denied")
         return web.Response(status=302, text=reason)
     _count(request, "exotel_passthru", "ok")
@@ -134,7 +133,7 @@ async def exotel_transfer(request: web.Request) -> web.Response:
     """Connect applet's dynamic URL: where to dial for a call we transferred."""
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "exotel_transfer", required=False)
-    number = request.app[REGISTRY].transfer_destination(call_sid)
+    number = request.app[REGISTRY].facts.transfer_destination(call_sid)
     if number is None:
         _count(request, "exotel_transfer", "unknown")
         return web.json_response({"error": f"no transfer requested for call {call_sid or '?'}"}, status=404)
@@ -166,12 +165,12 @@ async def twilio_incoming(request: web.Request) -> web.Response:
         twiml = f"<Response><Say>{escape(busy)}</Say><Hangup/></Response>"
         return web.Response(text=_xml(twiml), content_type="text/xml")
     from_number, to_number = fields.get("From", ""), fields.get("To", "")
-    if await gate_call(request.app, call_sid, from_number, to_number, "twilio"):
+    if await request.app[GATE].check(call_sid, from_number, to_number, "twilio"):
         _count(request, "twilio_incoming", "denied")
         return web.Response(
             text=_xml('<Response><Reject reason="rejected"/></Response>'), content_type="text/xml"
         )
-    registry.register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
+    request.app[GATE].register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
     parameters = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
         for name, value in (("From", from_number), ("To", to_number), ("CallSid", call_sid))

@@ -34,6 +34,8 @@ class FallbackTTS:
         self._on_fallback = on_fallback
         self._cool_down = cool_down_s
         self._primary_down_until = 0.0
+        # Which engines hold something to release is known now; close() need not ask them again.
+        self._closable = [engine for engine in (primary, fallback) if isinstance(engine, Closable)]
 
     async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
         """Yield PCM16 from the primary, or from the fallback when the primary cannot start."""
@@ -65,6 +67,5 @@ class FallbackTTS:
 
     def close(self) -> None:
         """Close both engines."""
-        for engine in (self._primary, self._fallback):
-            if isinstance(engine, Closable):
-                engine.close()
+        for engine in self._closable:
+            engine.close()
