@@ -23,7 +23,6 @@ from typing import Any, ParamSpec, TypeVar
 from voicebridge.backends.base import DeliveryResult, RecordSink
 from voicebridge.records.outbox_rows import (
     COLUMNS,
-    SCHEMA,
     STATES,
     OutboxCounts,
     OutboxRecord,
@@ -32,9 +31,14 @@ from voicebridge.records.outbox_rows import (
     RecordNotStored,
     RecordState,
     count_rows,
+    insert_row,
     load_payload,
+    open_database,
+    record_attempt,
     record_from_row,
+    requeue_rows,
     row_id,
+    seconds_to_next_due,
 )
 from voicebridge.server.metrics import Metrics
 
@@ -96,26 +100,10 @@ class Outbox:
 
     async def open(self) -> None:
         """Create or open the database (WAL), and start delivering whatever an earlier run left pending."""
-        await self._run(self._open_blocking)
+        self._db = await self._run(open_database, self.path)
         self._counts = await self._run(self._count_rows, None)
         if self._sink is not None:
             self._runner = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
-
-    def _open_blocking(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a record acknowledged to the provider must survive a power cut, not just a crash.
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        # Earlier versions marked any 4xx (a wrong key, a 404 during a deploy) `rejected` and gave up.
-        # Those rows go back to pending: judged again by today's rule, a 400/422 is parked after one try.
-        revived = db.execute(
-            "UPDATE records SET state='pending', next_attempt_at=0 WHERE state='rejected'"
-        ).rowcount
-        if revived:
-            logger.warning("outbox: %d record(s) an earlier version gave up on are pending again", revived)
-        self._db = db
 
     async def close(self) -> None:
         """Stop delivering (a delivery in flight is abandoned and retried next run) and close the file."""
@@ -160,13 +148,7 @@ class Outbox:
         logger.error("outbox: could not store %s (%s); this record is lost", key, reason[:200])
 
     def _insert_blocking(self, key: str, call_sid: str, kind: str, path: str, body: str, state: str) -> bool:
-        assert self._db is not None
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO records (key, call_sid, kind, path, payload, created_at, state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, call_sid, kind, path, body, time.time(), state),
-        )
-        return cursor.rowcount == 1
+        return insert_row(self._live, key, call_sid, kind, path, body, state)
 
     async def counts(self) -> dict[str, int]:
         """Rows by state, counted now (for `outbox list`)."""
@@ -219,34 +201,29 @@ class Outbox:
         if ref is None:
             if every not in ("parked", "local"):
                 raise ValueError("only every parked or every local record can be queued at once")
-            count = await self._run(self._requeue_blocking, "state = ?", (every,))
+            count = await self._run(requeue_rows, self._live, "state = ?", (every,))
         else:
             record = await self.find(ref)
             if record.state == "delivered":
                 raise ValueError(f"record {record.key} is already delivered")
-            count = await self._run(self._requeue_blocking, "id = ?", (record.id,))
+            count = await self._run(requeue_rows, self._live, "id = ?", (record.id,))
         if count:
             logger.info("outbox: %d record(s) queued for delivery again", count)
             await self._refresh_counts(0)
             self._wake.set()
         return int(count)
 
-    def _requeue_blocking(self, condition: str, params: tuple[Any, ...]) -> int:
-        assert self._db is not None
-        # A `local` row was stored while no backend took records; sent only when an operator asks.
-        sql = (
-            "UPDATE records SET state='pending', next_attempt_at=0"
-            " WHERE state IN ('parked','pending','local') AND "
-        )
-        return int(self._db.execute(sql + condition, params).rowcount)
-
     def _count_rows(self, delivered: int | None) -> OutboxCounts:
-        assert self._db is not None
-        return count_rows(self._db, delivered)
+        return count_rows(self._live, delivered)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        assert self._db is not None
-        return self._db.execute(sql, params).fetchall()
+        return self._live.execute(sql, params).fetchall()
+
+    @property
+    def _live(self) -> sqlite3.Connection:
+        """The open connection (used on the outbox's thread only)."""
+        assert self._db is not None, "Outbox.open() was not called"
+        return self._db
 
     async def _run(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         loop = asyncio.get_running_loop()
@@ -306,25 +283,9 @@ class Outbox:
         return result
 
     def _record_attempt(self, row: int, result: DeliveryResult, attempts: int, error: str) -> None:
-        assert self._db is not None
-        now = time.time()
-        if result == "delivered":
-            self._db.execute(
-                "UPDATE records SET state='delivered', attempts=?, delivered_at=?, last_error='' WHERE id=?",
-                (attempts, now, row),
-            )
-        elif result == "parked":
-            self._db.execute(
-                "UPDATE records SET state='parked', attempts=?, last_error=? WHERE id=?",
-                (attempts, error, row),
-            )
-        else:
-            # Full jitter: many rows failing together must not retry in lockstep against a recovering backend.
-            delay = random.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempts, 16)))
-            self._db.execute(
-                "UPDATE records SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
-                (attempts, now + delay, error, row),
-            )
+        # Full jitter: many rows failing together must not retry in lockstep against a recovering backend.
+        delay = random.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempts, 16)))
+        record_attempt(self._live, row, result, attempts, error, delay)
 
     async def _deliver_forever(self) -> None:
         while True:
@@ -332,7 +293,7 @@ class Outbox:
             try:
                 delivered = await self.deliver_due()
                 await self._refresh_counts(delivered)
-                wait = await self._run(self._seconds_to_next_due)
+                wait = await self._run(seconds_to_next_due, self._live)
             except Exception as exc:  # the file, or a bug: say so once per pass, wait, and go on
                 logger.error("outbox delivery pass failed (%s: %s); trying again", type(exc).__name__, exc)
                 await asyncio.sleep(min(self._retry_cap, _PASS_ERROR_BACKOFF_S))
@@ -343,10 +304,3 @@ class Outbox:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
-
-    def _seconds_to_next_due(self) -> float | None:
-        assert self._db is not None
-        row = self._db.execute("SELECT MIN(next_attempt_at) FROM records WHERE state = 'pending'").fetchone()
-        if row is None or row[0] is None:
-            return None
-        return max(0.0, row[0] - time.time())

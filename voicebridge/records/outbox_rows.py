@@ -1,11 +1,19 @@
-"""The outbox's rows: the table, one stored record as read back, and the counts an operator watches."""
+"""The outbox's rows: the table and the SQL that reads and writes it, one stored record as read back, and
+the counts an operator watches."""
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from voicebridge.backends.base import DeliveryResult
+
+logger = logging.getLogger("voicebridge.outbox")
 
 RecordState = Literal["pending", "delivered", "parked", "local"]
 STATES: tuple[RecordState, ...] = ("pending", "parked", "delivered", "local")
@@ -139,3 +147,75 @@ def count_rows(db: sqlite3.Connection, delivered: int | None) -> OutboxCounts:
 def row_id(ref: str) -> int:
     # Bounded: a 5,000-digit "id" is no row, and must not reach int()'s digit limit.
     return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else -1
+
+
+# --- the SQL behind the outbox; each runs on the outbox's own thread, never on the event loop -------------
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Create or open the outbox file (WAL, synchronous FULL) with its table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # FULL: a record acknowledged to the provider must survive a power cut, not just a crash.
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(SCHEMA)
+    # Earlier versions marked any 4xx (a wrong key, a 404 during a deploy) `rejected` and gave up.
+    # Those rows go back to pending: judged again by today's rule, a 400/422 is parked after one try.
+    revived = db.execute(
+        "UPDATE records SET state='pending', next_attempt_at=0 WHERE state='rejected'"
+    ).rowcount
+    if revived:
+        logger.warning("outbox: %d record(s) an earlier version gave up on are pending again", revived)
+    return db
+
+
+def insert_row(
+    db: sqlite3.Connection, key: str, call_sid: str, kind: str, path: str, body: str, state: str
+) -> bool:
+    """Store one record; False when a record with this key is already stored."""
+    cursor = db.execute(
+        "INSERT OR IGNORE INTO records (key, call_sid, kind, path, payload, created_at, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key, call_sid, kind, path, body, time.time(), state),
+    )
+    return cursor.rowcount == 1
+
+
+def requeue_rows(db: sqlite3.Connection, condition: str, params: tuple[Any, ...]) -> int:
+    """Make the undelivered rows matching `condition` due now; how many there were."""
+    # A `local` row was stored while no backend took records; sent only when an operator asks.
+    sql = (
+        "UPDATE records SET state='pending', next_attempt_at=0"
+        " WHERE state IN ('parked','pending','local') AND "
+    )
+    return int(db.execute(sql + condition, params).rowcount)
+
+
+def record_attempt(
+    db: sqlite3.Connection, row: int, result: DeliveryResult, attempts: int, error: str, retry_in_s: float
+) -> None:
+    """Write down one delivery attempt's outcome; a "retry" row is due again in `retry_in_s`."""
+    now = time.time()
+    if result == "delivered":
+        db.execute(
+            "UPDATE records SET state='delivered', attempts=?, delivered_at=?, last_error='' WHERE id=?",
+            (attempts, now, row),
+        )
+    elif result == "parked":
+        db.execute(
+            "UPDATE records SET state='parked', attempts=?, last_error=? WHERE id=?", (attempts, error, row)
+        )
+    else:
+        db.execute(
+            "UPDATE records SET attempts=?, next_attempt_at=?, last_error=? WHERE id=?",
+            (attempts, now + retry_in_s, error, row),
+        )
+
+
+def seconds_to_next_due(db: sqlite3.Connection) -> float | None:
+    """How long until the next pending row is due (0 if one is now); None when none is pending."""
+    row = db.execute("SELECT MIN(next_attempt_at) FROM records WHERE state = 'pending'").fetchone()
+    if row is None or row[0] is None:
+        return None
+    return max(0.0, row[0] - time.time())
