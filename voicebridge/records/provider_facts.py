@@ -14,7 +14,7 @@ from typing import TypeVar
 from voicebridge.records.call_records import CallRecord
 
 # Facts are kept for this many recent sids; the outbox holds the durable copy, and a daemon running for
-# months must not keep one entry per call it ever saw. Twice the finished calls kept, so every finished
+# months must not keep one entry per call it ever saw. Twice the registry's FINISHED_KEPT, so every finished
 # call still shown has its facts.
 FACTS_KEPT = 2000
 V = TypeVar("V")
