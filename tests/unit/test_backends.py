@@ -20,15 +20,19 @@ from voicebridge.backends import (
     BackendError,
     BackendHttp,
     BackendUnavailable,
+    BudgetCheck,
+    BusinessLookup,
     CallInfo,
     CircuitBreaker,
     ConversationTurn,
     EchoBackend,
     NodeBackend,
     OpenAIBackend,
+    RecordSink,
     ReplyAction,
     build_backend,
 )
+from voicebridge.backends.business import BusinessDirectory
 from voicebridge.backends.openai import auth_headers
 from voicebridge.config.schema import BackendConfig, ConfigError, load_settings
 
@@ -441,6 +445,19 @@ async def test_build_backend_by_kind() -> None:
         assert isinstance(backend, NodeBackend | OpenAIBackend)
         await backend.start()
         await backend.close()
+
+
+def test_only_the_node_backend_offers_the_optional_capabilities() -> None:
+    """The daemon wires budget check, business lookup and record delivery by these declared Protocols."""
+    node = build_backend(BackendConfig(kind="node", url="http://127.0.0.1:1"))
+    openai = build_backend(BackendConfig(kind="openai", url="https://api.example.com/v1"))
+    for capability in (BudgetCheck, BusinessLookup, RecordSink):
+        assert isinstance(node, capability)
+        assert not isinstance(openai, capability) and not isinstance(EchoBackend(), capability)
+
+
+async def test_a_directory_without_a_business_lookup_leaves_the_config_in_charge() -> None:
+    assert await BusinessDirectory(None).settings_for("+918047491899") is None
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Load control without models: the STT scheduler's order, the worker count, the overload guard."""
+"""Load control without models: the STT scheduler's order, the worker count, the overload guard, the gate."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
-from voicebridge.config.schema import SttConfig
+from voicebridge.config.schema import Settings, SttConfig
+from voicebridge.server.metrics import Metrics
 from voicebridge.speech.scheduler import SttScheduler
 from voicebridge.speech.stt import worker_count
 
@@ -158,3 +160,15 @@ def test_the_registry_names_why_a_call_is_refused() -> None:
     assert registry.refusal() == "overloaded" and not registry.has_capacity()
     registry.draining = True
     assert registry.refusal() == "draining"
+
+
+async def test_the_gate_rate_limits_a_caller_and_remembers_the_denial_for_its_stream() -> None:
+    metrics = Metrics()
+    settings = Settings.model_validate({"calls": {"rate_limit_calls": 1, "rate_limit_window_s": 600}})
+    gate = CallGate(settings, metrics)  # no budget check: only the rate limit decides
+    assert await gate.check("CA-1", "+919800000001", "+918047491899", "twilio") == ""
+    reason = await gate.check("CA-2", "+919800000001", "+918047491899", "twilio")
+    assert reason and gate.denied("CA-2") == reason and gate.denied("CA-1") is None
+    assert await gate.check("CA-3", "+919800000002", "+918047491899", "twilio") == ""  # another caller
+    sample = metrics.registry.get_sample_value("voicebridge_calls_rejected_total", {"reason": "rate_limited"})
+    assert sample == 1
