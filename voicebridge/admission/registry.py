@@ -67,7 +67,7 @@ class CallRegistry:
         # daemon's shutdown waits for them here, or the loop would destroy them pending, records and all.
         self._teardowns: set[asyncio.Future[None]] = set()
 
-    # --- admission -------------------------------------------------------------------------------
+    # --- live calls: room for one more, admitting, finishing -------------------------------------
 
     @property
     def active_count(self) -> int:
