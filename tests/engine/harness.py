@@ -26,7 +26,7 @@ from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.metrics import Metrics
 from voicebridge.telephony.events import Start
-from voicebridge.telephony.rest import TelephonyControl
+from voicebridge.telephony.providers import TelephonyControl
 
 RATE = 8000
 FRAME_BYTES = RATE // 50 * 2  # 20 ms, as Exotel and Twilio send it
@@ -105,7 +105,7 @@ async def build_services(
         phrases,
         metrics,
         registry,
-        TelephonyControl(settings.twilio),
+        TelephonyControl(settings),
         outbox,
         BusinessDirectory(backend),
         load,

@@ -44,9 +44,8 @@ from voicebridge.records.outbox import Outbox
 from voicebridge.records.recording import StereoCallRecording
 from voicebridge.server.metrics import Metrics
 from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech, Transcript
+from voicebridge.telephony.base import CallControl, Translator
 from voicebridge.telephony.events import Start
-from voicebridge.telephony.rest import TelephonyControl
-from voicebridge.telephony.translators import Translator
 
 logger = logging.getLogger("voicebridge.call")
 
@@ -87,7 +86,7 @@ class CallServices:
     phrases: PhraseCache
     metrics: Metrics
     registry: CallRegistry
-    telephony: TelephonyControl
+    telephony: CallControl
     outbox: Outbox
     business: BusinessDirectory
     load: OverloadGuard
