@@ -63,6 +63,6 @@ def check_token(offered: str | None, token: str) -> None:
 
 
 def check_ip(address: str, allowed: list[str]) -> None:
-    """The client address (see `client_address`) must be in one of the allowed networks."""
+    """The client address (`server.access.client_address`) must be in one of the allowed networks."""
     if not in_networks(address, allowed):
         raise AuthFailure("address not allowed", status=403)
