@@ -27,7 +27,7 @@ from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.metrics import Metrics
 from voicebridge.telephony.events import Start
-from voicebridge.telephony.rest import TelephonyControl
+from voicebridge.telephony.providers import TelephonyControl
 
 RATE = 8000
 FRAME_BYTES = RATE // 50 * 2  # 20 ms, as Exotel and Twilio send it
@@ -107,7 +107,7 @@ async def build_services(
         metrics,
         registry,
         CallGate(settings, metrics, backend if isinstance(backend, BudgetCheck) else None),
-        TelephonyControl(settings.twilio),
+        TelephonyControl(settings),
         outbox,
         BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
         load,

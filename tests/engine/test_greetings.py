@@ -10,7 +10,7 @@ from tests.engine.harness import build_services, engine_settings, until, voice
 from voicebridge.backends.base import BusinessSettings
 from voicebridge.call.phrases import CUSTOM_KEPT, PhraseCache
 from voicebridge.call.session import StreamSession
-from voicebridge.telephony.exotel import ExotelCaller
+from voicebridge.sim.providers import ExotelCaller
 
 
 async def test_two_calls_rendering_one_greeting_render_it_once() -> None:

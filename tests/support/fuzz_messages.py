@@ -22,8 +22,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from hypothesis import strategies as st
 
-from voicebridge.telephony.exotel import ExotelCaller
-from voicebridge.telephony.twilio import TwilioCaller
+from voicebridge.sim.providers import ExotelCaller, TwilioCaller
 
 T = TypeVar("T")
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from voicebridge.audio.codecs import pcm16_to_ulaw
+from voicebridge.sim.providers import ExotelCaller, TwilioCaller
 from voicebridge.telephony.events import (
     Audio,
     Connected,
@@ -19,9 +20,10 @@ from voicebridge.telephony.events import (
     Stop,
     UnknownEvent,
 )
-from voicebridge.telephony.exotel import ExotelCaller, ExotelTranslator
-from voicebridge.telephony.translators import event_name, load_message, translator_for_start
-from voicebridge.telephony.twilio import TwilioCaller, TwilioTranslator
+from voicebridge.telephony.exotel import ExotelTranslator
+from voicebridge.telephony.providers import translator_for_start
+from voicebridge.telephony.twilio import TwilioTranslator
+from voicebridge.telephony.wire import event_name, load_message
 
 # The documented shapes (docs/exotel-stream.md, docs/twilio-stream.md).
 EXOTEL_START = {

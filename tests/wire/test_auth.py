@@ -13,18 +13,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from voicebridge.server.access import client_address
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
-from voicebridge.telephony.auth import (
-    AuthFailure,
-    StreamTokens,
-    check_basic,
-    check_ip,
-    check_token,
-    check_twilio_signature,
-    client_address,
-    twilio_signature,
-)
+from voicebridge.telephony.auth import AuthFailure, check_basic, check_ip, check_token
+from voicebridge.telephony.stream_tokens import StreamTokens
+from voicebridge.telephony.twilio import check_twilio_signature, twilio_signature
 
 # Twilio's documented request-validation example (security docs; the same vector in its SDKs' tests).
 TWILIO_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

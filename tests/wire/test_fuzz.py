@@ -46,6 +46,7 @@ from tests.support.fuzz_messages import (
 )
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
+from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import (
     Audio,
     Connected,
@@ -57,15 +58,9 @@ from voicebridge.telephony.events import (
     Stop,
 )
 from voicebridge.telephony.exotel import ExotelTranslator
-from voicebridge.telephony.translators import (
-    Translator,
-    event_name,
-    is_twilio_start,
-    load_message,
-    translator_for_start,
-)
-from voicebridge.telephony.twilio import TwilioTranslator
-from voicebridge.telephony.wire import DTMF_DIGITS
+from voicebridge.telephony.providers import translator_for_start
+from voicebridge.telephony.twilio import TwilioTranslator, is_twilio_start
+from voicebridge.telephony.wire import DTMF_DIGITS, event_name, load_message
 
 RATES = (8000, 16000, 24000)
 # A violation's kind becomes a metrics label: it must be a short constant, never caller data.

@@ -49,8 +49,8 @@ from tests.wire.hostile.watch import LogWatch, Management, labelled, tracebacks
 from tests.wire.test_fuzz import FuzzStats
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
-from voicebridge.telephony.auth import twilio_signature
-from voicebridge.telephony.exotel import ExotelCaller
+from voicebridge.sim.providers import ExotelCaller
+from voicebridge.telephony.twilio import twilio_signature
 
 pytestmark = pytest.mark.e2e
 

@@ -36,9 +36,9 @@ from voicebridge.doctor.checks import check_authentication
 from voicebridge.server.logs import JsonFormatter, MalformedRequestLog, TextFormatter
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
-from voicebridge.telephony.auth import twilio_signature
 from voicebridge.telephony.events import Start
-from voicebridge.telephony.rest import TelephonyControl
+from voicebridge.telephony.providers import TelephonyControl
+from voicebridge.telephony.twilio import twilio_signature
 
 pytestmark = pytest.mark.e2e
 
@@ -282,7 +282,9 @@ async def test_twilio_rest_urls_are_built_only_from_valid_sids(caplog: pytest.Lo
     fake_twilio.router.add_route("*", "/{tail:.*}", record)
     good = "AC" + "0123456789abcdef" * 2
     async with TestServer(fake_twilio) as server:
-        control = TelephonyControl(TwilioConfig(api_base=str(server.make_url("")), auth_token="rest-token"))
+        control = TelephonyControl(
+            Settings(twilio=TwilioConfig(api_base=str(server.make_url("")), auth_token="rest-token"))
+        )
         for account in ("../../evil/x?", "AC123", "AC" + "g" * 32, good + "/x", good + "0", " " + good):
             assert await control.hang_up(Start("twilio", "MZ1", "CA-rest-1", account_sid=account)) is False
         assert seen == [], seen

@@ -35,7 +35,7 @@ from voicebridge.server.keys import BACKEND, GATE, METRICS, OUTBOX, REGISTRY, SE
 from voicebridge.server.metrics import Metrics
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
-from voicebridge.telephony import webhooks
+from voicebridge.telephony import providers
 
 
 async def wait_for(condition: Any, timeout: float = 30.0) -> None:
@@ -353,7 +353,7 @@ async def passthru_app(tmp_path: Path) -> AsyncIterator[tuple[TestClient, web.Ap
     outbox = Outbox(tmp_path / "o.sqlite3", None)
     await outbox.open()
     app[OUTBOX] = outbox
-    webhooks.add_routes(app)
+    providers.add_routes(app)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:

@@ -660,7 +660,7 @@ async def test_healthy_long_replies_barge_ins_and_silent_replies_are_never_cut(t
     from tests.engine.fakes import FakeBackend, FakeSocket, FakeSTT, FakeTTS
     from tests.engine.harness import build_services, engine_settings, quiet, voice
     from voicebridge.call.session import StreamSession
-    from voicebridge.telephony.exotel import ExotelCaller
+    from voicebridge.sim.providers import ExotelCaller
 
     @dataclass
     class PlayingProvider(FakeSocket):

@@ -51,9 +51,8 @@ from voicebridge.records.outbox import Outbox
 from voicebridge.records.recording import StereoCallRecording
 from voicebridge.server.metrics import Metrics
 from voicebridge.speech.base import SpeechEngineError, SpeechToText, TextToSpeech, Transcript
+from voicebridge.telephony.base import CallControl, Translator
 from voicebridge.telephony.events import Start
-from voicebridge.telephony.rest import TelephonyControl
-from voicebridge.telephony.translators import Translator
 
 logger = logging.getLogger("voicebridge.call")
 
@@ -95,7 +94,7 @@ class CallServices:
     metrics: Metrics
     registry: CallRegistry
     gate: CallGate
-    telephony: TelephonyControl
+    telephony: CallControl
     outbox: Outbox
     business: BusinessDirectory
     load: OverloadGuard

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from voicebridge.audio.chunker import OutboundChunker
 from voicebridge.server.metrics import Metrics
-from voicebridge.telephony.translators import Translator
+from voicebridge.telephony.base import Translator
 
 # Send the next chunk when the provider has less than this left to play: enough margin to absorb
 # event-loop jitter without the caller hearing a gap.

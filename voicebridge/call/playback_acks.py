@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import InboundEvent, ProviderName, Start
-from voicebridge.telephony.translators import Translator
 
 
 class PlaybackAcks:

@@ -19,6 +19,7 @@ from voicebridge.call.call import Call, CallServices
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.playback_acks import PlaybackAcks
 from voicebridge.speech.base import Closable, SpeechToText
+from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import (
     Audio,
     Connected,
@@ -29,8 +30,9 @@ from voicebridge.telephony.events import (
     Stop,
     UnknownEvent,
 )
+from voicebridge.telephony.providers import translator_for_start
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, SID_RULE, is_valid_number, is_valid_sid
-from voicebridge.telephony.translators import Translator, event_name, load_message, translator_for_start
+from voicebridge.telephony.wire import event_name, load_message
 
 logger = logging.getLogger("voicebridge.stream")
 

@@ -1,120 +1,71 @@
-"""The door of the HTTP server: one middleware applying `auth` to webhooks, streams and management.
+"""The door of the HTTP server: one middleware letting requests through to webhooks, streams and
+management. It knows no provider: a webhook's provider (from its path `/webhooks/<name>/`) checks its own
+credentials, a stream needs its per-call token or an enabled provider's credentials; the management door's
+checks (bearer token, loopback) are here.
 
 It also turns hostile input (`BadInput`: bodies, sids in paths) into a counted 4xx with one log line.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from voicebridge.config.schema import Settings
-from voicebridge.server.bodies import FORM, BadInput, parsed_body
+from voicebridge.server.bodies import BadInput
 from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
-from voicebridge.telephony.auth import (
-    AuthFailure,
-    StreamTokens,
-    check_basic,
-    check_ip,
-    check_token,
-    check_twilio_signature,
-    client_address,
-    is_loopback,
-)
+from voicebridge.telephony.auth import AuthFailure, check_token, in_networks
+from voicebridge.telephony.base import Provider
+from voicebridge.telephony.providers import PROVIDERS, enabled_providers
 from voicebridge.telephony.sids import is_valid_sid
+from voicebridge.telephony.stream_tokens import StreamTokens
 
 logger = logging.getLogger("voicebridge.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 # Probes stay open: load balancers and container runtimes must reach them without credentials.
 OPEN_PATHS = ("/live", "/ready")
 # Any of these means the request came through a proxy, whatever the peer address says.
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 
 
-def signed_url(request: web.Request, settings: Settings, websocket: bool = False) -> str:
-    """The URL the provider called, as it saw it (public_url when set): what Twilio signs."""
-    public = settings.server.public_url.rstrip("/")
-    if not public:
-        try:
-            seen = str(request.url)
-        except ValueError:  # a Host header that is no host
-            raise AuthFailure("malformed host") from None
-        # aiohttp names an upgrade's URL http(s)://; Twilio signs the ws(s):// URL it connected to.
-        return seen.replace("https://", "wss://", 1).replace("http://", "ws://", 1) if websocket else seen
-    if websocket:
-        public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    return public + request.path_qs
+def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The caller's address: the peer, or the nearest untrusted hop of X-Forwarded-For via trusted proxies."""
+    address = peer or ""
+    if not forwarded_for or not in_networks(address, trusted_proxies):
+        return address
+    for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+        address = hop
+        if not in_networks(hop, trusted_proxies):
+            break
+    return address
 
 
-async def _check_exotel(request: web.Request, settings: Settings, address: str) -> None:
-    exotel = settings.exotel
-    if exotel.webhook_auth == "basic":
-        check_basic(
-            request.headers.get("Authorization"),
-            exotel.webhook_username,
-            exotel.webhook_password.get_secret_value(),
-        )
-    elif exotel.webhook_auth == "token":
-        offered = request.query.get("token") or request.headers.get("X-Voicebridge-Token")
-        check_token(offered, exotel.webhook_token.get_secret_value())
-    elif exotel.webhook_auth == "ip":
-        check_ip(address, exotel.allowed_cidrs)
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8 and ::1."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
-async def _check_twilio(request: web.Request, settings: Settings, address: str) -> None:
-    twilio = settings.twilio
-    if twilio.webhook_auth == "signature":
-        # Parsed once and kept on the request: the handler reads the same fields after this check.
-        body = await parsed_body(request)
-        if body.kind not in ("none", "form"):
-            # The signature covers form parameters only; any other body would be unauthenticated.
-            raise AuthFailure(f"signed webhooks must be {FORM}")
-        check_twilio_signature(
-            request.headers.get("X-Twilio-Signature"),
-            twilio.auth_token.get_secret_value(),
-            signed_url(request, settings),
-            body.pairs,
-        )
-    elif twilio.webhook_auth == "ip":
-        check_ip(address, twilio.allowed_cidrs)
-
-
-def _check_stream(request: web.Request, settings: Settings, address: str) -> None:
-    """A stream needs its call's token, or the provider's own credentials on the upgrade."""
+def _check_stream(
+    request: web.Request, settings: Settings, address: str, providers: Sequence[Provider]
+) -> None:
+    """A stream needs its call's token, or an enabled provider's own credentials on the upgrade."""
     call_sid, token = request.match_info.get("call_sid"), request.match_info.get("token")
     if call_sid and token:
         # Checked here, spent by `spend_stream_token` once the upgrade succeeded: a refused or failed
         # upgrade (a bad sample rate, a plain GET) must not burn the caller's one stream.
         request.app[STREAM_TOKENS].check_unused(call_sid, token)
         return
-    exotel, twilio = settings.exotel, settings.twilio
-    attempts: list[Callable[[], None]] = []
-    if exotel.enabled and exotel.webhook_auth == "basic":
-        attempts.append(
-            lambda: check_basic(
-                request.headers.get("Authorization"),
-                exotel.webhook_username,
-                exotel.webhook_password.get_secret_value(),
-            )
-        )
-    if twilio.enabled and twilio.webhook_auth == "signature":
-        attempts.append(
-            lambda: check_twilio_signature(
-                request.headers.get("X-Twilio-Signature"),
-                twilio.auth_token.get_secret_value(),
-                signed_url(request, settings, websocket=True),
-                {},
-            )
-        )
-    for provider in (exotel, twilio):
-        if provider.enabled and provider.webhook_auth == "ip":
-            attempts.append(lambda allowed=provider.allowed_cidrs: check_ip(address, allowed))
-    for attempt in attempts:
+    for provider in enabled_providers(settings, providers):
         try:
-            attempt()
+            provider.check_stream(request, settings, address)
             return
         except AuthFailure:
             continue
@@ -142,14 +93,11 @@ def _check_management(request: web.Request, settings: Settings, address: str) ->
     raise AuthFailure("management needs loopback or the bearer token", status=401 if token else 403)
 
 
-def surface_of(path: str) -> str:
-    """Which door a path belongs to (metrics label and which check applies)."""
-    if path.startswith("/webhooks/exotel/"):
-        return "exotel"
-    if path.startswith("/webhooks/twilio/"):
-        return "twilio"
+def surface_of(path: str, providers: Sequence[Provider] = PROVIDERS) -> str:
+    """Which door a path belongs to (metrics label and which check applies): a provider's name for its
+    webhooks, else "webhooks", "stream", "open" or "management"."""
     if path.startswith("/webhooks/"):
-        return "webhooks"
+        return next((p.name for p in providers if path.startswith(f"/webhooks/{p.name}/")), "webhooks")
     if path.startswith("/ws/stream"):
         return "stream"
     return "open" if path in OPEN_PATHS else "management"
@@ -162,42 +110,51 @@ def _check_path_sid(request: web.Request) -> None:
         raise BadInput("bad_call_sid")
 
 
-@web.middleware
-async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Let a request through only when its surface's authentication says so."""
-    settings = request.app[SETTINGS]
-    path = request.path
-    surface = surface_of(path)
-    if surface == "open":
-        return await handler(request)
-    if surface == "webhooks" or (surface in ("exotel", "twilio") and not settings.provider_enabled(surface)):
-        # A disabled provider has no door at all (its routes are not even registered).
-        raise web.HTTPNotFound()
-    address = client_address(
-        request.remote, request.headers.get("X-Forwarded-For"), settings.server.trusted_proxies
-    )
-    metrics = request.app[METRICS]
-    try:
-        _check_path_sid(request)
-        if surface == "management":
-            _check_management(request, settings, address)
-        elif not settings.open_mode:
-            if surface == "exotel":
-                await _check_exotel(request, settings, address)
-            elif surface == "twilio":
-                await _check_twilio(request, settings, address)
-            else:
-                _check_stream(request, settings, address)
-        return await handler(request)
-    except AuthFailure as failure:
-        metrics.auth_failures.labels(surface=surface, reason=failure.reason).inc()
-        # The path, not the query (a token may be in it), and a stream's call sid without its token.
-        shown = f"/ws/stream/{request.match_info.get('call_sid', '')}" if surface == "stream" else path
-        logger.warning("refused %s %.200s from %s: %s", request.method, shown, address, failure.reason)
-        refusal = web.HTTPForbidden if failure.status == 403 else web.HTTPUnauthorized
-        raise refusal(text=failure.reason) from None
-    except BadInput as bad:
-        return refuse_bad_input(request, bad, address)
+def access_door(providers: Sequence[Provider] = PROVIDERS) -> Middleware:
+    """The door middleware for these providers (the built-in ones in the daemon)."""
+
+    @web.middleware
+    async def access_control(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Let a request through only when its surface's authentication says so."""
+        settings = request.app[SETTINGS]
+        path = request.path
+        surface = surface_of(path, providers)
+        if surface == "open":
+            return await handler(request)
+        webhook_provider = next(
+            (p for p in enabled_providers(settings, providers) if p.name == surface), None
+        )
+        if surface not in ("management", "stream") and webhook_provider is None:
+            # A disabled provider has no door at all (its routes are not even registered).
+            raise web.HTTPNotFound()
+        address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For"), settings.server.trusted_proxies
+        )
+        metrics = request.app[METRICS]
+        try:
+            _check_path_sid(request)
+            if surface == "management":
+                _check_management(request, settings, address)
+            elif not settings.open_mode:
+                if webhook_provider is not None:
+                    await webhook_provider.check_webhook(request, settings, address)
+                else:
+                    _check_stream(request, settings, address, providers)
+            return await handler(request)
+        except AuthFailure as failure:
+            metrics.auth_failures.labels(surface=surface, reason=failure.reason).inc()
+            # The path, not the query (a token may be in it), and a stream's call sid without its token.
+            shown = f"/ws/stream/{request.match_info.get('call_sid', '')}" if surface == "stream" else path
+            logger.warning("refused %s %.200s from %s: %s", request.method, shown, address, failure.reason)
+            refusal = web.HTTPForbidden if failure.status == 403 else web.HTTPUnauthorized
+            raise refusal(text=failure.reason) from None
+        except BadInput as bad:
+            return refuse_bad_input(request, bad, address)
+
+    return access_control
+
+
+access_control = access_door()
 
 
 def refuse_bad_input(request: web.Request, bad: BadInput, address: str = "") -> web.Response:

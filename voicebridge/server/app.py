@@ -54,8 +54,8 @@ from voicebridge.server.systemd import SystemdNotifier
 from voicebridge.speech.base import Closable, SpeechToText, TextToSpeech
 from voicebridge.speech.factory import build_stt, build_tts
 from voicebridge.speech.models import ModelCache
-from voicebridge.telephony import webhooks
-from voicebridge.telephony.rest import TelephonyControl
+from voicebridge.telephony import providers
+from voicebridge.telephony.providers import TelephonyControl
 
 logger = logging.getLogger("voicebridge.daemon")
 
@@ -103,7 +103,7 @@ async def speech_services(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         app[REGISTRY],
         app[GATE],
-        TelephonyControl(settings.twilio),
+        TelephonyControl(settings),
         outbox,
         BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
         app[LOAD],
@@ -204,7 +204,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
     app.cleanup_ctx.append(background_task(lambda app: app[LOAD].watch_loop()))
     app.cleanup_ctx.append(background_task(lambda app: app[IDLE_MEMORY].run()))
-    webhooks.add_routes(app)
+    providers.add_routes(app)
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)

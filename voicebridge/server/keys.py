@@ -16,7 +16,7 @@ from voicebridge.server.memory import IdleMemoryReturner
 from voicebridge.server.metrics import Metrics
 from voicebridge.speech.base import SpeechToText, TextToSpeech
 from voicebridge.speech.models import ModelCache
-from voicebridge.telephony.auth import StreamTokens
+from voicebridge.telephony.stream_tokens import StreamTokens
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)

@@ -17,8 +17,7 @@ from typing import Literal
 import aiohttp
 
 from voicebridge.sim.messages import OutboundMessage
-from voicebridge.telephony.exotel import ExotelCaller
-from voicebridge.telephony.twilio import TwilioCaller
+from voicebridge.sim.providers import ExotelCaller, TwilioCaller
 
 Provider = Literal["exotel", "twilio"]
 

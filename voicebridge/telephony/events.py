@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-ProviderName = Literal["exotel", "twilio"]
+# A provider's `Provider.name` ("exotel", "twilio", ...): a plain str, so that adding a provider is one new
+# module under telephony/ and changes nothing shared.
+ProviderName = str
 AudioEncoding = Literal["pcm16", "mulaw"]
 
 

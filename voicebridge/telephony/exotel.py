@@ -1,47 +1,41 @@
-"""Exotel Voicebot applet stream: snake_case JSON, base64 PCM16LE at 8/16/24 kHz or μ-law at 8 kHz
-(docs/exotel-stream.md).
+"""Exotel, the whole provider: the Voicebot applet stream (snake_case JSON, base64 PCM16LE at 8/16/24 kHz
+or μ-law at 8 kHz, docs/exotel-stream.md), the Voicebot/Passthru/Status/Recording/Connect webhooks, their
+auth (basic, token or ip, as configured) and call control (none needed: closing the stream moves Exotel's
+flow on).
 
-`ExotelTranslator` is the daemon's side; `ExotelCaller` speaks Exotel's side for the simulator and tests.
-Both are pure: strings in, strings or events out.
+`ExotelTranslator` is pure: strings in, strings or events out. Exotel's own side of the stream, played by
+the simulator and tests, is `voicebridge.sim.providers.ExotelCaller`.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 from typing import Any
 
+from aiohttp import web
+
+from voicebridge.admission.gate import PendingCall
 from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
-from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
-from voicebridge.sim.messages import OutboundMessage
-from voicebridge.telephony.events import (
-    Audio,
-    Connected,
-    Dtmf,
-    InboundEvent,
-    MarkEcho,
-    ProtocolViolation,
-    ProviderName,
-    Start,
-    Stop,
-    UnknownEvent,
-)
+from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
+from voicebridge.config.schema import Settings
+from voicebridge.records.callbacks import callback_key, report_key, store_callback, stream_report
+from voicebridge.server.bodies import BadInput, request_fields
+from voicebridge.server.keys import GATE, METRICS, REGISTRY
+from voicebridge.telephony.auth import AuthFailure, check_basic, check_ip, check_token
+from voicebridge.telephony.base import StreamTranslator, Translator
+from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS
-from voicebridge.telephony.translators import event_name
-from voicebridge.telephony.wire import (
-    MAX_MARK_NAME_CHARS,
-    digit,
-    section,
-    sid,
-    string_map,
-    text,
-)
+from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
+from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, string_map, text
 from voicebridge.telephony.wire import sample_rate as parse_rate
+
+logger = logging.getLogger("voicebridge.webhooks")
 
 EXOTEL_RATES = (8000, 16000, 24000)
 
 
-class ExotelTranslator:
+class ExotelTranslator(StreamTranslator):
     """Exotel wire JSON ⇄ internal events for one stream.
 
     The rate: Exotel documents the Voicebot URL's `sample-rate` query parameter (8000 when absent) and the
@@ -52,30 +46,14 @@ class ExotelTranslator:
     """
 
     provider: ProviderName = "exotel"
+    sid_key = "stream_sid"
+    dtmf_fields = ("digit", "digits")
 
     def __init__(self, url_rate: int | None = None) -> None:
+        super().__init__()
         self._url_rate = url_rate
         self.sample_rate = url_rate or 8000
-        self.stream_sid = ""
         self._mulaw = False
-
-    def parse(self, message: dict[str, Any]) -> InboundEvent:
-        """Translate one decoded message; raises ProtocolViolation (UnknownEvent for events we ignore)."""
-        name = event_name(message)
-        if name == "media":
-            return self._media(section(message, "media"))
-        if name == "connected":
-            return Connected()
-        if name == "start":
-            return self._start(message)
-        if name == "dtmf":
-            return Dtmf(digit(text(section(message, "dtmf"), "digit", "digits")))
-        if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
-        if name == "stop":
-            stop = message.get("stop")
-            return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
-        raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
 
     @property
     def outbound_chunk_ms(self) -> int:
@@ -111,12 +89,9 @@ class ExotelTranslator:
         elif announced is not None:
             asks = f"asks sample-rate={self._url_rate}" if self._url_rate else "has no sample-rate"
             note = f"the stream URL {asks}, start says {announced}"
-        stream_sid = sid(message, "bad_stream_sid", "stream_sid", "streamSid") or sid(
-            body, "bad_stream_sid", "stream_sid", "streamSid"
+        stream_sid, call_sid = start_sids(
+            message, body, ("stream_sid", "streamSid"), ("call_sid", "callSid", "CallSid")
         )
-        call_sid = sid(body, "bad_call_sid", "call_sid", "callSid", "CallSid")
-        if not call_sid and not stream_sid:
-            raise ProtocolViolation("missing_field", "start has neither call_sid nor stream_sid")
         return Start(
             provider="exotel",
             stream_sid=stream_sid,
@@ -131,34 +106,21 @@ class ExotelTranslator:
             rate_note=f"{note}; using {rate}" if note else "",
         )
 
+    def _stop(self, message: dict[str, Any]) -> Stop:
+        stop = message.get("stop")
+        return Stop(text(stop, "reason") if isinstance(stop, dict) else "")
+
     def _media(self, media: dict[str, Any]) -> Audio:
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise ProtocolViolation("missing_field", "media.payload missing")
-        try:
-            audio = b64decode_payload(payload)
-        except ValueError as exc:
-            raise ProtocolViolation("bad_base64", str(exc)[:120]) from None
+        audio = payload_bytes(media)
         if self._mulaw:
             audio = ulaw_to_pcm16(audio)
         if not audio or len(audio) % 2:
             raise ProtocolViolation("bad_audio", f"PCM16 payload of {len(audio)} bytes")
         return Audio(audio, self.sample_rate)
 
-    def media(self, pcm16: bytes) -> str:
-        """An outbound media message at the stream's rate, in the stream's encoding (PCM16LE or μ-law)."""
-        audio = pcm16_to_ulaw(pcm16) if self._mulaw else pcm16
-        return json.dumps(
-            {"event": "media", "stream_sid": self.stream_sid, "media": {"payload": b64encode_payload(audio)}}
-        )
-
-    def mark(self, name: str) -> str:
-        """An outbound mark, echoed by Exotel when the audio before it has played."""
-        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
-
-    def clear(self) -> str:
-        """Drop the audio Exotel has queued (barge-in)."""
-        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+    def _wire_audio(self, pcm16: bytes) -> bytes:
+        # Outbound audio goes at the stream's rate in the stream's encoding (PCM16LE or μ-law).
+        return pcm16_to_ulaw(pcm16) if self._mulaw else pcm16
 
 
 def names_mulaw(encoding: str) -> bool:
@@ -174,114 +136,166 @@ def rate_in_encoding(encoding: str) -> str | None:
     return found.group(1) if found else None
 
 
-class ExotelCaller:
-    """Exotel's side of the stream: the messages its platform sends, and parsing what we send back."""
+# --- webhooks ------------------------------------------------------------------------------------------
 
-    def __init__(
-        self,
-        call_sid: str,
-        stream_sid: str,
-        from_number: str = "+919876543210",
-        to_number: str = "+918047491899",
-        sample_rate: int = 8000,
-        account_sid: str = "ACsimulated",
-        custom_parameters: dict[str, str] | None = None,
-    ) -> None:
-        self.call_sid = call_sid
-        self.stream_sid = stream_sid
-        self.from_number = from_number
-        self.to_number = to_number
-        self.sample_rate = sample_rate
-        self.account_sid = account_sid
-        self.custom_parameters = custom_parameters or {}
-        self._sequence = 0
-        self._chunk = 0
-        self._timestamp_ms = 0
 
-    def _next(self) -> str:
-        self._sequence += 1
-        return str(self._sequence)
-
-    def connected(self) -> str:
-        return json.dumps({"event": "connected"})
-
-    def start(self) -> str:
-        return json.dumps(
-            {
-                "event": "start",
-                "sequence_number": self._next(),
-                "stream_sid": self.stream_sid,
-                "start": {
-                    "stream_sid": self.stream_sid,
-                    "call_sid": self.call_sid,
-                    "account_sid": self.account_sid,
-                    "from": self.from_number,
-                    "to": self.to_number,
-                    "custom_parameters": self.custom_parameters,
-                    "media_format": {
-                        "encoding": "audio/x-raw",
-                        "sample_rate": str(self.sample_rate),
-                        "bit_rate": "16",
-                    },
-                },
-            }
+async def exotel_incoming(request: web.Request) -> web.Response:
+    """Voicebot applet's dynamic URL: remember the call and answer with its stream URL."""
+    fields = await request_fields(request)
+    call_sid = checked_call_sid(request, fields, "exotel_incoming")
+    base = stream_base(request)
+    gate = request.app[GATE]
+    if (reason := gate.denied(call_sid)) is not None:
+        count_webhook(request, "exotel_incoming", "denied")
+        raise web.HTTPForbidden(text=f"call refused: {reason}")
+    gate.register_pending(
+        PendingCall(
+            call_sid,
+            fields.get("From") or fields.get("CallFrom", ""),
+            fields.get("To") or fields.get("CallTo", ""),
         )
+    )
+    query = {"sample-rate": fields["sample-rate"]} if "sample-rate" in fields else {}
+    count_webhook(request, "exotel_incoming", "ok")
+    return web.json_response({"url": stream_url(request, base, call_sid, query)})
 
-    def media(self, pcm16: bytes) -> str:
-        self._chunk += 1
-        message = {
-            "event": "media",
-            "sequence_number": self._next(),
-            "stream_sid": self.stream_sid,
-            "media": {
-                "chunk": str(self._chunk),
-                "timestamp": str(self._timestamp_ms),
-                "payload": b64encode_payload(pcm16),
-            },
+
+async def exotel_passthru(request: web.Request) -> web.Response:
+    """Before the Voicebot applet, the gate: 200 proceeds to the bot, 302 takes the flow's other path.
+    After it, a report of the finished stream: stored durably and answered 200, whatever the load."""
+    fields = await request_fields(request)
+    call_sid = checked_call_sid(request, fields, "exotel_passthru", required=False)
+    report = stream_report(fields)
+    if report is not None:
+        if not call_sid:
+            count_webhook(request, "exotel_passthru", "bad_request")
+            raise BadInput("no_call_sid")
+        # Draining, at capacity or overloaded changes nothing here: the call has already been served.
+        await store_callback(
+            request, "exotel_passthru", "passthru", call_sid, report_key(call_sid, report), fields
+        )
+        return web.Response(status=200, text="ok")
+    registry = request.app[REGISTRY]
+    if reason := registry.refusal():
+        request.app[METRICS].calls_rejected.labels(reason=reason).inc()
+        logger.warning(
+            "passthru refused %s: %s", call_sid or "?", reason, extra={"call_sid": call_sid or "-"}
+        )
+        count_webhook(request, "exotel_passthru", reason)
+        return web.Response(status=302, text=reason)
+    from_number = fields.get("From") or fields.get("CallFrom", "")
+    to_number = fields.get("To") or fields.get("CallTo", "")
+    if call_sid and (reason := await request.app[GATE].check(call_sid, from_number, to_number, "exotel")):
+        count_webhook(request, "exotel_passthru", "denied")
+        return web.Response(status=302, text=reason)
+    count_webhook(request, "exotel_passthru", "ok")
+    return web.Response(status=200, text="ok")
+
+
+async def _callback(request: web.Request, kind: str) -> web.Response:
+    fields = await request_fields(request)
+    call_sid = checked_call_sid(request, fields, f"exotel_{kind}")
+    # Stored durably before Exotel hears 200; the key makes its retries the same record.
+    key = callback_key(call_sid, kind, fields)
+    stored = await store_callback(request, f"exotel_{kind}", kind, call_sid, key, fields)
+    return web.json_response({"ok": True, "duplicate": not stored})
+
+
+async def exotel_status(request: web.Request) -> web.Response:
+    """StatusCallback: stored once per CallSid and status, however often Exotel retries."""
+    return await _callback(request, "status")
+
+
+async def exotel_recording(request: web.Request) -> web.Response:
+    """Recording callback: the recording URL is kept on the call."""
+    return await _callback(request, "recording")
+
+
+async def exotel_transfer(request: web.Request) -> web.Response:
+    """Connect applet's dynamic URL: where to dial for a call we transferred."""
+    fields = await request_fields(request)
+    call_sid = checked_call_sid(request, fields, "exotel_transfer", required=False)
+    number = request.app[REGISTRY].facts.transfer_destination(call_sid)
+    if number is None:
+        count_webhook(request, "exotel_transfer", "unknown")
+        return web.json_response({"error": f"no transfer requested for call {call_sid or '?'}"}, status=404)
+    count_webhook(request, "exotel_transfer", "ok")
+    return web.json_response(
+        {
+            "fetch_after_attempt": False,
+            "destination": {"numbers": [number]},
+            "record": True,
+            "recording_channels": "dual",
+            "max_ringing_duration": 45,
+            "max_conversation_duration": 3600,
+            "music_on_hold": {"type": "operator_tone"},
         }
-        self._timestamp_ms += len(pcm16) * 1000 // (2 * self.sample_rate)
-        return json.dumps(message)
+    )
 
-    def dtmf(self, key: str) -> str:
-        return json.dumps(
-            {
-                "event": "dtmf",
-                "sequence_number": self._next(),
-                "stream_sid": self.stream_sid,
-                "dtmf": {"digit": key, "duration": "100"},
-            }
-        )
 
-    def mark(self, name: str) -> str:
-        return json.dumps(
-            {
-                "event": "mark",
-                "sequence_number": self._next(),
-                "stream_sid": self.stream_sid,
-                "mark": {"name": name},
-            }
-        )
+# --- the provider --------------------------------------------------------------------------------------
 
-    def stop(self, reason: str = "callended") -> str:
-        return json.dumps(
-            {
-                "event": "stop",
-                "sequence_number": self._next(),
-                "stream_sid": self.stream_sid,
-                "stop": {"call_sid": self.call_sid, "account_sid": self.account_sid, "reason": reason},
-            }
-        )
 
-    def parse_outbound(self, raw: str) -> OutboundMessage:
-        """Decode a message the daemon sent; Exotel payloads are PCM16 at the stream's rate."""
-        message = json.loads(raw)
-        name = event_name(message)
-        sid = text(message, "stream_sid", "streamSid")
-        if name == "media":
-            payload = b64decode_payload(message["media"]["payload"])
-            return OutboundMessage("media", payload, raw_payload_bytes=len(payload), stream_sid=sid)
-        if name == "mark":
-            return OutboundMessage("mark", mark_name=str(message["mark"]["name"]), stream_sid=sid)
-        if name == "clear":
-            return OutboundMessage("clear", stream_sid=sid)
-        return OutboundMessage("other", stream_sid=sid)
+class ExotelProvider:
+    """Exotel as the daemon uses it (the `Provider` Protocol of telephony/base.py)."""
+
+    name: ProviderName = "exotel"
+
+    def enabled(self, settings: Settings) -> bool:
+        return settings.exotel.enabled
+
+    def claims_start(self, message: dict[str, Any]) -> bool:
+        # Exotel's start is the documented default and its spellings vary (snake_case, camelCase, numbers
+        # as strings or ints): it takes any start no other provider claims, so it is listed last.
+        return True
+
+    def translator(self, url_rate: int | None) -> Translator:
+        return ExotelTranslator(url_rate)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/webhooks/exotel/incoming", exotel_incoming)
+        app.router.add_route("*", "/webhooks/exotel/passthru", exotel_passthru)
+        app.router.add_post("/webhooks/exotel/status", exotel_status)
+        app.router.add_post("/webhooks/exotel/recording", exotel_recording)
+        app.router.add_get("/webhooks/exotel/transfer", exotel_transfer)
+
+    async def check_webhook(self, request: web.Request, settings: Settings, address: str) -> None:
+        exotel = settings.exotel
+        if exotel.webhook_auth == "basic":
+            _check_basic(request, settings)
+        elif exotel.webhook_auth == "token":
+            offered = request.query.get("token") or request.headers.get("X-Voicebridge-Token")
+            check_token(offered, exotel.webhook_token.get_secret_value())
+        elif exotel.webhook_auth == "ip":
+            check_ip(address, exotel.allowed_cidrs)
+
+    def check_stream(self, request: web.Request, settings: Settings, address: str) -> None:
+        exotel = settings.exotel
+        if exotel.webhook_auth == "basic":
+            # A static Voicebot URL (https://user:pass@host/ws/stream) sends the same basic credentials.
+            _check_basic(request, settings)
+        elif exotel.webhook_auth == "ip":
+            check_ip(address, exotel.allowed_cidrs)
+        else:
+            # Token (and no) auth has never admitted a stream without its per-call token.
+            raise AuthFailure(f"exotel webhook_auth {exotel.webhook_auth!r} does not cover streams")
+
+    async def hang_up(self, start: Start, settings: Settings) -> bool:
+        # Closing the stream moves Exotel's flow on: nothing to ask the provider.
+        return True
+
+    async def transfer(self, start: Start, number: str, settings: Settings) -> bool:
+        # Exotel's Connect applet asks our transfer webhook (exotel_transfer) where to dial.
+        return True
+
+
+def _check_basic(request: web.Request, settings: Settings) -> None:
+    exotel = settings.exotel
+    check_basic(
+        request.headers.get("Authorization"),
+        exotel.webhook_username,
+        exotel.webhook_password.get_secret_value(),
+    )
+
+
+EXOTEL = ExotelProvider()

@@ -1,69 +1,52 @@
-"""Twilio Media Streams: camelCase JSON, base64 μ-law at 8 kHz (docs/twilio-stream.md).
+"""Twilio, the whole provider: Media Streams (camelCase JSON, base64 μ-law at 8 kHz, docs/twilio-stream.md),
+the incoming-call webhook answering TwiML, its auth (X-Twilio-Signature or ip, as configured) and call
+control over Twilio's REST API (hangup, transfer).
 
-`TwilioTranslator` is the daemon's side; `TwilioCaller` speaks Twilio's side for the simulator and tests.
+`TwilioTranslator` is pure. Twilio's own side of the stream, played by the simulator and tests, is
+`voicebridge.sim.providers.TwilioCaller`.
 """
 
 from __future__ import annotations
 
-import json
+import base64
+import hashlib
+import hmac
+import logging
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from xml.sax.saxutils import escape, quoteattr
 
+import aiohttp
+from aiohttp import web
+
+from voicebridge.admission.gate import PendingCall
 from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
-from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
-from voicebridge.sim.messages import OutboundMessage
-from voicebridge.telephony.events import (
-    Audio,
-    Connected,
-    Dtmf,
-    InboundEvent,
-    MarkEcho,
-    ProtocolViolation,
-    ProviderName,
-    Start,
-    Stop,
-    UnknownEvent,
-)
-from voicebridge.telephony.sids import MAX_NUMBER_CHARS
-from voicebridge.telephony.translators import event_name
-from voicebridge.telephony.wire import (
-    MAX_MARK_NAME_CHARS,
-    digit,
-    section,
-    sid,
-    string_map,
-    text,
-)
+from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
+from voicebridge.config.schema import Settings, TwilioConfig
+from voicebridge.server.bodies import FORM, parsed_body, request_fields
+from voicebridge.server.keys import GATE, METRICS, REGISTRY, SETTINGS
+from voicebridge.telephony.auth import AuthFailure, check_ip, credential_bytes
+from voicebridge.telephony.base import StreamTranslator, Translator
+from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop, UnknownEvent
+from voicebridge.telephony.sids import MAX_NUMBER_CHARS, path_segment
+from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
+from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, string_map, text
+
+logger = logging.getLogger("voicebridge.telephony")
 
 TWILIO_RATE = 8000
 
 
-class TwilioTranslator:
+class TwilioTranslator(StreamTranslator):
     """Twilio wire JSON ⇄ internal events for one stream."""
 
     provider: ProviderName = "twilio"
     sample_rate = TWILIO_RATE
+    sid_key = "streamSid"
     # Twilio states no minimum chunk; 200 ms keeps what a barge-in `clear` discards small.
     outbound_chunk_ms = DEFAULT_CHUNK_MS
-
-    def __init__(self) -> None:
-        self.stream_sid = ""
-
-    def parse(self, message: dict[str, Any]) -> InboundEvent:
-        """Translate one decoded message; raises ProtocolViolation (UnknownEvent for events we ignore)."""
-        name = event_name(message)
-        if name == "media":
-            return self._media(section(message, "media"))
-        if name == "connected":
-            return Connected()
-        if name == "start":
-            return self._start(message)
-        if name == "dtmf":
-            return Dtmf(digit(text(section(message, "dtmf"), "digit")))
-        if name == "mark":
-            return MarkEcho(text(section(message, "mark"), "name", limit=MAX_MARK_NAME_CHARS))
-        if name == "stop":
-            return Stop("stopped")
-        raise UnknownEvent("unknown_event", repr(name or message.get("event"))[:60])
 
     def accept(self, start: Start) -> None:
         """From now on: this start's stream sid in every outbound frame."""
@@ -79,12 +62,7 @@ class TwilioTranslator:
         rate = text(media_format, "sampleRate", default=str(TWILIO_RATE))
         if rate != str(TWILIO_RATE):
             raise ProtocolViolation("bad_sample_rate", f"Twilio streams are 8000 Hz, got {rate[:20]!r}")
-        stream_sid = sid(message, "bad_stream_sid", "streamSid", "stream_sid") or sid(
-            body, "bad_stream_sid", "streamSid", "stream_sid"
-        )
-        call_sid = sid(body, "bad_call_sid", "callSid", "call_sid")
-        if not call_sid and not stream_sid:
-            raise ProtocolViolation("missing_field", "start has neither callSid nor streamSid")
+        stream_sid, call_sid = start_sids(message, body, ("streamSid", "stream_sid"), ("callSid", "call_sid"))
         parameters = string_map(body.get("customParameters"))
         from_number = parameters.get("From", parameters.get("from", ""))
         to_number = parameters.get("To", parameters.get("to", ""))
@@ -107,135 +85,254 @@ class TwilioTranslator:
         track = text(media, "track", default="inbound")
         if track not in ("inbound", "inbound_track"):
             raise UnknownEvent("ignored_track", f"media on track {track!r}")
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise ProtocolViolation("missing_field", "media.payload missing")
-        try:
-            audio = b64decode_payload(payload)
-        except ValueError as exc:
-            raise ProtocolViolation("bad_base64", str(exc)[:120]) from None
+        audio = payload_bytes(media)
         if not audio:
             raise ProtocolViolation("bad_audio", "empty payload")
         return Audio(ulaw_to_pcm16(audio), TWILIO_RATE)
 
-    def media(self, pcm16: bytes) -> str:
-        """An outbound media message: PCM16 at 8 kHz, sent as μ-law."""
-        payload = b64encode_payload(pcm16_to_ulaw(pcm16))
-        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+    def _stop(self, message: dict[str, Any]) -> Stop:
+        return Stop("stopped")
 
-    def mark(self, name: str) -> str:
-        """An outbound mark, echoed when played (or dropped by a clear)."""
-        return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
-
-    def clear(self) -> str:
-        """Drop the audio Twilio has queued (barge-in)."""
-        return json.dumps({"event": "clear", "streamSid": self.stream_sid})
+    def _wire_audio(self, pcm16: bytes) -> bytes:
+        # Outbound audio: PCM16 at 8 kHz, sent as μ-law.
+        return pcm16_to_ulaw(pcm16)
 
 
-class TwilioCaller:
-    """Twilio's side of the stream: what Media Streams sends, and parsing what we send back."""
+def is_twilio_start(message: dict[str, Any]) -> bool:
+    """Twilio's start is camelCase (`streamSid`, `callSid`, `mediaFormat`) and carries μ-law."""
+    start = message.get("start")
+    body = start if isinstance(start, dict) else {}
+    if "mediaFormat" in body:
+        encoding = body["mediaFormat"].get("encoding", "") if isinstance(body["mediaFormat"], dict) else ""
+        return "mulaw" in str(encoding).lower()
+    return "callSid" in body and "call_sid" not in body and "tracks" in body
 
-    sample_rate = TWILIO_RATE
 
-    def __init__(
-        self,
-        call_sid: str,
-        stream_sid: str,
-        from_number: str = "+15551230000",
-        to_number: str = "+15557650000",
-        account_sid: str = "ACsimulated",
-    ) -> None:
-        self.call_sid = call_sid
-        self.stream_sid = stream_sid
-        self.account_sid = account_sid
-        self.custom_parameters = {"From": from_number, "To": to_number}
-        self._sequence = 0
-        self._chunk = 0
-        self._timestamp_ms = 0
+# --- webhook -------------------------------------------------------------------------------------------
 
-    def _next(self) -> str:
-        self._sequence += 1
-        return str(self._sequence)
 
-    def connected(self) -> str:
-        return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-
-    def start(self) -> str:
-        return json.dumps(
-            {
-                "event": "start",
-                "sequenceNumber": self._next(),
-                "streamSid": self.stream_sid,
-                "start": {
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": self.custom_parameters,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": TWILIO_RATE, "channels": 1},
-                },
-            }
+async def twilio_incoming(request: web.Request) -> web.Response:
+    """Twilio voice webhook: TwiML that connects the call's audio to our stream."""
+    fields = await request_fields(request)
+    call_sid = checked_call_sid(request, fields, "twilio_incoming", required=False)
+    base = stream_base(request)
+    registry = request.app[REGISTRY]
+    if (refusal := registry.refusal()) or not call_sid:
+        if refusal:
+            request.app[METRICS].calls_rejected.labels(reason=refusal).inc()
+        count_webhook(request, "twilio_incoming", "busy" if call_sid else "bad_request")
+        busy = request.app[SETTINGS].prompts.busy
+        twiml = f"<Response><Say>{escape(busy)}</Say><Hangup/></Response>"
+        return web.Response(text=_xml(twiml), content_type="text/xml")
+    from_number, to_number = fields.get("From", ""), fields.get("To", "")
+    if await request.app[GATE].check(call_sid, from_number, to_number, "twilio"):
+        count_webhook(request, "twilio_incoming", "denied")
+        return web.Response(
+            text=_xml('<Response><Reject reason="rejected"/></Response>'), content_type="text/xml"
         )
+    request.app[GATE].register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
+    parameters = "".join(
+        f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
+        for name, value in (("From", from_number), ("To", to_number), ("CallSid", call_sid))
+    )
+    url = stream_url(request, base, call_sid, {})
+    twiml = f"<Response><Connect><Stream url={quoteattr(url)}>{parameters}</Stream></Connect></Response>"
+    count_webhook(request, "twilio_incoming", "ok")
+    return web.Response(text=_xml(twiml), content_type="text/xml")
 
-    def media(self, pcm16: bytes) -> str:
-        self._chunk += 1
-        message = {
-            "event": "media",
-            "sequenceNumber": self._next(),
-            "streamSid": self.stream_sid,
-            "media": {
-                "track": "inbound",
-                "chunk": str(self._chunk),
-                "timestamp": str(self._timestamp_ms),
-                "payload": b64encode_payload(pcm16_to_ulaw(pcm16)),
-            },
-        }
-        self._timestamp_ms += len(pcm16) * 1000 // (2 * TWILIO_RATE)
-        return json.dumps(message)
 
-    def dtmf(self, key: str) -> str:
-        return json.dumps(
-            {
-                "event": "dtmf",
-                "sequenceNumber": self._next(),
-                "streamSid": self.stream_sid,
-                "dtmf": {"track": "inbound_track", "digit": key},
-            }
-        )
+def _xml(body: str) -> str:
+    return f'<?xml version="1.0" encoding="UTF-8"?>{body}'
 
-    def mark(self, name: str) -> str:
-        return json.dumps(
-            {
-                "event": "mark",
-                "sequenceNumber": self._next(),
-                "streamSid": self.stream_sid,
-                "mark": {"name": name},
-            }
-        )
 
-    def stop(self, reason: str = "callended") -> str:
-        # Twilio's stop carries no reason; the argument keeps the caller interface uniform.
-        return json.dumps(
-            {
-                "event": "stop",
-                "sequenceNumber": self._next(),
-                "streamSid": self.stream_sid,
-                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-            }
-        )
+# --- webhook auth: X-Twilio-Signature -----------------------------------------------------------------
 
-    def parse_outbound(self, raw: str) -> OutboundMessage:
-        """Decode a message the daemon sent; Twilio payloads are μ-law, returned as PCM16."""
-        message = json.loads(raw)
-        name = event_name(message)
-        sid = text(message, "streamSid", "stream_sid")
-        if name == "media":
-            payload = b64decode_payload(message["media"]["payload"])
-            return OutboundMessage(
-                "media", ulaw_to_pcm16(payload), raw_payload_bytes=len(payload), stream_sid=sid
+
+# Form parameters as sent: a mapping, or (name, value) pairs in order when a name may repeat.
+FormParams = Mapping[str, str] | Sequence[tuple[str, str]]
+_DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def _grouped(params: FormParams) -> dict[str, list[str]]:
+    pairs = params.items() if isinstance(params, Mapping) else params
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    return grouped
+
+
+def _payload(url: str, grouped: dict[str, list[str]], sdk_order: bool) -> str:
+    return url + "".join(
+        name + value
+        for name in sorted(grouped)
+        for value in (sorted(set(grouped[name])) if sdk_order else grouped[name])
+    )
+
+
+def twilio_signature(auth_token: str, url: str, params: FormParams) -> str:
+    """Twilio's X-Twilio-Signature: base64 HMAC-SHA1 over the URL and the params sorted by name, each name
+    followed by its value (every value of a repeated name, in the order sent)."""
+    return _sign(auth_token, _payload(url, _grouped(params), sdk_order=False))
+
+
+def _sign(auth_token: str, payload: str) -> str:
+    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _url_variants(url: str) -> list[str]:
+    """`url`, and the same with the scheme's default port added or removed: Twilio's own validators accept
+    either, since what Twilio signs depends on how the URL was configured."""
+    parts = urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        return [url]
+    if default is None or not parts.hostname:
+        return [url]
+    if port is None:
+        return [url, urlunsplit(parts._replace(netloc=f"{parts.netloc}:{default}"))]
+    if port == default:
+        return [url, urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))]
+    return [url]
+
+
+def check_twilio_signature(signature: str | None, auth_token: str, url: str, params: FormParams) -> None:
+    """Verify X-Twilio-Signature in constant time against each way Twilio may have signed this request:
+    the URL with or without its default port, a repeated name's values in order or sorted (as Twilio's
+    SDKs compute them)."""
+    if not signature:
+        raise AuthFailure("no signature")
+    offered = credential_bytes(signature, "signature")
+    grouped = _grouped(params)
+    payloads = {
+        _payload(variant, grouped, order) for variant in _url_variants(url) for order in (False, True)
+    }
+    matched = False
+    for payload in sorted(payloads):
+        matched |= hmac.compare_digest(offered, _sign(auth_token, payload).encode())
+    if not matched:
+        raise AuthFailure("bad signature")
+
+
+def signed_url(request: web.Request, settings: Settings, websocket: bool = False) -> str:
+    """The URL the provider called, as it saw it (public_url when set): what Twilio signs."""
+    public = settings.server.public_url.rstrip("/")
+    if not public:
+        try:
+            seen = str(request.url)
+        except ValueError:  # a Host header that is no host
+            raise AuthFailure("malformed host") from None
+        # aiohttp names an upgrade's URL http(s)://; Twilio signs the ws(s):// URL it connected to.
+        return seen.replace("https://", "wss://", 1).replace("http://", "ws://", 1) if websocket else seen
+    if websocket:
+        public = public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return public + request.path_qs
+
+
+# --- call control: Twilio's REST API --------------------------------------------------------------------
+
+REST_TIMEOUT = aiohttp.ClientTimeout(total=5)
+# Twilio account sids: "AC" and 32 hex digits. The REST request carries our auth_token, so an account sid
+# from the wire (the stream's `start`) must name an account, never a path of the caller's choosing.
+ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+
+
+async def update_call(twilio: TwilioConfig, start: Start, form: dict[str, str]) -> bool:
+    """POST `form` to the call's REST resource (Calls/<sid>.json); True when Twilio took it or says the
+    call already ended."""
+    token = twilio.auth_token.get_secret_value()
+    account = twilio.account_sid or start.account_sid
+    log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
+    if not (account and token):
+        log.warning("twilio account_sid/auth_token not configured: closing the stream only")
+        return False
+    if not ACCOUNT_SID.fullmatch(account):
+        log.warning("twilio account sid is not AC + 32 hex digits: no REST request, closing the stream only")
+        return False
+    url = (
+        f"{twilio.api_base.rstrip('/')}/2010-04-01/Accounts/{path_segment(account)}"
+        f"/Calls/{path_segment(start.call_sid)}.json"
+    )
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=REST_TIMEOUT) as session,
+            session.post(
+                url, data=form, headers={"Authorization": aiohttp.encode_basic_auth(account, token)}
+            ) as response,
+        ):
+            if response.status == 404:
+                log.info("twilio says the call already ended")
+                return True
+            if response.status >= 400:
+                log.warning("twilio call update failed: HTTP %d", response.status)
+                return False
+            return True
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("twilio call update failed: %s", type(exc).__name__)
+        return False
+
+
+# --- the provider --------------------------------------------------------------------------------------
+
+
+class TwilioProvider:
+    """Twilio as the daemon uses it (the `Provider` Protocol of telephony/base.py)."""
+
+    name: ProviderName = "twilio"
+
+    def enabled(self, settings: Settings) -> bool:
+        return settings.twilio.enabled
+
+    def claims_start(self, message: dict[str, Any]) -> bool:
+        return is_twilio_start(message)
+
+    def translator(self, url_rate: int | None) -> Translator:
+        # Twilio streams are μ-law at 8 kHz whatever a URL says.
+        return TwilioTranslator()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/webhooks/twilio/incoming", twilio_incoming)
+
+    async def check_webhook(self, request: web.Request, settings: Settings, address: str) -> None:
+        twilio = settings.twilio
+        if twilio.webhook_auth == "signature":
+            # Parsed once and kept on the request: the handler reads the same fields after this check.
+            body = await parsed_body(request)
+            if body.kind not in ("none", "form"):
+                # The signature covers form parameters only; any other body would be unauthenticated.
+                raise AuthFailure(f"signed webhooks must be {FORM}")
+            check_twilio_signature(
+                request.headers.get("X-Twilio-Signature"),
+                twilio.auth_token.get_secret_value(),
+                signed_url(request, settings),
+                body.pairs,
             )
-        if name == "mark":
-            return OutboundMessage("mark", mark_name=str(message["mark"]["name"]), stream_sid=sid)
-        if name == "clear":
-            return OutboundMessage("clear", stream_sid=sid)
-        return OutboundMessage("other", stream_sid=sid)
+        elif twilio.webhook_auth == "ip":
+            check_ip(address, twilio.allowed_cidrs)
+
+    def check_stream(self, request: web.Request, settings: Settings, address: str) -> None:
+        twilio = settings.twilio
+        if twilio.webhook_auth == "signature":
+            # Twilio signs the upgrade too: over the ws(s):// URL, with no parameters.
+            check_twilio_signature(
+                request.headers.get("X-Twilio-Signature"),
+                twilio.auth_token.get_secret_value(),
+                signed_url(request, settings, websocket=True),
+                {},
+            )
+        elif twilio.webhook_auth == "ip":
+            check_ip(address, twilio.allowed_cidrs)
+        else:
+            raise AuthFailure(f"twilio webhook_auth {twilio.webhook_auth!r} does not cover streams")
+
+    async def hang_up(self, start: Start, settings: Settings) -> bool:
+        return await update_call(settings.twilio, start, {"Status": "completed"})
+
+    async def transfer(self, start: Start, number: str, settings: Settings) -> bool:
+        twiml = f"<Response><Dial>{escape(number)}</Dial></Response>"
+        return await update_call(settings.twilio, start, {"Twiml": twiml})
+
+
+TWILIO = TwilioProvider()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+from voicebridge.audio.codecs import b64decode_payload
 from voicebridge.telephony.events import ProtocolViolation
 from voicebridge.telephony.sids import SID_RULE, is_valid_sid
 
@@ -16,6 +18,35 @@ MAX_TEXT_CHARS = 256
 MAX_MARK_NAME_CHARS = 128
 MAX_PARAMETERS = 32
 MAX_PARAMETER_KEY_CHARS = 64
+
+
+def load_message(text: str) -> dict[str, Any]:
+    """Decode one text frame as a JSON object, or raise ProtocolViolation."""
+    try:
+        message = json.loads(text)
+    # ValueError covers JSONDecodeError and Python's limit on huge integer literals (4300 digits).
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolViolation("malformed_json", str(exc)[:120]) from None
+    if not isinstance(message, dict):
+        raise ProtocolViolation("malformed_json", f"expected an object, got {type(message).__name__}")
+    return message
+
+
+def event_name(message: dict[str, Any]) -> str:
+    """The message's event name, lower-cased (`event` or `Event`, as seen in the wild); "" if none."""
+    name = message.get("event", message.get("Event", ""))
+    return name.strip().lower() if isinstance(name, str) else ""
+
+
+def payload_bytes(media: dict[str, Any]) -> bytes:
+    """The decoded base64 `payload` of a media object; missing or not base64 → ProtocolViolation."""
+    payload = media.get("payload")
+    if not isinstance(payload, str):
+        raise ProtocolViolation("missing_field", "media.payload missing")
+    try:
+        return b64decode_payload(payload)
+    except ValueError as exc:
+        raise ProtocolViolation("bad_base64", str(exc)[:120]) from None
 
 
 def section(message: dict[str, Any], name: str) -> dict[str, Any]:
@@ -46,6 +77,18 @@ def sid(obj: dict[str, Any], kind: str, *names: str) -> str:
     if value and not is_valid_sid(value):
         raise ProtocolViolation(kind, f"{names[0]} {value[:40]!r} is not {SID_RULE}")
     return value
+
+
+def start_sids(
+    message: dict[str, Any], body: dict[str, Any], stream_names: tuple[str, ...], call_names: tuple[str, ...]
+) -> tuple[str, str]:
+    """A start's (stream sid, call sid): the stream sid at the top of the message or in its `start` body,
+    the call sid in the body; a start with neither is a ProtocolViolation."""
+    stream_sid = sid(message, "bad_stream_sid", *stream_names) or sid(body, "bad_stream_sid", *stream_names)
+    call_sid = sid(body, "bad_call_sid", *call_names)
+    if not call_sid and not stream_sid:
+        raise ProtocolViolation("missing_field", f"start has neither {call_names[0]} nor {stream_names[0]}")
+    return stream_sid, call_sid
 
 
 def sample_rate(raw: object, default: int, supported: tuple[int, ...]) -> int:

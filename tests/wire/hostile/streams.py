@@ -16,7 +16,7 @@ from yarl import URL
 from tests.support.fuzz_messages import WireFuzzer
 from tests.wire.test_fuzz import CONNECTION_TIMEOUT_S, FuzzStats, run_ws_plan
 from voicebridge.sim.daemon import DaemonProcess
-from voicebridge.telephony.auth import twilio_signature
+from voicebridge.telephony.twilio import twilio_signature
 
 
 def signed_upgrade_headers(daemon: DaemonProcess, auth_token: str, query: str = "") -> dict[str, str]:

@@ -1,0 +1,53 @@
+"""What every provider's webhook handlers share: the checked CallSid, the stream URL handed out (with its
+per-call token), the per-endpoint count. The handlers themselves live in each provider's module."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from voicebridge.server.bodies import BadInput
+from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
+from voicebridge.telephony.sids import is_valid_host, is_valid_sid, path_segment
+
+
+def checked_call_sid(
+    request: web.Request, fields: dict[str, str], endpoint: str, required: bool = True
+) -> str:
+    """The CallSid field, of the providers' shape; a bad one is a counted 400 (it would key records and
+    backend URLs)."""
+    call_sid = fields.get("CallSid", "")
+    if not call_sid and not required:
+        return ""
+    if not call_sid:
+        count_webhook(request, endpoint, "bad_request")
+        raise BadInput("no_call_sid")
+    if not is_valid_sid(call_sid):
+        count_webhook(request, endpoint, "bad_call_sid")
+        raise BadInput("bad_call_sid")
+    return call_sid
+
+
+def stream_base(request: web.Request) -> str:
+    """Where our audio socket is reached: `server.public_url`, else the Host the request named. The Host is
+    the client's to choose, so it must at least be a host: it goes into the URL we hand out."""
+    public = request.app[SETTINGS].server.public_url.rstrip("/")
+    if public:
+        return public.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    if not is_valid_host(request.host):
+        raise BadInput("bad_host")
+    return f"{'wss' if request.secure else 'ws'}://{request.host}"
+
+
+def stream_url(request: web.Request, base: str, call_sid: str, query: dict[str, str]) -> str:
+    """The wss:// URL of our audio socket for one call (`base` from `stream_base`)."""
+    suffix = f"?{urlencode(query)}" if query else ""
+    # The token goes in the path: Twilio allows no query string on stream URLs.
+    token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
+    return f"{base}/ws/stream/{path_segment(call_sid)}{token}{suffix}"
+
+
+def count_webhook(request: web.Request, endpoint: str, result: str) -> None:
+    """Count one webhook request by endpoint and result (ok, denied, bad_request, ...)."""
+    request.app[METRICS].webhooks.labels(endpoint=endpoint, result=result).inc()
