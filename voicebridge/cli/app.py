@@ -18,15 +18,15 @@ from voicebridge.cli.doctor import doctor
 from voicebridge.cli.errors import CliError
 from voicebridge.cli.outbox import outbox_app
 from voicebridge.cli.simulate import simulate
-from voicebridge.config.schema import (
+from voicebridge.config.load import (
     ConfigError,
-    Settings,
     apply_overrides,
     load_settings,
     render_toml,
     resolve_config_path,
     write_starter,
 )
+from voicebridge.config.schema import Settings
 
 app = typer.Typer(
     help="Telephony voice-bot bridge: phone calls ⇄ local speech recognition, an AI backend and TTS.",

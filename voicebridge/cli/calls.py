@@ -14,7 +14,7 @@ from rich.table import Table
 
 from voicebridge.cli.control_client import ControlClient, ControlRequestFailed, DaemonUnreachable
 from voicebridge.cli.errors import CliError
-from voicebridge.config.schema import load_settings
+from voicebridge.config.load import load_settings
 
 calls_app = typer.Typer(
     help="See and act on live calls (over the local control socket).", no_args_is_help=True

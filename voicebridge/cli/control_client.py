@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from voicebridge.config.schema import private_dir_problem, private_runtime_fallback
+from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
 
 PROTOCOL_VERSION = 1
 TIMEOUT_S = 10.0

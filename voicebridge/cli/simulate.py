@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voicebridge.cli.errors import CliError
-from voicebridge.config.schema import load_settings
+from voicebridge.config.load import load_settings
 from voicebridge.sim.scripted import (
     CallReport,
     CallScript,

@@ -25,14 +25,9 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from voicebridge.config.schema import (
-    ConfigError,
-    Settings,
-    load_settings,
-    private_dir_problem,
-    private_runtime_fallback,
-    resolve_config_path,
-)
+from voicebridge.config.load import ConfigError, load_settings, resolve_config_path
+from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
+from voicebridge.config.schema import Settings
 
 Status = Literal["pass", "warn", "fail"]
 
