@@ -34,7 +34,8 @@ from voicebridge.backends import (
 )
 from voicebridge.backends.business import BusinessDirectory
 from voicebridge.backends.openai import auth_headers
-from voicebridge.config.schema import BackendConfig, ConfigError, load_settings
+from voicebridge.config.load import ConfigError, load_settings
+from voicebridge.config.schema import BackendConfig
 
 CALL = CallInfo("CA123", "exotel", "+919800000001", "+918047491899")
 HISTORY = [ConversationTurn("bot", "Welcome to Sunrise Clinic."), ConversationTurn("caller", "Hi.")]

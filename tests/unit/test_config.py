@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from voicebridge.config.schema import ConfigError, Settings, load_settings, render_toml, write_starter
+from voicebridge.config.load import ConfigError, load_settings, render_toml, write_starter
+from voicebridge.config.schema import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from voicebridge.config.schema import SYSTEM_CONFIG_PATH
+from voicebridge.config.load import SYSTEM_CONFIG_PATH
 from voicebridge.sim.daemon import free_port
 
 ALL_CHECKS = [

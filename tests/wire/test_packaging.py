@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from voicebridge.config.schema import ConfigError, ServerConfig, load_settings
+from voicebridge.config.load import ConfigError, load_settings
+from voicebridge.config.schema import ServerConfig
 from voicebridge.sim.daemon import free_port, start_daemon
 
 REPO = Path(__file__).resolve().parents[2]

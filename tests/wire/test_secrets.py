@@ -22,8 +22,6 @@ from voicebridge.sim.daemon import start_daemon
 pytestmark = pytest.mark.e2e
 
 SECRETS = {
-    ("exotel", "api_key"): "MARKER-exotel-api-key-1",
-    ("exotel", "api_token"): "MARKER-exotel-api-token-2",
     ("exotel", "webhook_password"): "MARKER-exotel-hook-password-3",
     ("exotel", "webhook_token"): "MARKER-exotel-hook-token-4",
     ("twilio", "auth_token"): "MARKER-twilio-auth-token-5",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,34 +11,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from voicebridge.cli.control_client import ControlClient, ControlRequestFailed, DaemonUnreachable
+from voicebridge.cli.control_client import DaemonUnreachable, client_for, request_op
 from voicebridge.cli.errors import CliError
-from voicebridge.config.schema import load_settings
+from voicebridge.cli.options import ConfigOption, SocketOption, json_option
 
 calls_app = typer.Typer(
     help="See and act on live calls (over the local control socket).", no_args_is_help=True
 )
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="TOML config file (for the socket path).")
-]
-SocketOption = Annotated[
-    Path | None, typer.Option("--socket", help="Control socket path (overrides control.socket_path).")
-]
-
-
-def client_for(config: Path | None, socket_path: Path | None) -> ControlClient:
-    return ControlClient(socket_path or load_settings(config).control_socket_path())
-
-
-def request_op(client: ControlClient, op: str, **params: str | int | bool) -> dict[str, Any]:
-    """One operation; failures become a one-line CliError with exit code 1."""
-    try:
-        return client.request(op, **params)
-    except DaemonUnreachable as exc:
-        raise CliError(str(exc), exit_code=1) from None
-    except ControlRequestFailed as exc:
-        raise CliError(str(exc), exit_code=1) from None
 
 
 def _duration(seconds: float) -> str:
@@ -70,7 +48,7 @@ def calls_table(calls: list[dict[str, Any]], status: str = "") -> Table:
 
 @calls_app.command("list")
 def calls_list(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, json_option()] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second until Ctrl-C.")] = False,
     config: ConfigOption = None,
     socket_path: SocketOption = None,

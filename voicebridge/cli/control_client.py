@@ -7,7 +7,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from voicebridge.config.schema import private_dir_problem, private_runtime_fallback
+from voicebridge.cli.errors import CliError
+from voicebridge.config.load import load_settings
+from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
 
 PROTOCOL_VERSION = 1
 TIMEOUT_S = 10.0
@@ -97,3 +99,16 @@ def _read_line(sock: socket.socket) -> bytes:
         if len(buffer) > MAX_REPLY_BYTES:
             raise ValueError("answer too long")
     return bytes(buffer)
+
+
+def client_for(config: Path | None, socket_path: Path | None) -> ControlClient:
+    """The client for `--socket`, else for the control socket the config names."""
+    return ControlClient(socket_path or load_settings(config).control_socket_path())
+
+
+def request_op(client: ControlClient, op: str, **params: str | int | bool) -> dict[str, Any]:
+    """One operation; failures become a one-line CliError with exit code 1."""
+    try:
+        return client.request(op, **params)
+    except (DaemonUnreachable, ControlRequestFailed) as exc:
+        raise CliError(str(exc), exit_code=1) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,19 +10,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from voicebridge.cli.options import ConfigOption, json_option
+
 _STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red"}
 
 
 def doctor(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config", "-c", help="TOML config file (else $VOICEBRIDGE_CONFIG, ./voicebridge.toml, …)."
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON: the checks (name, status, detail, fix) and ok.")
-    ] = False,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, json_option("the checks (name, status, detail, fix) and ok")] = False,
 ) -> None:
     """Check the config, port, speech engines, backend, directories and limits before serving."""
     # Imported here so every other command starts without the doctor's imports.

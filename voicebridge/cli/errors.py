@@ -1,4 +1,4 @@
-"""Operator subcommands of `voicebridge` (calls, simulate, doctor), each in its own module."""
+"""The error a command raises for the operator: `voicebridge.cli.app.main` prints it as one line."""
 
 from __future__ import annotations
 

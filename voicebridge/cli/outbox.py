@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from voicebridge.cli.calls import ConfigOption, SocketOption, client_for, request_op
+from voicebridge.cli.control_client import client_for, request_op
 from voicebridge.cli.errors import CliError
+from voicebridge.cli.options import ConfigOption, SocketOption, json_option
 
 outbox_app = typer.Typer(
     help="See and re-queue stored call records (over the local control socket).", no_args_is_help=True
@@ -54,7 +55,7 @@ def outbox_list(
     ] = "undelivered",
     call_sid: Annotated[str | None, typer.Option("--call", help="Only this call's records.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, oldest first (1-1000).")] = 200,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, json_option()] = False,
     config: ConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:

@@ -13,17 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from voicebridge.cli.errors import CliError
-from voicebridge.config.schema import load_settings
-from voicebridge.sim.scripted import (
-    CallReport,
-    CallScript,
-    SimulationError,
-    call_audio,
-    check_daemon,
-    late_frames,
-    latency_summary,
-    run_calls,
-)
+from voicebridge.cli.options import ConfigOption, json_option
+from voicebridge.config.load import load_settings
+from voicebridge.sim.scripted import CallReport, CallScript, SimulationError
+from voicebridge.sim.simulate import load_turns, save_audio, simulate_calls, transcribe_replies
 
 DTMF_DIGITS = set("0123456789*#")
 
@@ -42,48 +35,6 @@ def _daemon_url(url: str | None, config: Path | None) -> str:
     return f"http://{host}:{server.port}"
 
 
-def _load_turns(files: list[Path], rate: int) -> list[tuple[str, bytes]]:
-    from voicebridge.audio.levels import trim_trailing_quiet
-    from voicebridge.audio.resample import resample_once
-    from voicebridge.audio.wav import read_wav
-
-    turns = []
-    for path in files:
-        pcm16, file_rate = read_wav(path)
-        pcm16 = resample_once(pcm16, file_rate, rate) if file_rate != rate else pcm16
-        # Voice-to-voice is timed from the last audible sample, not from a recording's quiet tail.
-        speech = trim_trailing_quiet(pcm16, rate)
-        if not speech:
-            raise CliError(f"{path} holds no audible speech")
-        turns.append((path.name, speech))
-    return turns
-
-
-def _transcribe_replies(reports: list[CallReport], config: Path | None) -> None:
-    """Fill in what the bot said, heard through the same local Whisper the daemon uses."""
-    from voicebridge.speech.base import Closable
-    from voicebridge.speech.factory import build_stt
-    from voicebridge.speech.models import ModelCache
-
-    engine = build_stt(load_settings(config), ModelCache())
-
-    async def run() -> None:
-        for report in reports:
-            if report.greeting_pcm16:
-                report.greeting_text = (
-                    await engine.transcribe(report.greeting_pcm16, report.sample_rate)
-                ).text
-            for turn in report.turns:
-                if turn.reply_pcm16:
-                    turn.reply_text = (await engine.transcribe(turn.reply_pcm16, report.sample_rate)).text
-
-    try:
-        asyncio.run(run())
-    finally:
-        if isinstance(engine, Closable):
-            engine.close()
-
-
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
@@ -92,13 +43,13 @@ def report_document(report: CallReport) -> dict[str, Any]:
     """One call as JSON-ready data."""
     return {
         "call_sid": report.call_sid,
-        "provider": report.provider,
+        "provider": report.script.provider,
         "ok": report.ok,
         "error": report.error,
         "close_code": report.close_code,
         "greeting": {
             "first_audio_ms": _ms(report.greeting_s),
-            "seconds": round(len(report.greeting_pcm16) / 2 / report.sample_rate, 2),
+            "seconds": round(len(report.greeting_pcm16) / 2 / report.script.sample_rate, 2),
             "text": report.greeting_text,
         },
         "turns": [
@@ -116,7 +67,7 @@ def report_document(report: CallReport) -> dict[str, Any]:
 
 
 def _call_table(report: CallReport) -> Table:
-    table = Table(title=f"call {report.call_sid} ({report.provider})", title_justify="left")
+    table = Table(title=f"call {report.call_sid} ({report.script.provider})", title_justify="left")
     for column, justify in (
         ("turn", "right"),
         ("caller", "left"),
@@ -126,7 +77,7 @@ def _call_table(report: CallReport) -> Table:
         ("barge-in", "center"),
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    greeting_s = len(report.greeting_pcm16) / 2 / report.sample_rate
+    greeting_s = len(report.greeting_pcm16) / 2 / report.script.sample_rate
     first = _ms(report.greeting_s)
     table.add_row(
         "0",
@@ -194,8 +145,8 @@ def simulate(
     transcribe: Annotated[
         bool, typer.Option("--transcribe/--no-transcribe", help="Transcribe the bot's replies locally.")
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (for the URL).")] = None,
+    as_json: Annotated[bool, json_option()] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Call the daemon as Exotel (or Twilio) would, speaking FILES as the caller; report each turn."""
     if provider not in ("exotel", "twilio"):
@@ -211,8 +162,12 @@ def simulate(
     if calls > 1 and (save_reply or save_call):
         raise CliError("--save-reply and --save-call record one call; drop them or use --calls 1")
     http = _daemon_url(url, config)
+    try:
+        turns = load_turns(files, rate)
+    except SimulationError as exc:
+        raise CliError(str(exc)) from None
     script = CallScript(
-        _load_turns(files, rate),
+        turns,
         provider=provider,  # type: ignore[arg-type]
         sample_rate=rate,
         realtime=not fast,
@@ -222,33 +177,22 @@ def simulate(
         timeout=timeout,
     )
     console = Console(stderr=True)
-
-    async def run() -> tuple[list[CallReport], float, float | None]:
+    with console.status(f"{calls} simulated {provider} call{'s' if calls > 1 else ''} to {http}…"):
         try:
-            await check_daemon(http)
+            simulation = asyncio.run(simulate_calls(http, script, calls, ramp))
         except SimulationError as exc:
             raise CliError(str(exc), exit_code=1) from None
-        late_before = await late_frames(http)
-        reports, wall = await run_calls(http, script, calls, ramp)
-        late_after = await late_frames(http)
-        late = None if late_before is None or late_after is None else late_after - late_before
-        return reports, wall, late
-
-    with console.status(f"{calls} simulated {provider} call{'s' if calls > 1 else ''} to {http}…"):
-        reports, wall, late = asyncio.run(run())
+    reports = simulation.reports
     if transcribe:
         with console.status("Transcribing the bot's replies…"):
-            _transcribe_replies(reports, config)
+            transcribe_replies(reports, load_settings(config))
     if save_reply or save_call:
-        _save(reports[0], save_reply, save_call)
+        try:
+            save_audio(reports[0], save_reply, save_call)
+        except OSError as exc:
+            raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
 
-    summary = {
-        "calls": len(reports),
-        "failed": sum(not r.ok for r in reports),
-        "seconds": round(wall, 1),
-        "latency": latency_summary(reports),
-        "late_frames": late,
-    }
+    summary = simulation.summary()
     if as_json:
         typer.echo(json.dumps({"calls": [report_document(r) for r in reports], "summary": summary}))
     else:
@@ -274,16 +218,3 @@ def _print_human(reports: list[CallReport], summary: dict[str, Any]) -> None:
     for report in reports:
         if not report.ok:
             console.print(f"[red]call {report.call_sid} failed:[/red] {report.error}", highlight=False)
-
-
-def _save(report: CallReport, save_reply: Path | None, save_call: Path | None) -> None:
-    from voicebridge.audio.wav import interleave_stereo, write_wav
-
-    try:
-        if save_reply:
-            write_wav(save_reply, b"".join(frame.pcm16 for frame in report.log.frames), report.sample_rate)
-        if save_call:
-            caller, bot = call_audio(report)
-            write_wav(save_call, interleave_stereo(caller, bot), report.sample_rate, channels=2)
-    except OSError as exc:
-        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from voicebridge.admission.registry import CallRegistry, InvalidNumber, UnknownCall
-from voicebridge.config.schema import private_dir_problem, private_runtime_fallback
+from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.control_outbox import OUTBOX_OPERATIONS, outbox_operation
 from voicebridge.server.control_protocol import (

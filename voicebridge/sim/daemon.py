@@ -1,4 +1,6 @@
-"""Run `voicebridge serve` as a child process on a free loopback port (tests, benchmarks, the simulator)."""
+"""The daemon starter for the wire tests and the benchmarks: `voicebridge serve` as a child process on a free
+loopback port, with a config written from overrides, its own state directory and control socket, a log
+file, and a return only once it answers ready. Nothing in the daemon itself uses this module."""
 
 from __future__ import annotations
 

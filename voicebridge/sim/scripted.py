@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import statistics
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import aiohttp
-import numpy as np
 
 from voicebridge.sim.caller import CallerLog, Provider, SimulatedCaller
 
@@ -45,26 +43,12 @@ class CallScript:
 
 
 @dataclass(slots=True)
-class TurnReport:
-    """One caller turn and the reply it got."""
-
-    number: int
-    label: str
-    latency_s: float | None
-    reply_pcm16: bytes
-    reply_s: float
-    barged_in: bool = False
-    reply_text: str = ""
-    cut_in_at: float | None = None
-
-
-@dataclass(slots=True)
 class CallReport:
     """How one simulated call went; `log` has every frame for saving the audio."""
 
     call_sid: str
-    provider: Provider
-    sample_rate: int
+    # What the call played: its provider, sample rate and turns.
+    script: CallScript
     ok: bool = True
     error: str = ""
     greeting_s: float | None = None
@@ -78,6 +62,21 @@ class CallReport:
     def fail(self, error: str) -> None:
         if self.ok:
             self.ok, self.error = False, error
+
+
+@dataclass(slots=True)
+class TurnReport:
+    """One caller turn and the reply it got."""
+
+    number: int
+    label: str
+    # Voice-to-voice: the turn's last speech sample sent → the reply's first frame received (None: no reply).
+    latency_s: float | None
+    reply_pcm16: bytes
+    reply_s: float
+    barged_in: bool = False
+    reply_text: str = ""
+    cut_in_at: float | None = None
 
 
 async def stream_url(session: aiohttp.ClientSession, http: str, script: CallScript, call_sid: str) -> str:
@@ -118,7 +117,7 @@ def direct_stream_url(http: str, script: CallScript, call_sid: str) -> str:
 async def run_call(http: str, script: CallScript, call_sid: str | None = None) -> CallReport:
     """Place one scripted call; never raises for what the daemon does (it is in the report)."""
     call_sid = call_sid or f"CA-sim-{uuid.uuid4().hex[:16]}"
-    report = CallReport(call_sid, script.provider, script.sample_rate)
+    report = CallReport(call_sid, script)
     async with aiohttp.ClientSession() as session:
         try:
             url = (
@@ -261,76 +260,7 @@ async def run_calls(
     return list(reports), time.monotonic() - started
 
 
-async def check_daemon(http: str) -> None:
-    """Raise SimulationError unless the daemon answers its liveness probe."""
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{http}/live", timeout=aiohttp.ClientTimeout(total=5)) as response,
-        ):
-            if response.status != 200:
-                raise SimulationError(
-                    f"{http}/live answered {response.status}; is that a voicebridge daemon?"
-                )
-    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise SimulationError(
-            f"cannot reach the daemon at {http} ({exc or type(exc).__name__}); "
-            "start it with `voicebridge serve`"
-        ) from None
-
-
-async def late_frames(http: str) -> float | None:
-    """The daemon's count of outbound frames that missed their slot (from /metrics), if reachable."""
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{http}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response,
-        ):
-            text = await response.text()
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        return None
-    found = re.search(r"^voicebridge_late_frames_total ([0-9.e+-]+)", text, re.M)
-    return float(found.group(1)) if found else None
-
-
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
-def latency_summary(reports: list[CallReport]) -> dict[str, float | int | None]:
-    """Voice-to-voice p50/p95/max (ms) over every answered turn of every call."""
-    latencies = [t.latency_s for r in reports for t in r.turns if t.latency_s is not None]
-    if not latencies:
-        return {"turns": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
-    return {
-        "turns": len(latencies),
-        "p50_ms": round(statistics.median(latencies) * 1000),
-        "p95_ms": round(percentile(latencies, 0.95) * 1000),
-        "max_ms": round(max(latencies) * 1000),
-    }
-
-
-def call_audio(report: CallReport) -> tuple[bytes, bytes]:
-    """Both sides of a call on one timeline (caller, bot) as heard on the line: clears cut the bot short."""
-    rate = report.sample_rate
-    log = report.log
-    chunk_ends = [at for at, _ in log.sent]
-    ends = [frame.plays_at + len(frame.pcm16) / 2 / rate for frame in log.frames] + chunk_ends + [0.0]
-    total = int((max(ends) - report.started_at) * rate) + 1
-    caller = np.zeros(total, dtype=np.int16)
-    bot = np.zeros(total, dtype=np.int16)
-    for sent_at, chunk in log.sent:
-        samples = np.frombuffer(chunk, "<i2")
-        start = max(0, int((sent_at - report.started_at) * rate) - len(samples))
-        caller[start : start + len(samples)] = samples[: total - start]
-    for frame in log.frames:
-        samples = np.frombuffer(frame.pcm16, "<i2")
-        end = frame.plays_at + len(samples) / rate
-        cut = min((at for at in log.clears if frame.at <= at < end), default=end)
-        keep = max(0, int((cut - frame.plays_at) * rate))
-        start = int((frame.plays_at - report.started_at) * rate)
-        piece = samples[: min(keep, total - start)]
-        bot[start : start + len(piece)] = piece
-    return caller.tobytes(), bot.tobytes()

@@ -73,7 +73,7 @@ class AzureTTS:
             raise SpeechEngineError("Azure TTS needs tts.azure_key (or VOICEBRIDGE_TTS__AZURE_KEY)")
         self._config = config
         self._key = key
-        self.endpoint = config.azure_host or f"{config.azure_region}.tts.speech.microsoft.com"
+        self.endpoint = config.azure_endpoint
         self._speech_configs: dict[int, speechsdk.SpeechConfig] = {}
         # A worker waits on the network for a whole utterance, so size for concurrent calls, not cores.
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="azure-tts")
