@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
 from voicebridge.admission.load_guard import OverloadGuard
@@ -205,3 +206,21 @@ async def open_call(
     call.begin(greeting)
     await call.record_started()
     return Engine(services, call, wire, stt, tts, backend)
+
+
+class ProviderCalls:
+    """What the call asked the provider to do over REST (the real control does nothing for Exotel)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hang_ups = 0
+        self.transfers: list[str] = []
+        monkeypatch.setattr(engine.services.telephony, "hang_up", self._hang_up)
+        monkeypatch.setattr(engine.services.telephony, "transfer", self._transfer)
+
+    async def _hang_up(self, start: Start) -> bool:
+        self.hang_ups += 1
+        return True
+
+    async def _transfer(self, start: Start, number: str) -> bool:
+        self.transfers.append(number)
+        return True

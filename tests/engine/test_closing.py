@@ -9,29 +9,10 @@ import pytest
 
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTTS
-from tests.engine.harness import Engine, quiet, until, voice
-from voicebridge.telephony.events import Start
+from tests.engine.harness import Engine, ProviderCalls, quiet, until, voice
 
 # A closing line long enough (about 1 s) to talk over, or to hang up during.
 LONG = "Please hold while I put you through to a colleague of mine, it will only take a moment."
-
-
-class ProviderCalls:
-    """What the call asked the provider to do over REST (the real control does nothing for Exotel)."""
-
-    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.hang_ups = 0
-        self.transfers: list[str] = []
-        monkeypatch.setattr(engine.services.telephony, "hang_up", self._hang_up)
-        monkeypatch.setattr(engine.services.telephony, "transfer", self._transfer)
-
-    async def _hang_up(self, start: Start) -> bool:
-        self.hang_ups += 1
-        return True
-
-    async def _transfer(self, start: Start, number: str) -> bool:
-        self.transfers.append(number)
-        return True
 
 
 async def closing_call(open_engine: OpenEngine) -> Engine:
