@@ -13,8 +13,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
-from voicebridge.backends.node import BudgetDecision, BusinessSettings
+from voicebridge.backends.base import BackendError, BusinessSettings, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.node import BudgetDecision
 from voicebridge.speech.base import SpeechEngineError, Transcript
 from voicebridge.speech.scheduler import always_confirmed
 

@@ -19,10 +19,11 @@ import pytest
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
+from voicebridge.backends.base import BusinessSettings
 from voicebridge.backends.business import BusinessDirectory
-from voicebridge.backends.node import BusinessSettings
-from voicebridge.call.call import Call, CallServices
+from voicebridge.call.call import Call
 from voicebridge.call.phrases import PhraseCache
+from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.metrics import Metrics
@@ -127,7 +128,7 @@ class Engine:
 
     @property
     def history(self) -> list[tuple[str, str]]:
-        return [(turn.role, turn.text) for turn in self.call.history]
+        return [(turn.role, turn.text) for turn in self.call.conversation.history()]
 
     def heard_seconds(self) -> float:
         """How much of the reply being played the caller has heard by now, by the pacer's clock."""

@@ -59,7 +59,7 @@ async def test_a_keypad_entry_during_the_goodbye_is_logged_but_neither_cuts_nor_
     await ending
     assert backend.requests == [] and engine.metric("voicebridge_barge_ins_total") == 0
     assert engine.history[-1] == ("bot", LONG) and engine.call.outcome == "shutdown"
-    assert [entry["dtmf"] for entry in engine.call.transcript if "dtmf" in entry] == ["4", "2", "#"]
+    assert [entry["dtmf"] for entry in engine.call.conversation.entries if "dtmf" in entry] == ["4", "2", "#"]
 
 
 async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
@@ -76,7 +76,7 @@ async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
     await engine.call.on_dtmf("4")  # an entry begins: it completes on '#', a count or the quiet timeout
     await engine.say()
     await engine.until(lambda: engine.call.state == "speaking", "the first reply playing")
-    engine.call._digits_timed_out()  # the entry's quiet timeout fires
+    engine.call._keypad.expire()  # the entry's quiet timeout fires
     await until(lambda: tts.cancelled == 1, "the first reply being stopped")
     await engine.say()  # meanwhile the caller speaks, and a second reply starts
     await engine.until(lambda: len(tts.spoken) == 2, "the second reply playing")

@@ -9,7 +9,8 @@ import pytest
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSTT
 from tests.engine.harness import Engine, ProviderCalls, quiet, until, voice
-from voicebridge.call import call as call_module
+from voicebridge.call import conversation as conversation_module
+from voicebridge.call.conversation import NOT_TRANSCRIBED
 
 STATES = ["listening", "thinking", "speaking"]
 
@@ -17,7 +18,7 @@ STATES = ["listening", "thinking", "speaking"]
 @pytest.fixture(autouse=True)
 def short_transcription_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     """In "thinking" the caller's transcription is held for good: teardown gives up on it sooner."""
-    monkeypatch.setattr(call_module, "TRANSCRIPTION_WAIT_S", 0.1)
+    monkeypatch.setattr(conversation_module, "TRANSCRIPTION_WAIT_S", 0.1)
 
 
 async def into(engine: Engine, state: str, stt: FakeSTT, backend: FakeBackend) -> None:
@@ -60,7 +61,7 @@ async def test_transfer_says_the_line_then_ends_the_call_in_any_state(
     assert engine.services.registry.transfer_destination(engine.call.call_sid) == "+919800000009"
     assert ("bot", "Transferring.") in engine.history
     # The words of a turn still being transcribed are not lost, they are marked as such.
-    last = ("caller", call_module.NOT_TRANSCRIBED) if state == "thinking" else ("bot", "Transferring.")
+    last = ("caller", NOT_TRANSCRIBED) if state == "thinking" else ("bot", "Transferring.")
     assert engine.history[-1] == last
     assert "mark" in engine.wire.kinds()[frames_before:]
 

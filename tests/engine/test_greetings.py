@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.engine.fakes import BudgetBackend, FakeSocket, FakeSTT, FakeTTS
 from tests.engine.harness import build_services, engine_settings, until, voice
-from voicebridge.backends.node import BusinessSettings
+from voicebridge.backends.base import BusinessSettings
 from voicebridge.call.phrases import CUSTOM_KEPT, PhraseCache
 from voicebridge.call.session import StreamSession
 from voicebridge.telephony.exotel import ExotelCaller
@@ -75,7 +75,7 @@ async def test_a_call_ended_while_its_greeting_renders_is_never_started(tmp_path
     assert call is not None
     try:
         assert call.state == "ended" and call.outcome == "hangup"
-        assert not call._tasks and call._time_limit is None  # no pacer, greeting or time limit
+        assert not call._tasks and call._actions.time_limit is None  # no pacer, greeting or time limit
         assert not any('"media"' in text for text in socket.sent)
         events = {
             record.payload["event"]: record.payload["at"]

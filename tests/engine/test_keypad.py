@@ -20,7 +20,7 @@ async def test_a_keypress_while_the_bot_speaks_interrupts_it(engine: Engine, bac
 
 
 async def test_an_entry_ends_at_its_quiet_timeout(engine: Engine, backend: FakeBackend) -> None:
-    engine.call._digits.timeout_s = 0.1
+    engine.call._keypad.collector.timeout_s = 0.1
     for digit in "78":
         await engine.call.on_dtmf(digit)
     assert backend.requests == []
@@ -35,4 +35,4 @@ async def test_a_terminator_with_nothing_entered_is_no_entry(engine: Engine, bac
     await engine.say()
     await engine.listening()
     assert [request.kind for request in backend.requests] == ["reply"]
-    assert [entry["dtmf"] for entry in engine.call.transcript if "dtmf" in entry] == ["#"]
+    assert [entry["dtmf"] for entry in engine.call.conversation.entries if "dtmf" in entry] == ["#"]

@@ -12,8 +12,8 @@ import pytest
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSocket, FakeSTT, FakeTTS
 from tests.engine.harness import ProviderCalls, build_services, engine_settings, quiet, until, voice
-from voicebridge.backends.node import BusinessSettings
-from voicebridge.call.call import CallServices
+from voicebridge.backends.base import BusinessSettings
+from voicebridge.call.services import CallServices
 from voicebridge.call.session import StreamSession
 from voicebridge.telephony.exotel import ExotelCaller
 
@@ -42,7 +42,7 @@ async def test_the_call_length_limit_says_goodbye_and_ends_the_call(
 async def test_a_call_ended_before_its_limit_leaves_no_timer_running(open_engine: OpenEngine) -> None:
     engine = await open_engine({"calls": {"max_call_minutes": SHORT_MINUTES}})
     await engine.listening()
-    timer = engine.call._time_limit
+    timer = engine.call._actions.time_limit
     assert timer is not None and not timer.cancelled()
     await engine.call.hangup()
     assert timer.cancelled() and engine.call.outcome == "hangup"

@@ -34,6 +34,18 @@ class ReplyAction:
     max_digits: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BusinessSettings:
+    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
+
+    greeting: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    system_prompt: str | None = None
+    transfer_number: str | None = None
+    max_call_minutes: float | None = None
+
+
 class BackendError(Exception):
     """The backend failed or timed out for this turn."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from voicebridge.backends.base import BackendError, CallInfo, ConversationTurn, ReplyAction
+from voicebridge.backends.base import BackendError, BusinessSettings, CallInfo, ConversationTurn, ReplyAction
 from voicebridge.backends.http import BackendHttp
 from voicebridge.config.schema import BackendConfig
 
@@ -24,18 +24,6 @@ DeliveryResult = Literal["delivered", "parked", "retry"]
 # key, 404 during a deploy, 408, 413 until the backend's body limit is raised, 429, 5xx, no connection)
 # is retried.
 PERMANENT_STATUSES = frozenset({400, 422})
-
-
-@dataclass(frozen=True, slots=True)
-class BusinessSettings:
-    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
-
-    greeting: str | None = None
-    voice: str | None = None
-    language: str | None = None
-    system_prompt: str | None = None
-    transfer_number: str | None = None
-    max_call_minutes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
