@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from voicebridge.backends.base import BusinessSettings, ReplyAction
@@ -23,6 +23,10 @@ from voicebridge.telephony.events import Start
 
 class EndingCall(Protocol):
     """What a way out needs of its call: the state changes and the teardown are the call's."""
+
+    start: Start
+    conversation: Conversation
+    log: logging.LoggerAdapter[logging.Logger]
 
     @property
     def ended(self) -> bool: ...
@@ -39,8 +43,6 @@ class EndingCall(Protocol):
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None: ...
 
-    async def close_socket(self) -> None: ...
-
 
 class CallActions:
     """The ways out of one call; the call's public hangup/transfer/end_for_shutdown land here."""
@@ -49,20 +51,19 @@ class CallActions:
         self,
         call: EndingCall,
         services: CallServices,
-        start: Start,
         replies: ReplyPipeline,
-        conversation: Conversation,
         digits: DigitCollector,
-        log: logging.LoggerAdapter[logging.Logger],
+        close_socket: Callable[[], Awaitable[None]],
         max_minutes: float | None = None,
     ) -> None:
+        self._close_socket = close_socket
         self._call = call
         self._s = services
-        self._start = start
+        self._start = call.start
         self._replies = replies
-        self._conversation = conversation
+        self._conversation = call.conversation
         self._digits = digits
-        self._log = log
+        self._log = call.log
         # Where a call goes when the backend keeps failing: the config's, or the called business's.
         self.fallback_number = services.settings.calls.fallback_number
         # The config's 0 means "no limit"; a budget's 0 (or less) means no minutes left: goodbye at once.
@@ -149,7 +150,7 @@ class CallActions:
     async def _end_now(self, outcome: str) -> None:
         if await self._call.finish(outcome):  # else the caller hung up first: nothing to tell the provider
             await self._s.telephony.hang_up(self._start)
-        await self._call.close_socket()
+        await self._close_socket()
 
     async def _transfer(self, number: str) -> None:
         # Exotel's Connect applet asks us where to dial once the stream closes: only a transfer that goes
@@ -160,14 +161,14 @@ class CallActions:
         await self._say("transfer")
         if await self._call.finish("transferred"):
             await self._s.telephony.transfer(self._start, number)
-        await self._call.close_socket()
+        await self._close_socket()
 
     async def _say_goodbye_and_end(self, outcome: str) -> None:
         self._log.info("ending the call politely: %s", outcome)
         await self._say("goodbye")
         if await self._call.finish(outcome):  # else the caller hung up during the goodbye
             await self._s.telephony.hang_up(self._start)
-        await self._call.close_socket()
+        await self._close_socket()
 
     async def _say(self, phrase: str) -> None:
         """Stop the reply (its line keeps what was heard) and play the closing line to its end."""

@@ -30,7 +30,7 @@ from voicebridge.call.actions import CallActions
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
 from voicebridge.call.pacer import OutboundPacer
-from voicebridge.call.record import CallRecords, TeardownStep
+from voicebridge.call.record import CallRecords, TeardownStep, each_step
 from voicebridge.call.reply import Reply, ReplyPipeline
 from voicebridge.call.services import CallServices
 from voicebridge.call.tasks import CallTasks
@@ -68,6 +68,7 @@ class Call:
         self._close_socket = close_socket
         self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
         self.state = CallState.LISTENING
+        self._teardown: asyncio.Future[None] | None = None
         self._ingress = detector_ingress(self._rate)
         self._detector = TurnDetector(services.settings.turn)
         self._loop = asyncio.get_running_loop()
@@ -87,21 +88,11 @@ class Call:
         self._tasks = CallTasks(self.call_sid, services.metrics, self.log, self._task_failed)
         self._reply: Reply | None = None
         self.outcome = ""
-        self._replies = ReplyPipeline(
-            self, services, self.conversation, self._pacer, self._rate, self.info, self.usage, self.log
-        )
+        self._replies = ReplyPipeline(self, services, self._pacer)
         self._actions = CallActions(
-            self,
-            services,
-            start,
-            self._replies,
-            self.conversation,
-            self._keypad.collector,
-            self.log,
-            max_minutes,
+            self, services, self._replies, self._keypad.collector, close_socket, max_minutes
         )
         self._admitted = False
-        self._teardown: asyncio.Future[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -157,17 +148,7 @@ class Call:
 
     def snapshot(self) -> dict[str, Any]:
         """What `calls list` shows of this call."""
-        return {
-            "call_sid": self.call_sid,
-            "provider": self.start.provider,
-            "from": self.start.from_number,
-            "to": self.start.to_number,
-            "state": str(self.state),
-            "duration_s": round(self._records.seconds(), 1),
-            "turns": self.conversation.turns,
-            "last_caller_text": self.conversation.last_caller_text,
-            "sample_rate": self._rate,
-        }
+        return self._records.snapshot(str(self.state))
 
     # --- teardown, exactly once ------------------------------------------------------------------
 
@@ -209,47 +190,22 @@ class Call:
             ("keeping the caller's last words", self.conversation.settle_unanswered),
             *self._records.steps(outcome),
         ]
-        await self._each_step(steps, partial(self._release, outcome))
-
-    async def _each_step(self, steps: list[TeardownStep], last: Callable[[], None]) -> None:
-        """Each step runs even if the one before it raised or the teardown was cancelled meanwhile; `last`
-        runs whatever happened."""
-        if not steps:
-            last()
-            return
-        (what, step), rest = steps[0], steps[1:]
-        try:
-            await step()
-        except Exception as exc:
-            self._teardown_failed(what, exc)
-        finally:
-            await self._each_step(rest, last)
+        await each_step(steps, partial(self._release, outcome), self._teardown_failed)
 
     def _settle_conversation(self) -> None:
         """What was said stays said: the line being played keeps what was heard; the words of a turn not
         yet answered (even a guess, since the call's end ends the turn) stay, transcribed or still being."""
-        reply = self._reply
-        if reply is not None:
-            if self.state is CallState.SPEAKING:
-                self._keep_heard(reply, self._pacer.progress.heard_seconds(self._loop.time()), barge_in=False)
-            reply.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
-            self._shelve(reply)
-            # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
-            reply.played.set()
+        if (reply := self._reply) is not None:
+            speaking = self.state is CallState.SPEAKING
+            reply.settle(
+                self.conversation, self._pacer.progress.heard_seconds(self._loop.time()) if speaking else None
+            )
 
     def _release(self, outcome: str) -> None:
         try:
-            self._records.release(self, outcome, self._admitted)
+            self._records.release(self, outcome, self._admitted, self._pacer)
         except Exception as exc:
             self._teardown_failed("moving the call to the finished list", exc)
-        self.log.info(
-            "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
-            outcome,
-            self.usage.duration_s,
-            self.conversation.turns,
-            self._pacer.frames_sent,
-            self._pacer.late_frames,
-        )
 
     def _teardown_failed(self, step: str, exc: Exception) -> None:
         self._s.metrics.errors.labels(kind="teardown").inc()
@@ -267,19 +223,16 @@ class Call:
         if self.closing:
             return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
         for event in self._detector.feed(self._ingress.process(pcm16)):
-            if isinstance(event, SpeechSustained):
-                if self.state is not CallState.LISTENING:
+            match event:
+                case SpeechSustained() if self.state is not CallState.LISTENING:
                     await self._barge_in()
-            elif isinstance(event, PauseStarted):
-                if self._reply is None:
-                    work = partial(self._replies.transcribe_and_answer, pcm16=event.pcm16)
-                    self._start_reply(work, committed=False)
-            elif isinstance(event, SpeechResumed):
-                if self._reply is not None and not self._reply.gate.is_set():
+                case PauseStarted() if self._reply is None:
+                    self._answer_turn(event.pcm16, committed=False)
+                case SpeechResumed() if self._reply is not None and not self._reply.gate.is_set():
                     self._s.metrics.speculation.labels(fate="discarded").inc()
                     await self.cancel_reply()
-            elif isinstance(event, TurnEnded):
-                self._on_turn_ended(event)
+                case TurnEnded():
+                    self._on_turn_ended(event)
 
     def _on_turn_ended(self, event: TurnEnded) -> None:
         self._replies.turn_ended_at = time.monotonic()
@@ -287,7 +240,7 @@ class Call:
             self._s.metrics.speculation.labels(fate="used").inc()
             self._commit()
         elif self._reply is None:
-            self._start_reply(partial(self._replies.transcribe_and_answer, pcm16=event.pcm16), committed=True)
+            self._answer_turn(event.pcm16, committed=True)
         # Otherwise the bot is talking and this short turn never reached barge-in length: a backchannel.
 
     async def on_dtmf(self, digit: str) -> None:
@@ -339,6 +292,9 @@ class Call:
         if committed:
             self._commit()
 
+    def _answer_turn(self, pcm16: bytes, committed: bool) -> None:
+        self._start_reply(partial(self._replies.transcribe_and_answer, pcm16=pcm16), committed)
+
     def _commit(self) -> None:
         assert self._reply is not None
         self._reply.gate.set()
@@ -358,7 +314,7 @@ class Call:
             # meanwhile; should one be here anyway, it stops rather than play under the phrase.
             self.log.warning("a reply was still running when the %s phrase started; stopping it", name)
             orphan, self._reply = self._reply, None
-            self._shelve(orphan)
+            orphan.shelve(self.conversation)
             if orphan.task is not None and orphan.task is not asyncio.current_task():
                 orphan.task.cancel()
         reply = self._reply = self._replies.queue_phrase(name, pcm)
@@ -389,7 +345,7 @@ class Call:
         if self._recording is not None and heard:
             self._recording.cleared(self._loop.time())
         if speaking and reply is not None:
-            self._keep_heard(reply, heard, barge_in)
+            reply.keep_heard(self.conversation, heard, barge_in)
         await self.cancel_reply()
         return heard
 
@@ -399,18 +355,10 @@ class Call:
             self.state = CallState.LISTENING
         if reply is None:
             return
-        self._shelve(reply)
+        reply.shelve(self.conversation)
         if reply.task is not None and reply.task is not asyncio.current_task():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
-
-    def _keep_heard(self, reply: Reply, heard_seconds: float, barge_in: bool) -> None:
-        if reply.line is not None:
-            self.conversation.keep_heard(reply.line, reply.sentences, heard_seconds, barge_in)
-
-    def _shelve(self, reply: Reply) -> None:
-        if reply.unanswered:
-            self.conversation.shelve(reply.caller_text, reply.transcription)
 
     def _on_first_frame(self) -> None:
         if self.state is CallState.SPEAKING and self._reply is not None:
@@ -421,9 +369,6 @@ class Call:
 
     async def give_up_on_backend(self) -> None:
         await self._actions.give_up_on_backend()
-
-    async def close_socket(self) -> None:
-        await self._close_socket()
 
     # --- tasks: the call's, cancelled together -------------------------------------------------------
 

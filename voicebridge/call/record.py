@@ -7,10 +7,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from voicebridge.admission.registry import CallRecord, LiveCall
 from voicebridge.backends.base import CallInfo
 from voicebridge.call.conversation import Conversation, Entry
+from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.services import CallServices
 from voicebridge.records.call_records import CallRecorder
 from voicebridge.records.costs import CallUsage
@@ -19,6 +21,23 @@ from voicebridge.telephony.events import Start
 
 # One step of the teardown: what it does (for the log line when it fails), and the step.
 TeardownStep = tuple[str, Callable[[], Awaitable[None]]]
+
+
+async def each_step(
+    steps: list[TeardownStep], last: Callable[[], None], failed: Callable[[str, Exception], None]
+) -> None:
+    """Each step runs even if the one before it raised or the teardown was cancelled meanwhile; `last`
+    runs whatever happened. A step that raises is reported to `failed` with what it was doing."""
+    if not steps:
+        last()
+        return
+    (what, step), rest = steps[0], steps[1:]
+    try:
+        await step()
+    except Exception as exc:
+        failed(what, exc)
+    finally:
+        await each_step(rest, last, failed)
 
 
 class CallRecords:
@@ -54,6 +73,20 @@ class CallRecords:
         """How long the call has lasted so far."""
         return time.monotonic() - self._started_mono
 
+    def snapshot(self, state: str) -> dict[str, Any]:
+        """What `calls list` shows of the live call."""
+        return {
+            "call_sid": self._start.call_sid,
+            "provider": self._start.provider,
+            "from": self._start.from_number,
+            "to": self._start.to_number,
+            "state": state,
+            "duration_s": round(self.seconds(), 1),
+            "turns": self._conversation.turns,
+            "last_caller_text": self._conversation.last_caller_text,
+            "sample_rate": self._start.sample_rate,
+        }
+
     def open(self) -> None:
         """Written from the moment the call is live, without holding up its greeting; teardown waits for it,
         so `started` always precedes `ended` even when the call ends while its greeting is being rendered."""
@@ -76,12 +109,20 @@ class CallRecords:
             ),
         ]
 
-    def release(self, call: LiveCall, outcome: str, admitted: bool) -> None:
+    def release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
         """The call leaves the live list for the finished one; raises what the registry raised."""
         # Uncounted first: whatever fails below, the gauge stays balanced.
         if admitted:
             self._s.metrics.calls_active.dec()
         self._s.metrics.calls_total.labels(outcome=outcome, provider=self._start.provider).inc()
+        self._log.info(
+            "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
+            outcome,
+            self._usage.duration_s,
+            self._conversation.turns,
+            pacer.frames_sent,
+            pacer.late_frames,
+        )
         record = CallRecord(
             call_sid=self._start.call_sid,
             provider=self._start.provider,

@@ -25,6 +25,7 @@ from voicebridge.call.sentences import SentenceSplitter
 from voicebridge.call.services import CallServices
 from voicebridge.records.costs import CallUsage
 from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.telephony.events import Start
 
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
@@ -51,15 +52,37 @@ class Reply:
     line: Entry | None = None
     transcription: asyncio.Future[Transcript] | None = None
 
-    @property
-    def unanswered(self) -> bool:
-        """A finished turn whose answer has not started playing. Not a guess the caller spoke on from (it
-        is re-transcribed whole), nor a reply already heard."""
-        return self.gate.is_set() and self.line is None
+    def shelve(self, conversation: Conversation) -> None:
+        """A finished turn whose answer has not started playing keeps its words for the caller's next turn;
+        not a guess the caller spoke on from (it is re-transcribed whole), nor a reply already heard."""
+        if self.gate.is_set() and self.line is None:
+            conversation.shelve(self.caller_text, self.transcription)
+
+    def settle(self, conversation: Conversation, heard_seconds: float | None) -> None:
+        """The call ended: what was said stays said. The line being played keeps what was heard (when it
+        was playing: `heard_seconds`); the words of a turn not yet answered (even a guess, since the call's
+        end ends the turn) stay, transcribed or still being."""
+        if heard_seconds is not None:
+            self.keep_heard(conversation, heard_seconds, barge_in=False)
+        self.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
+        self.shelve(conversation)
+        # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
+        self.played.set()
+
+    def keep_heard(self, conversation: Conversation, heard_seconds: float, barge_in: bool) -> None:
+        """Cut short: the reply's line keeps what the caller heard of it."""
+        if self.line is not None:
+            conversation.keep_heard(self.line, self.sentences, heard_seconds, barge_in)
 
 
 class ReplyHost(Protocol):
     """What a reply needs of its call: the state changes are the call's."""
+
+    start: Start
+    info: CallInfo
+    usage: CallUsage
+    conversation: Conversation
+    log: logging.LoggerAdapter[logging.Logger]
 
     @property
     def ended(self) -> bool: ...
@@ -78,25 +101,15 @@ class ReplyHost(Protocol):
 class ReplyPipeline:
     """Runs each reply of one call, one at a time (the call keeps which one is current)."""
 
-    def __init__(
-        self,
-        host: ReplyHost,
-        services: CallServices,
-        conversation: Conversation,
-        pacer: OutboundPacer,
-        rate: int,
-        info: CallInfo,
-        usage: CallUsage,
-        log: logging.LoggerAdapter[logging.Logger],
-    ) -> None:
+    def __init__(self, host: ReplyHost, services: CallServices, pacer: OutboundPacer) -> None:
         self._host = host
         self._s = services
-        self._conversation = conversation
         self._pacer = pacer
-        self._info = info
-        self._rate = rate
-        self._usage = usage
-        self._log = log
+        self._conversation = host.conversation
+        self._info = host.info
+        self._rate = host.start.sample_rate
+        self._usage = host.usage
+        self._log = host.log
         self._loop = asyncio.get_running_loop()
         self._backend_failures = 0
         # When the last turn ended (monotonic), for the latency stages measured from it; 0 once measured.
