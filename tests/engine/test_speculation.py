@@ -60,7 +60,7 @@ async def test_a_backend_unsafe_to_ask_early_is_asked_only_once_the_turn_ends(
     assert [request.text for request in backend.requests] == ["book a table"]
 
 
-async def test_a_discarded_guess_never_reaches_the_backend_even_when_safe(
+async def test_a_discarded_guess_is_never_heard_even_once_answered(
     engine: Engine, stt: FakeSTT, backend: FakeBackend, tts: FakeTTS
 ) -> None:
     """The guess was answered and rendered, then the caller spoke on: its reply is dropped unheard."""
