@@ -10,7 +10,7 @@ import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTTS
 from tests.engine.harness import Engine, build_services, engine_settings, open_call
-from voicebridge.call.call import CallServices
+from voicebridge.call.services import CallServices
 
 OpenEngine = Callable[..., Awaitable[Engine]]
 

@@ -54,6 +54,8 @@ class FakeSTT:
     calls: list[bytes] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     cancelled: int = 0
+    # Each transcription's `confirmed`: whether the turn it transcribes has ended (else it is a guess).
+    confirmations: list[Callable[[], bool]] = field(default_factory=list)
 
     def hear(self, text: str = "hello there", **options: Any) -> Hearing:
         """Script the next unscripted transcription; returns it (e.g. to set its hold later)."""
@@ -66,6 +68,7 @@ class FakeSTT:
     ) -> Transcript:
         hearing = self.script.pop(0) if self.script else self.default
         self.calls.append(pcm16)
+        self.confirmations.append(confirmed)
         try:
             if hearing.hold is not None:
                 await hearing.hold.wait()

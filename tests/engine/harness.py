@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTranslator, FakeTTS, Wire
 from voicebridge.admission.gate import CallGate
@@ -21,8 +22,9 @@ from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import BudgetCheck, BusinessLookup, BusinessSettings
 from voicebridge.backends.business import BusinessDirectory
-from voicebridge.call.call import Call, CallServices
+from voicebridge.call.call import Call
 from voicebridge.call.phrases import PhraseCache
+from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.metrics import Metrics
@@ -128,7 +130,7 @@ class Engine:
 
     @property
     def history(self) -> list[tuple[str, str]]:
-        return [(turn.role, turn.text) for turn in self.call.history]
+        return [(turn.role, turn.text) for turn in self.call.conversation.history()]
 
     def heard_seconds(self) -> float:
         """How much of the reply being played the caller has heard by now, by the pacer's clock."""
@@ -207,3 +209,21 @@ async def open_call(
     call.begin(greeting)
     await call.record_started()
     return Engine(services, call, wire, stt, tts, backend)
+
+
+class ProviderCalls:
+    """What the call asked the provider to do over REST (the real control does nothing for Exotel)."""
+
+    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.hang_ups = 0
+        self.transfers: list[str] = []
+        monkeypatch.setattr(engine.services.telephony, "hang_up", self._hang_up)
+        monkeypatch.setattr(engine.services.telephony, "transfer", self._transfer)
+
+    async def _hang_up(self, start: Start) -> bool:
+        self.hang_ups += 1
+        return True
+
+    async def _transfer(self, start: Start, number: str) -> bool:
+        self.transfers.append(number)
+        return True

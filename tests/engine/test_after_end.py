@@ -10,7 +10,7 @@ async def test_audio_dtmf_and_marks_after_the_end_are_ignored(
     engine: Engine, stt: FakeSTT, backend: FakeBackend
 ) -> None:
     await engine.call.hangup()
-    transcript = list(engine.call.transcript)
+    transcript = list(engine.call.conversation.entries)
     frames = len(engine.wire.frames)
     for _ in range(2):
         for offset in range(0, 16000, 320):
@@ -19,7 +19,7 @@ async def test_audio_dtmf_and_marks_after_the_end_are_ignored(
         await engine.call.on_dtmf("#")
         engine.call.on_mark("")
     assert not engine.call._tasks and stt.calls == [] and backend.requests == []
-    assert engine.call.transcript == transcript and len(engine.wire.frames) == frames
+    assert engine.call.conversation.entries == transcript and len(engine.wire.frames) == frames
     assert engine.call.state == "ended"
 
 

@@ -25,7 +25,7 @@ async def test_a_turn_is_transcribed_answered_spoken_and_logged(
     await engine.say()
     await engine.listening()
     assert [r.text for r in backend.requests] == ["what time do you open"]
-    assert backend.requests[0].history == engine.call.history[:1]  # the greeting only
+    assert backend.requests[0].history == engine.call.conversation.history()[:1]  # the greeting only
     assert tts.spoken == ["You said what time do you open."]
     assert engine.history[1:] == [
         ("caller", "what time do you open"),
@@ -72,7 +72,7 @@ async def test_barge_in_during_playback_keeps_only_what_was_heard(
     await engine.feed(voice(0.2))
     assert engine.wire.kinds().count("clear") == 1
     assert engine.metric("voicebridge_barge_ins_total") == 1
-    said = engine.call.history[-1]
+    said = engine.call.conversation.history()[-1]
     assert said.role == "bot" and full.startswith(said.text) and len(said.text) < len(full.strip())
 
 

@@ -63,7 +63,7 @@ async def test_a_business_cap_of_zero_or_less_is_no_cap(open_engine: OpenEngine,
     """#14 review 7: a business's max_call_minutes caps each call; 0 or less is no meaningful cap."""
     engine = await open_engine(business=BusinessSettings(max_call_minutes=minutes))
     configured = engine.services.settings.calls.max_call_minutes
-    assert engine.call._minute_limits == ([configured] if configured > 0 else [])
+    assert engine.call._actions.minute_limits == ([configured] if configured > 0 else [])
     await engine.listening()
     await engine.say()
     await engine.listening()

@@ -9,29 +9,10 @@ import pytest
 
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSTT, FakeTTS
-from tests.engine.harness import Engine, quiet, until, voice
-from voicebridge.telephony.events import Start
+from tests.engine.harness import Engine, ProviderCalls, quiet, until, voice
 
 # A closing line long enough (about 1 s) to talk over, or to hang up during.
 LONG = "Please hold while I put you through to a colleague of mine, it will only take a moment."
-
-
-class ProviderCalls:
-    """What the call asked the provider to do over REST (the real control does nothing for Exotel)."""
-
-    def __init__(self, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.hang_ups = 0
-        self.transfers: list[str] = []
-        monkeypatch.setattr(engine.services.telephony, "hang_up", self._hang_up)
-        monkeypatch.setattr(engine.services.telephony, "transfer", self._transfer)
-
-    async def _hang_up(self, start: Start) -> bool:
-        self.hang_ups += 1
-        return True
-
-    async def _transfer(self, start: Start, number: str) -> bool:
-        self.transfers.append(number)
-        return True
 
 
 async def closing_call(open_engine: OpenEngine) -> Engine:
@@ -78,7 +59,7 @@ async def test_a_keypad_entry_during_the_goodbye_is_logged_but_neither_cuts_nor_
     await ending
     assert backend.requests == [] and engine.metric("voicebridge_barge_ins_total") == 0
     assert engine.history[-1] == ("bot", LONG) and engine.call.outcome == "shutdown"
-    assert [entry["dtmf"] for entry in engine.call.transcript if "dtmf" in entry] == ["4", "2", "#"]
+    assert [entry["dtmf"] for entry in engine.call.conversation.entries if "dtmf" in entry] == ["4", "2", "#"]
 
 
 async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
@@ -95,7 +76,7 @@ async def test_a_digit_timeout_answer_never_runs_alongside_a_speech_reply(
     await engine.call.on_dtmf("4")  # an entry begins: it completes on '#', a count or the quiet timeout
     await engine.say()
     await engine.until(lambda: engine.call.state == "speaking", "the first reply playing")
-    engine.call._digits_timed_out()  # the entry's quiet timeout fires
+    engine.call._keypad.expire()  # the entry's quiet timeout fires
     await until(lambda: tts.cancelled == 1, "the first reply being stopped")
     await engine.say()  # meanwhile the caller speaks, and a second reply starts
     await engine.until(lambda: len(tts.spoken) == 2, "the second reply playing")

@@ -75,7 +75,7 @@ async def test_a_call_ended_while_its_greeting_renders_is_never_started(tmp_path
     assert call is not None
     try:
         assert call.state == "ended" and call.outcome == "hangup"
-        assert not call._tasks and call._time_limit is None  # no pacer, greeting or time limit
+        assert not call._tasks and call._actions.time_limit is None  # no pacer, greeting or time limit
         assert not any('"media"' in text for text in socket.sent)
         events = {
             record.payload["event"]: record.payload["at"]

@@ -8,7 +8,7 @@ import pytest
 
 from tests.engine.fakes import FakeBackend, FakeSTT
 from tests.engine.harness import Engine, quiet, until, voice
-from voicebridge.call import call as call_module
+from voicebridge.call import conversation as conversation_module
 
 
 async def test_a_turn_cut_at_the_maximum_reaches_the_backend_when_the_caller_talks_on(
@@ -111,7 +111,7 @@ async def test_words_never_transcribed_leave_a_counted_placeholder(
     engine: Engine, stt: FakeSTT, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """#14 review 5: teardown waits only so long; the log then says words were said but not transcribed."""
-    monkeypatch.setattr(call_module, "TRANSCRIPTION_WAIT_S", 0.1, raising=False)
+    monkeypatch.setattr(conversation_module, "TRANSCRIPTION_WAIT_S", 0.1)
     stt.hear("never finished", hold=asyncio.Event())
     await engine.say()
     await engine.until(lambda: engine.call.state == "thinking" and len(stt.calls) == 1, "the transcription")

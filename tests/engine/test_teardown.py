@@ -135,3 +135,39 @@ async def test_a_registry_that_fails_to_file_the_call_still_frees_its_count(
     assert engine.metric("voicebridge_calls_active") == 0
     assert engine.metric("voicebridge_calls_total", outcome="completed", provider="exotel") == 1
     assert engine.metric("voicebridge_errors_total", kind="teardown") == 1
+
+
+async def test_a_call_task_that_raises_ends_the_call_once_as_an_error(
+    engine: Engine, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in a call's task (not an engine or backend failure it handles) must not leave the call
+    half-alive: it ends as `error`, its stream closed, its teardown complete."""
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("injected: a bug on the reply path")
+
+    monkeypatch.setattr(backend, "reply", broken)
+    await engine.say()
+    await engine.until(lambda: engine.wire.closed, "the stream closed")
+    assert engine.call.outcome == "error"
+    assert engine.metric("voicebridge_errors_total", kind="RuntimeError") == 1
+    await assert_torn_down_once(engine, "error")
+
+
+async def test_every_way_out_at_once_tears_the_call_down_once(
+    engine: Engine, backend: FakeBackend, tts: FakeTTS
+) -> None:
+    """The caller hangs up while a management hangup, a transfer and the shutdown's goodbye arrive."""
+    backend.answer("A long answer that takes a while to play. " * 6)
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    registry = engine.services.registry
+    await asyncio.gather(
+        engine.call.finish("completed"),
+        registry.hangup(engine.call.call_sid),
+        registry.transfer(engine.call.call_sid, "+919800000009"),
+        engine.call.end_for_shutdown(),
+    )
+    assert engine.call.outcome == "completed" and not engine.call._tasks
+    assert registry.facts.transfer_destination(engine.call.call_sid) is None  # no transfer went ahead
+    await assert_torn_down_once(engine, "completed")

@@ -39,6 +39,18 @@ class ReplyAction:
     max_digits: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BusinessSettings:
+    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
+
+    greeting: str | None = None
+    voice: str | None = None
+    language: str | None = None
+    system_prompt: str | None = None
+    transfer_number: str | None = None
+    max_call_minutes: float | None = None
+
+
 class BackendError(Exception):
     """The backend failed or timed out for this turn."""
 
@@ -75,18 +87,6 @@ class Backend(Protocol):
 # --- optional capabilities: a backend offers each or not; whoever needs one is handed it (or None) ------
 
 DeliveryResult = Literal["delivered", "parked", "retry"]
-
-
-@dataclass(frozen=True, slots=True)
-class BusinessSettings:
-    """Per-number settings from `GET /v1/business`; None means "use the daemon's config"."""
-
-    greeting: str | None = None
-    voice: str | None = None
-    language: str | None = None
-    system_prompt: str | None = None
-    transfer_number: str | None = None
-    max_call_minutes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TERMINATOR = "#"
@@ -37,3 +39,31 @@ class DigitCollector:
     def _take(self) -> str:
         entry, self._digits = "".join(self._digits), []
         return entry
+
+
+class Keypad:
+    """A call's keypad: the entry being collected, and the quiet timeout that completes it."""
+
+    def __init__(self, on_timeout: Callable[[str], None]) -> None:
+        self.collector = DigitCollector()
+        self._on_timeout = on_timeout
+        self._timer: asyncio.TimerHandle | None = None
+
+    def press(self, digit: str) -> str | None:
+        """Add a key; return the entry it completes. An entry left open completes at its quiet timeout."""
+        self.stop()
+        entry = self.collector.press(digit)
+        if entry is None and self.collector.collecting:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.collector.timeout_s, self.expire)
+        return entry
+
+    def expire(self) -> None:
+        """The quiet timeout passed: whatever was collected is the entry."""
+        entry = self.collector.expire()
+        if entry is not None:
+            self._on_timeout(entry)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()

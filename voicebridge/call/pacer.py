@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from voicebridge.audio.chunker import OutboundChunker
@@ -117,6 +118,18 @@ class OutboundPacer:
         self.progress = PlaybackProgress()
         await self._send(self._translator.clear())
         return heard
+
+    async def play_alone(self, pcm16: bytes, mark_name: str) -> None:
+        """Play one phrase with no call around it (the busy line): run until it has gone out, then stop."""
+        self.play(pcm16)
+        self.end_reply(mark_name)
+        runner = asyncio.create_task(self.run())
+        try:
+            await asyncio.sleep(len(pcm16) / 2 / self._rate + 0.3)
+        finally:
+            runner.cancel()
+            with suppress(asyncio.CancelledError):
+                await runner
 
     def new_reply(self) -> None:
         """Start counting playback for a new reply."""

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import replace
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from voicebridge.call.call import Call, CallServices
+from voicebridge.call.call import Call
+from voicebridge.call.inbound_limits import InboundLimits
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.playback_acks import PlaybackAcks
-from voicebridge.speech.base import Closable, SpeechToText
+from voicebridge.call.services import CallServices, OwnSpeechToText
 from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import (
     Audio,
@@ -28,7 +27,6 @@ from voicebridge.telephony.events import (
     ProtocolViolation,
     Start,
     Stop,
-    UnknownEvent,
 )
 from voicebridge.telephony.providers import translator_for_start
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, SID_RULE, is_valid_number, is_valid_sid
@@ -65,12 +63,9 @@ class StreamSession:
         self._translator: PlaybackAcks | None = None
         self._call: Call | None = None
         self._minutes_left: float | None = None
-        self._own_stt: SpeechToText | None = None
+        self._own_stt: OwnSpeechToText | None = None
         self._limits = services.settings.limits
-        self._bad_messages = 0
-        # A one-second window of message counts: cheap, and enough to stop a flood.
-        self._window_start = 0.0
-        self._window_count = 0
+        self._inbound = InboundLimits(self._limits, services.metrics)
         # Why we ended the stream ourselves (silence, unechoed marks): the call is then `dropped`.
         self._dropped_because = ""
         self._went_silent = False
@@ -83,7 +78,7 @@ class StreamSession:
         """Serve the connection until it closes; the call is finalised whatever ended it."""
         try:
             while (message := await self._receive()) is not None:
-                if not self._within_rate():
+                if not self._inbound.within_rate():
                     self._reject(ProtocolViolation("rate_limited", "over limits.max_messages_per_second"))
                 elif message.type is WSMsgType.TEXT:
                     await self._on_text(message.data)
@@ -94,8 +89,8 @@ class StreamSession:
                     break
                 if self._call is not None and self._call.ended:
                     break
-                if self._bad_messages >= self._limits.max_bad_messages:
-                    self.log.warning("closing the stream: %d bad messages", self._bad_messages)
+                if self._inbound.too_many_bad:
+                    self.log.warning("closing the stream: %d bad messages", self._inbound.bad_messages)
                     self._s.metrics.calls_rejected.labels(reason="bad_messages").inc()
                     await self._ws.close(code=1008, message=b"too many bad messages")
                     break
@@ -113,7 +108,7 @@ class StreamSession:
                 await asyncio.shield(self._call.finish(outcome))
             if self._went_silent:
                 await self._close(code=1001)
-            if isinstance(self._own_stt, Closable):  # the call's own model (stt.model_per_call)
+            if self._own_stt is not None:  # built for this call (CallServices.stt_per_call): ours to close
                 self._own_stt.close()
 
     async def _on_text(self, text: str) -> None:
@@ -263,35 +258,12 @@ class StreamSession:
         return "greeting"
 
     async def _play_busy(self, start: Start, translator: Translator) -> None:
-        pcm = self._s.phrases.audio("busy", start.sample_rate)
-        if not pcm:
-            return
-        pacer = OutboundPacer(translator, self._send, start.sample_rate, self._s.metrics)
-        pacer.play(pcm)
-        pacer.end_reply("busy")
-        runner = asyncio.create_task(pacer.run())
-        try:
-            await asyncio.sleep(len(pcm) / 2 / start.sample_rate + 0.3)
-        finally:
-            runner.cancel()
-            with suppress(asyncio.CancelledError):
-                await runner
-
-    def _within_rate(self) -> bool:
-        now = time.monotonic()
-        if now - self._window_start >= 1.0:
-            self._window_start, self._window_count = now, 0
-        self._window_count += 1
-        return self._window_count <= self._limits.max_messages_per_second
+        if pcm := self._s.phrases.audio("busy", start.sample_rate):
+            pacer = OutboundPacer(translator, self._send, start.sample_rate, self._s.metrics)
+            await pacer.play_alone(pcm, "busy")
 
     def _reject(self, violation: ProtocolViolation) -> None:
-        self._s.metrics.protocol_rejections.labels(kind=violation.kind).inc()
-        # Unknown events are a provider's new features, not garbage; they never close a call.
-        if not isinstance(violation, UnknownEvent):
-            self._bad_messages += 1
-        level = logging.DEBUG if isinstance(violation, UnknownEvent) else logging.WARNING
-        # Bounded: a rejected field is the caller's bytes, and could be a megabyte long.
-        self.log.log(level, "rejected message: %.200s", violation)
+        self._inbound.reject(violation, self.log)
 
     async def _send(self, text: str) -> None:
         if self._ws.closed:

@@ -21,8 +21,8 @@ from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends import build_backend
 from voicebridge.backends.base import BudgetCheck, BusinessLookup, RecordSink
 from voicebridge.backends.business import BusinessDirectory
-from voicebridge.call.call import CallServices
 from voicebridge.call.phrases import PhraseCache
+from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server import management

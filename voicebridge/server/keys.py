@@ -8,8 +8,8 @@ from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import Backend
-from voicebridge.call.call import CallServices
 from voicebridge.call.phrases import PhraseCache
+from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.memory import IdleMemoryReturner

@@ -1,0 +1,158 @@
+"""What a call leaves behind: its records in the outbox (`started` from admission; `ended`, cost and the
+conversation at its end), its local recording, and the entry the registry keeps of it once finished."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voicebridge.admission.registry import LiveCall
+from voicebridge.backends.base import CallInfo
+from voicebridge.call.conversation import Conversation, Entry
+from voicebridge.call.pacer import OutboundPacer
+from voicebridge.call.services import CallServices
+from voicebridge.records.call_records import CallRecord, CallRecorder
+from voicebridge.records.costs import CallUsage
+from voicebridge.records.recording import StereoCallRecording
+from voicebridge.telephony.events import Start
+
+# One step of the teardown: what it does (for the log line when it fails), and the step.
+TeardownStep = tuple[str, Callable[[], Awaitable[None]]]
+
+
+async def each_step(
+    steps: list[TeardownStep], last: Callable[[], None], failed: Callable[[str, Exception], None]
+) -> None:
+    """Each step runs even if the one before it raised or the teardown was cancelled meanwhile; `last`
+    runs whatever happened. A step that raises is reported to `failed` with what it was doing."""
+    if not steps:
+        last()
+        return
+    (what, step), rest = steps[0], steps[1:]
+    try:
+        await step()
+    except Exception as exc:
+        failed(what, exc)
+    finally:
+        await each_step(rest, last, failed)
+
+
+class CallRecords:
+    """One call's records; the teardown runs their steps, each guarded on its own."""
+
+    def __init__(
+        self,
+        services: CallServices,
+        start: Start,
+        usage: CallUsage,
+        conversation: Conversation,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._s = services
+        self._start = start
+        self._usage = usage
+        self._conversation = conversation
+        self._log = log
+        info = CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
+        self._recorder = CallRecorder(services.outbox, services.settings, info)
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self.recording = (
+            StereoCallRecording(start.sample_rate, loop.time())
+            if services.settings.calls.record_locally
+            else None
+        )
+        self._started: asyncio.Future[None] | None = None
+        self._local_recording = ""
+
+    def seconds(self) -> float:
+        """How long the call has lasted so far."""
+        return time.monotonic() - self._started_mono
+
+    def snapshot(self, state: str) -> dict[str, Any]:
+        """What `calls list` shows of the live call."""
+        return {
+            "call_sid": self._start.call_sid,
+            "provider": self._start.provider,
+            "from": self._start.from_number,
+            "to": self._start.to_number,
+            "state": state,
+            "duration_s": round(self.seconds(), 1),
+            "turns": self._conversation.turns,
+            "last_caller_text": self._conversation.last_caller_text,
+            "sample_rate": self._start.sample_rate,
+        }
+
+    def open(self) -> None:
+        """Written from the moment the call is live, without holding up its greeting; teardown waits for it,
+        so `started` always precedes `ended` even when the call ends while its greeting is being rendered."""
+        self._started = asyncio.ensure_future(self._recorder.started())
+
+    async def started(self) -> None:
+        """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
+        if self._started is not None:
+            await asyncio.shield(self._started)
+
+    def steps(self, outcome: str) -> list[TeardownStep]:
+        """The teardown's steps that keep the records, in order."""
+        return [
+            ("storing the call's start", self._timed_start),
+            ("saving the recording", self._save_recording),
+            # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
+            (
+                "storing the call's records",
+                lambda: self._recorder.ended(outcome, self._usage, self._entries()),
+            ),
+        ]
+
+    def release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
+        """The call leaves the live list for the finished one; raises what the registry raised."""
+        # Uncounted first: whatever fails below, the gauge stays balanced.
+        if admitted:
+            self._s.metrics.calls_active.dec()
+        self._s.metrics.calls_total.labels(outcome=outcome, provider=self._start.provider).inc()
+        self._log.info(
+            "call ended: outcome=%s duration=%.1fs turns=%d frames_out=%d late=%d",
+            outcome,
+            self._usage.duration_s,
+            self._conversation.turns,
+            pacer.frames_sent,
+            pacer.late_frames,
+        )
+        record = CallRecord(
+            call_sid=self._start.call_sid,
+            provider=self._start.provider,
+            from_number=self._start.from_number,
+            to_number=self._start.to_number,
+            started_at=self.started_at,
+            ended_at=time.time(),
+            duration_s=round(self._usage.duration_s, 3),
+            turns=self._conversation.turns,
+            outcome=outcome,
+            transcript=self._entries(),
+            local_recording=self._local_recording,
+        )
+        self._s.registry.finish(call, record)
+
+    def _entries(self) -> list[Entry]:
+        return list(self._conversation.entries)
+
+    async def _timed_start(self) -> None:
+        self._usage.duration_s = self.seconds()
+        await self.started()  # `ended` never goes in before `started`
+
+    async def _save_recording(self) -> None:
+        if self.recording is None:
+            return
+        directory = self._s.settings.state_path() / "recordings"
+        try:
+            path = await self.recording.save(directory, self._start.call_sid)
+        except OSError as exc:
+            self._log.error("could not write the call recording to %s: %s", directory, exc)
+            return
+        self._log.info("recording saved to %s", path)
+        self._local_recording = str(path)

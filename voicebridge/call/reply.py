@@ -1,0 +1,317 @@
+"""The reply pipeline of one call: a turn's audio → STT on the shared engine → backend → sentences → TTS →
+the outbound pacer, then the wait until the caller has heard it.
+
+A reply may start as a guess when the caller pauses: everything up to its first audio runs meanwhile, and
+its gate opens only when the pause becomes the end of the turn (nothing goes out before). What the reply
+does to the call's state (speaking, heard, the way out a backend asks for) is the call's: ReplyHost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from voicebridge.audio.turn import DETECTOR_RATE
+from voicebridge.backends.base import BackendError, CallInfo, ReplyAction
+from voicebridge.call.conversation import UNRECOGNISED, Conversation, Entry
+from voicebridge.call.pacer import OutboundPacer
+from voicebridge.call.sentences import SentenceSplitter
+from voicebridge.call.services import CallServices
+from voicebridge.records.costs import CallUsage
+from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.telephony.events import Start
+
+# If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
+MARK_GRACE_S = 1.5
+
+
+def mark_name(kind: str) -> str:
+    """A mark name no one can guess: only the provider's echo of the mark we sent can match it."""
+    return f"{kind}-{secrets.token_hex(16)}"
+
+
+@dataclass(slots=True)
+class Reply:
+    """The reply task of one turn and what is known of what it said."""
+
+    # Set by the call right after the reply is built; None only until then.
+    task: asyncio.Task[None] | None
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    played: asyncio.Event = field(default_factory=asyncio.Event)
+    sentences: list[tuple[str, float]] = field(default_factory=list)
+    mark: str = ""
+    caller_text: str = ""
+    action: ReplyAction | None = None
+    # This reply's bot line in the conversation, once it plays.
+    line: Entry | None = None
+    transcription: asyncio.Future[Transcript] | None = None
+
+    def shelve(self, conversation: Conversation) -> None:
+        """A finished turn whose answer has not started playing keeps its words for the caller's next turn;
+        not a guess the caller spoke on from (it is re-transcribed whole), nor a reply already heard."""
+        if self.gate.is_set() and self.line is None:
+            conversation.shelve(self.caller_text, self.transcription)
+
+    def settle(self, conversation: Conversation, heard_seconds: float | None) -> None:
+        """The call ended: what was said stays said. The line being played keeps what was heard (when it
+        was playing: `heard_seconds`); the words of a turn not yet answered (even a guess, since the call's
+        end ends the turn) stay, transcribed or still being."""
+        if heard_seconds is not None:
+            self.keep_heard(conversation, heard_seconds, barge_in=False)
+        self.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
+        self.shelve(conversation)
+        # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
+        self.played.set()
+
+    def keep_heard(self, conversation: Conversation, heard_seconds: float, barge_in: bool) -> None:
+        """Cut short: the reply's line keeps what the caller heard of it."""
+        if self.line is not None:
+            conversation.keep_heard(self.line, self.sentences, heard_seconds, barge_in)
+
+
+class ReplyHost(Protocol):
+    """What a reply needs of its call: the state changes are the call's."""
+
+    start: Start
+    info: CallInfo
+    usage: CallUsage
+    conversation: Conversation
+    log: logging.LoggerAdapter[logging.Logger]
+
+    @property
+    def ended(self) -> bool: ...
+
+    def begin_speaking(self, reply: Reply, caller_text: str) -> None: ...
+
+    def reply_played(self, reply: Reply) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None: ...
+
+    async def act(self, action: ReplyAction) -> None: ...
+
+    async def give_up_on_backend(self) -> None: ...
+
+
+class ReplyPipeline:
+    """Runs each reply of one call, one at a time (the call keeps which one is current)."""
+
+    def __init__(self, host: ReplyHost, services: CallServices, pacer: OutboundPacer) -> None:
+        self._host = host
+        self._s = services
+        self._pacer = pacer
+        self._conversation = host.conversation
+        self._info = host.info
+        self._rate = host.start.sample_rate
+        self._usage = host.usage
+        self._log = host.log
+        self._loop = asyncio.get_running_loop()
+        self._backend_failures = 0
+        # When the last turn ended (monotonic), for the latency stages measured from it; 0 once measured.
+        self.turn_ended_at = 0.0
+
+    async def transcribe_and_answer(self, reply: Reply, pcm16: bytes) -> None:
+        started = time.monotonic()
+        # A future of its own, so that a turn cut off while being transcribed can still be heard (shelve).
+        # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
+        transcription = reply.transcription = asyncio.ensure_future(
+            self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+        )
+        # Counted once, whoever reads it: the reply, the next turn (carried) or the teardown.
+        transcription.add_done_callback(self._count_transcription)
+        try:
+            transcript = await asyncio.shield(transcription)
+        except asyncio.CancelledError:
+            if not self._conversation.carries(transcription):
+                transcription.cancel()
+            raise
+        except SpeechEngineError as exc:
+            self._s.metrics.errors.labels(kind="stt").inc()
+            self._log.warning("speech recognition failed: %s", exc)
+            await reply.gate.wait()
+            await self._conversation.take_carried()  # earlier words the caller talked over still go in
+            await self._apologise(reply, f"{self._conversation.unanswered} {UNRECOGNISED}".strip())
+            await self._finish_reply(reply)
+            return
+        done = time.monotonic()
+        self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
+        self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
+        self._s.load.observe_stt_wait(transcript.queued_seconds)
+        self._s.load.observe_stt_work(max(0.0, transcript.processing_seconds - transcript.queued_seconds))
+        if not self._s.backend.speculative_safe or not transcript.text:
+            await reply.gate.wait()
+        if reply.gate.is_set():
+            self._s.metrics.stage_latency.labels(stage="eot_to_stt_done").observe(
+                max(0.0, done - self.turn_ended_at)
+            )
+        await self._conversation.take_carried()
+        text = f"{self._conversation.unanswered} {transcript.text}".strip()
+        if not text:
+            self._log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
+            self.turn_ended_at = 0.0
+            self._host.reply_played(reply)
+            return
+        # Not yet "unanswered": a speculative reply dropped because speech resumed is re-transcribed from
+        # the same utterance audio, so carrying its text too would say it twice.
+        reply.caller_text = text
+        backend_started = time.monotonic()
+        self._usage.ai_requests += 1
+        deltas = self._s.backend.reply(self._info, text, self._conversation.history())
+        await self._answer(reply, text, deltas, backend_started)
+
+    async def answer_digits(self, reply: Reply, entry: str) -> None:
+        """A keypad entry goes to the backend in place of a spoken turn."""
+        self._usage.ai_requests += 1
+        digits = self._s.backend.digits(self._info, entry, self._conversation.history())
+        await self._answer(reply, f"[keypad] {entry}", digits)
+
+    def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
+        if not transcription.cancelled() and transcription.exception() is None:
+            self._usage.stt_seconds += transcription.result().audio_seconds
+
+    async def _answer(
+        self,
+        reply: Reply,
+        caller_text: str,
+        deltas: AsyncGenerator[str | ReplyAction, None],
+        started: float | None = None,
+    ) -> None:
+        """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
+        try:
+            # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
+            # backend's response stream is released at once, not whenever the garbage collector gets to it.
+            async with aclosing(deltas):
+                await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
+            self._backend_failures = 0
+        except BackendError as exc:
+            self._backend_failures += 1
+            self._s.metrics.errors.labels(kind="backend").inc()
+            self._log.warning("backend failed (%d in a row): %s", self._backend_failures, exc)
+            if self._backend_failures >= self._s.settings.calls.max_backend_failures:
+                await reply.gate.wait()
+                self._host.spawn(self._host.give_up_on_backend(), "fallback")
+                return
+            await self._apologise(reply, caller_text)
+        except SpeechEngineError as exc:
+            # The apology is pre-rendered, so it plays even when the TTS engine is what failed.
+            self._s.metrics.errors.labels(kind="tts").inc()
+            self._log.warning("speech synthesis failed: %s", exc)
+            await self._apologise(reply, caller_text)
+        await self._finish_reply(reply)
+
+    async def _apologise(self, reply: Reply, caller_text: str) -> None:
+        """Say prompts.apology as (the rest of) this reply; the call goes on listening afterwards."""
+        apology = self._s.phrases.audio("apology", self._rate)
+        await reply.gate.wait()
+        if reply.line is None:  # nothing of the reply played yet
+            self._host.begin_speaking(reply, caller_text)
+        if apology:
+            self._pacer.play(apology)
+            text = self._s.phrases.text("apology")
+            reply.sentences.append((text, len(apology) / 2 / self._rate))
+            self._extend_line(reply)
+            self._usage.tts_seconds += len(apology) / 2 / self._rate
+
+    async def _speak_reply(
+        self, reply: Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
+    ) -> None:
+        first_sentence = first_audio = True
+        async with aclosing(self._sentences(deltas, SentenceSplitter(), reply)) as batches:
+            async for sentences in batches:
+                if first_sentence:
+                    self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
+                    first_sentence = False
+                for sentence in sentences:
+                    first_audio = await self._speak_sentence(reply, caller_text, sentence, first_audio)
+        await reply.gate.wait()
+        if first_audio:  # the backend said nothing
+            self._host.begin_speaking(reply, caller_text)
+
+    async def _speak_sentence(self, reply: Reply, caller_text: str, sentence: str, first_audio: bool) -> bool:
+        """Synthesise one sentence into the pacer; returns whether the reply is still to start speaking."""
+        tts_started = time.monotonic()
+        sentence_seconds = 0.0
+        async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
+            async for pcm in audio:
+                if first_audio:
+                    self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(
+                        time.monotonic() - tts_started
+                    )
+                    # Everything up to here may have run speculatively; nothing goes out before this.
+                    await reply.gate.wait()
+                    self._host.begin_speaking(reply, caller_text)
+                    first_audio = False
+                await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
+                self._pacer.play(pcm)
+                if not sentence_seconds:
+                    reply.sentences.append((sentence, 0.0))
+                sentence_seconds += len(pcm) / 2 / self._rate
+                # The line grows as audio is queued, so an interruption knows what was heard.
+                reply.sentences[-1] = (sentence, sentence_seconds)
+                self._extend_line(reply)
+        self._usage.tts_seconds += sentence_seconds
+        return first_audio
+
+    async def _sentences(
+        self, deltas: AsyncIterator[str | ReplyAction], splitter: SentenceSplitter, reply: Reply
+    ) -> AsyncIterator[list[str]]:
+        async for delta in deltas:
+            if isinstance(delta, ReplyAction):
+                reply.action = delta
+                continue
+            if done := splitter.feed(delta):
+                yield done
+        if rest := splitter.flush():
+            yield rest
+
+    def _extend_line(self, reply: Reply) -> None:
+        if reply.line is not None:
+            self._conversation.extend_line(reply.line, reply.sentences)
+
+    async def _finish_reply(self, reply: Reply) -> None:
+        reply.mark = mark_name("reply")
+        self._pacer.end_reply(reply.mark)
+        await self.wait_played(reply)
+        if reply.action is not None and not self._host.ended:
+            await self._host.act(reply.action)
+
+    def queue_phrase(self, name: str, pcm: bytes) -> Reply:
+        """A cached phrase queued whole as a reply of its own, its gate open: barge-in works on it too."""
+        text = self._s.phrases.text(name)
+        # Custom phrases are named by their text, which has no place on the wire.
+        reply = Reply(
+            task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=mark_name(name.split(":")[0])
+        )
+        reply.gate.set()
+        self._pacer.new_reply()
+        self._pacer.play(pcm)
+        self._usage.tts_seconds += len(pcm) / 2 / self._rate
+        self._pacer.end_reply(reply.mark)
+        return reply
+
+    async def wait_played(self, reply: Reply) -> None:
+        """Wait for the mark echo, or for the audio to have run out plus a grace period."""
+        while not reply.played.is_set() and not self._host.ended:
+            progress = self._pacer.progress
+            unplayed = progress.sent_seconds - progress.heard_seconds(self._loop.time())
+            try:
+                async with asyncio.timeout(self._pacer.queued_seconds + max(0.0, unplayed) + MARK_GRACE_S):
+                    await reply.played.wait()
+            except TimeoutError:
+                if self._pacer.queued_seconds == 0:
+                    self._log.debug("no echo for mark %s; treating the reply as played", reply.mark)
+                    self._host.reply_played(reply)
+
+    def first_frame_sent(self) -> None:
+        """The first audio of an answer left: the caller's voice-to-voice wait ends here."""
+        if self.turn_ended_at:
+            eot = self._s.settings.turn.end_of_turn_silence_ms / 1000
+            self._s.metrics.stage_latency.labels(stage="voice_to_voice").observe(
+                time.monotonic() - self.turn_ended_at + eot
+            )
+            self.turn_ended_at = 0.0
