@@ -285,8 +285,10 @@ async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: 
 async def test_the_model_per_call_mode_loads_a_model_for_each_call(
     tmp_path: Path, speak: Callable[[str, int], bytes], transcribe: Callable[[bytes, int], str]
 ) -> None:
-    """The original design, kept for bench/'s comparison, still answers calls, each with its own model."""
-    daemon = start_daemon(tmp_path, {"stt": {"model_per_call": True}, "prompts": {"greeting": "Hi."}})
+    """The original design, kept for bench/'s comparison, still answers calls, each with its own model:
+    bench/naive_daemon.py serves the daemon with a per-call STT factory (no config key does)."""
+    naive_entry = (str(Path(__file__).resolve().parents[2] / "bench" / "naive_daemon.py"),)
+    daemon = start_daemon(tmp_path, {"prompts": {"greeting": "Hi."}}, entry=naive_entry)
     try:
         for n in range(2):
             async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-own-{n}", call_sid=f"CA-own-{n}") as caller:

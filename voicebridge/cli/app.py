@@ -75,7 +75,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (overrides server.port).")] = None,
 ) -> None:
     """Run the daemon: webhooks, the audio WebSocket, health probes and metrics."""
-    from voicebridge.server.app import run_daemon
+    from voicebridge.server.serve import run_daemon
 
     settings = apply_overrides(load_settings(config), "server", host=host, port=port)
     raise typer.Exit(run_daemon(settings, config_path=resolve_config_path(config)))
