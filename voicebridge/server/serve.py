@@ -56,14 +56,16 @@ async def start(app: web.Application, settings: Settings) -> web.AppRunner | Non
     )
     try:
         await runner.setup()
-    except ControlSocketError as exc:
-        logger.error("%s", exc)
+    except BaseException as exc:
+        # Whatever failed, the resources that had started close, last first (aiohttp leaves it to us).
         await runner.cleanup()
-        return None
-    except (CannotStart, OSError, sqlite3.Error) as exc:
-        # An unusable state directory or outbox file: one line, not a traceback.
-        logger.error("cannot start: %s", exc)
-        await runner.cleanup()
+        if isinstance(exc, ControlSocketError):
+            logger.error("%s", exc)
+        elif isinstance(exc, CannotStart | OSError | sqlite3.Error):
+            # An unusable state directory or outbox file: one line, not a traceback.
+            logger.error("cannot start: %s", exc)
+        else:
+            raise
         return None
     site = GuardedTCPSite(
         runner, settings.server.host, settings.server.port, ConnectionLimits(settings, app[METRICS])
