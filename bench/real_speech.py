@@ -21,9 +21,6 @@ import tarfile
 import wave
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from stt_bench import run_plain, run_voicebridge, summary
 
 from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16

@@ -12,11 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebridge.audio.codecs import pcm16_to_float32, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.audio.resample import resample_once

@@ -14,6 +14,7 @@ import statistics
 import time
 from typing import Any
 
+from naive_daemon import own_whisper
 from stt_bench import aggregate_wer, percentile
 
 from voicebridge.config.schema import Settings
@@ -35,8 +36,7 @@ async def level(
     if shared is not None:
         engines = [shared] * concurrency
     else:
-        per_call = Settings().stt.model_copy(update={"workers": 1})
-        engines = [WhisperSTT(per_call, ModelCache()) for _ in range(concurrency)]
+        engines = [own_whisper(Settings().stt, ModelCache()) for _ in range(concurrency)]
     loaded = rss_mb()
     per_stream = max(3, 48 // concurrency)
 

@@ -11,7 +11,7 @@ bench/loadgen.py, real faster-whisper and Piper with the shipped models):
 3. calls: the production shape, TTS remote (the Azure engine against the local fake, answering with
    pre-rendered speech), at rising concurrency until two levels in a row are not held, with admission
    control on and the static cap out of the way; RSS idle and under load at each level;
-4. the same load on the original design, one Whisper model per call (`stt.model_per_call`).
+4. the same load on the original design, one Whisper model per call (bench/naive_daemon.py).
 
 Writes results.json, results.md and latency_vs_calls.png to --out.
 """
@@ -34,22 +34,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+# bench/'s own modules import as siblings: `python bench/suite.py` puts this folder on sys.path.
+import report
+from loadgen import LevelResult, run_level
+from naive_daemon import NAIVE_ENTRY
+from stt_bench import synthesise
+from stt_load import stt_concurrency
+
+from voicebridge.audio.levels import trim_trailing_quiet
+from voicebridge.config.schema import Settings
+from voicebridge.sim.daemon import DaemonProcess, free_port, start_daemon
+from voicebridge.speech.models import ModelCache
+from voicebridge.speech.stt import usable_cores
+from voicebridge.speech.tts.piper import PiperTTS
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import report  # noqa: E402
-from loadgen import LevelResult, run_level  # noqa: E402
-from stt_bench import synthesise  # noqa: E402
-from stt_load import stt_concurrency  # noqa: E402
-
-from voicebridge.audio.levels import trim_trailing_quiet  # noqa: E402
-from voicebridge.config.schema import Settings  # noqa: E402
-from voicebridge.sim.daemon import DaemonProcess, free_port, start_daemon  # noqa: E402
-from voicebridge.speech.models import ModelCache  # noqa: E402
-from voicebridge.speech.stt import usable_cores  # noqa: E402
-from voicebridge.speech.tts.piper import PiperTTS  # noqa: E402
-
 P95_LIMIT_MS = 1500.0
 TURN_SENTENCES = [
     "I would like to book an appointment for tomorrow.",
@@ -119,7 +118,6 @@ def azure_overrides(host: str, per_call_model: bool) -> dict[str, dict[str, Any]
     }
     if per_call_model:
         # The original design had no admission control either: it takes whatever comes.
-        overrides["stt"] = {"model_per_call": True}
         overrides["calls"] = dict.fromkeys(
             ("overload_stt_wait_ms", "overload_loop_lag_ms", "overload_stt_utilisation"), 0
         )
@@ -235,7 +233,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             ("per-call", args.naive_levels, True),
         ):
             print(f"{3 if design == 'shared' else 4}. calls, {design} model, Azure TTS fake", flush=True)
-            daemon = start_daemon(workdir / design, azure_overrides(host, per_call_model))
+            # The per-call design is bench/naive_daemon.py: the daemon handed a per-call STT factory.
+            entry = NAIVE_ENTRY if per_call_model else ("-m", "voicebridge", "serve")
+            daemon = start_daemon(workdir / design, azure_overrides(host, per_call_model), entry=entry)
             try:
                 levels += await levels_on(daemon, design, turns, counts, args.seconds, 6.0 if quick else 20.0)
             finally:

@@ -8,12 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
-
-# Runs from a checkout: the Azure fake lives under tests/.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from voicebridge.config.schema import Settings, TtsConfig
 from voicebridge.sim.azure_speech import FakeAzureSpeech

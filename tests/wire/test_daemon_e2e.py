@@ -20,6 +20,8 @@ from voicebridge.speech.wer import word_error_rate
 pytestmark = pytest.mark.e2e
 
 SENTENCE = "Please book an appointment for tomorrow morning."
+# The original one-model-per-call design, which only the benchmark serves.
+NAIVE_DAEMON = (str(Path(__file__).resolve().parents[2] / "bench" / "naive_daemon.py"),)
 
 
 async def get_json(url: str) -> tuple[int, dict]:
@@ -285,8 +287,9 @@ async def test_an_overloaded_daemon_refuses_new_calls_and_counts_them(tmp_path: 
 async def test_the_model_per_call_mode_loads_a_model_for_each_call(
     tmp_path: Path, speak: Callable[[str, int], bytes], transcribe: Callable[[bytes, int], str]
 ) -> None:
-    """The original design, kept for bench/'s comparison, still answers calls, each with its own model."""
-    daemon = start_daemon(tmp_path, {"stt": {"model_per_call": True}, "prompts": {"greeting": "Hi."}})
+    """The original design, kept for bench/'s comparison, still answers calls, each with its own model:
+    bench/naive_daemon.py serves the daemon with a per-call STT factory (no config key does)."""
+    daemon = start_daemon(tmp_path, {"prompts": {"greeting": "Hi."}}, entry=NAIVE_DAEMON)
     try:
         for n in range(2):
             async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-own-{n}", call_sid=f"CA-own-{n}") as caller:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
@@ -15,12 +14,8 @@ from voicebridge.call.phrases import PhraseCache
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.metrics import Metrics
-from voicebridge.speech.base import Closable, SpeechToText, TextToSpeech
+from voicebridge.speech.base import OwnSpeechToText, SpeechToText, TextToSpeech
 from voicebridge.telephony.base import CallControl
-
-
-class OwnSpeechToText(SpeechToText, Closable, Protocol):
-    """An STT engine built for one call: whoever built it closes it once the call is over."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from voicebridge.call.call import Call
 from voicebridge.call.inbound_limits import InboundLimits
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.playback_acks import PlaybackAcks
-from voicebridge.call.services import CallServices, OwnSpeechToText
+from voicebridge.call.services import CallServices
+from voicebridge.speech.base import OwnSpeechToText
 from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import (
     Audio,

@@ -17,7 +17,7 @@ def serve(
 ) -> None:
     """Run the daemon: webhooks, the audio WebSocket, health probes and metrics."""
     # Imported here so every other command starts without the server's imports.
-    from voicebridge.server.app import run_daemon
+    from voicebridge.server.serve import run_daemon
 
     settings = apply_overrides(load_settings(config), "server", host=host, port=port)
     raise typer.Exit(run_daemon(settings, config_path=resolve_config_path(config)))

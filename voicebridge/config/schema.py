@@ -93,9 +93,6 @@ class SttConfig(Section):
     workers: int = Field(0, ge=0, le=64)
     language: str = "en"
     window_seconds: float = Field(10.0, ge=5.0, le=30.0)
-    # Benchmark only: load a Whisper model for every call, as the original design did, so bench/ can
-    # measure what sharing one model saves. Costs ~100 MB and a model load per call; never in production.
-    model_per_call: bool = False
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
 
 

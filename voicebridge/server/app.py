@@ -1,16 +1,19 @@
-"""The daemon: app factory (routes, shared services in cleanup_ctx) and the serve loop (drain, sd_notify)."""
+"""The app factory: routes, and the shared resources, each started and closed by its own cleanup context.
+
+Resources start in the order they are appended to `cleanup_ctx` and close in the reverse order. When one
+fails to start, the runner's cleanup (server/serve.py) closes exactly those already started: a state
+directory the outbox cannot open still shuts the engines' worker threads and the backend's HTTP session.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -28,16 +31,16 @@ from voicebridge.records.outbox import Outbox
 from voicebridge.server import management
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
-from voicebridge.server.connection_guard import ConnectionLimits, GuardedTCPSite
-from voicebridge.server.control import ControlServer, ControlSocketError
 from voicebridge.server.keys import (
     BACKEND,
     CALL_SERVICES,
+    ENGINES,
     GATE,
     IDLE_MEMORY,
     LOAD,
     METRICS,
     MODELS,
+    MODELS_LOADED,
     OUTBOX,
     PHRASES,
     REGISTRY,
@@ -46,87 +49,26 @@ from voicebridge.server.keys import (
     STT,
     TTS,
 )
-from voicebridge.server.logs import MalformedRequestLog, configure_logging
+from voicebridge.server.logs import MalformedRequestLog
 from voicebridge.server.memory import IdleMemoryReturner, glibc_malloc_trim
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.stream_endpoint import stream_handler
-from voicebridge.server.systemd import SystemdNotifier
-from voicebridge.speech.base import Closable, SpeechToText, TextToSpeech
-from voicebridge.speech.factory import build_stt, build_tts
+from voicebridge.speech.base import Closable, SttCapacity
+from voicebridge.speech.factory import Engines, build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 from voicebridge.telephony import providers
 from voicebridge.telephony.providers import TelephonyControl
 
+__all__ = ["CannotStart", "Engines", "create_app"]
+
 logger = logging.getLogger("voicebridge.daemon")
 
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
-async def speech_services(app: web.Application) -> AsyncIterator[None]:
-    """Load the models and fixed phrases once, before the daemon listens; release them on exit."""
-    settings = app[SETTINGS]
-    started = time.perf_counter()
-    cache = app[MODELS]
-    # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
-    injected = app.get(ENGINES)
-    metrics = app[METRICS]
-    stt = injected.stt if injected and injected.stt else await asyncio.to_thread(build_stt, settings, cache)
-    tts = (
-        injected.tts
-        if injected and injected.tts
-        else await asyncio.to_thread(
-            build_tts, settings, cache, None, lambda reason: metrics.tts_fallbacks.labels(reason=reason).inc()
-        )
-    )
-    phrases = PhraseCache()
-    await phrases.prepare(tts, settings.prompts)
-    backend = build_backend(settings.backend)
-    await backend.start()
-    # The backend's optional capabilities, declared in backends/base.py, are looked up once here; each
-    # user is handed the capability or None. Records go to the backend when it takes them (node);
-    # otherwise they are kept in the file.
-    sink = backend if isinstance(backend, RecordSink) else None
-    app[GATE] = CallGate(settings, metrics, backend if isinstance(backend, BudgetCheck) else None)
-    outbox = Outbox(
-        settings.state_path() / "outbox.sqlite3",
-        sink,
-        retry_base_s=settings.outbox.retry_base_s,
-        retry_cap_s=settings.outbox.retry_cap_s,
-        metrics=metrics,
-    )
-    await outbox.open()
-    app[STT], app[TTS], app[PHRASES], app[BACKEND], app[OUTBOX] = stt, tts, phrases, backend, outbox
-    app[CALL_SERVICES] = CallServices(
-        settings,
-        stt,
-        tts,
-        backend,
-        phrases,
-        app[METRICS],
-        app[REGISTRY],
-        app[GATE],
-        TelephonyControl(settings),
-        outbox,
-        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
-        app[LOAD],
-        stt_per_call=_model_per_call(settings, app[MODELS]) if settings.stt.model_per_call else None,
-    )
-    app[LOAD].stt_workers = int(getattr(stt, "workers", 1))
-    queue_depth = getattr(stt, "queue_depth", None)
-    if queue_depth is not None:
-        app[METRICS].track_stt_queue(lambda: int(getattr(stt, "queue_depth", 0)))
-    app[management.MODELS_LOADED] = {"stt": stt.name, "tts": tts.name, "phrases": len(phrases)}
-    logger.info(
-        "models loaded in %.2fs (stt=%s, tts=%s, backend=%s)",
-        time.perf_counter() - started,
-        stt.name,
-        tts.name,
-        backend.name,
-    )
-    yield
-    await outbox.close()
-    await backend.close()
-    for engine in (stt, tts):
-        if isinstance(engine, Closable):
-            engine.close()
+
+class CannotStart(Exception):
+    """A resource could not start (an unusable state directory, say); the message is one line for the
+    operator. serve() logs it and closes whatever had started before it."""
 
 
 async def malformed_requests_counted(app: web.Application) -> AsyncIterator[None]:
@@ -139,24 +81,113 @@ async def malformed_requests_counted(app: web.Application) -> AsyncIterator[None
     server_log.removeFilter(log_filter)
 
 
-def _model_per_call(settings: Settings, shared: ModelCache) -> Callable[[], SpeechToText]:
-    """The original design, kept for bench/: each call loads its own model, with one worker of its own."""
-    per_call = settings.stt.model_copy(update={"workers": 1})
-
-    def build() -> SpeechToText:
-        from voicebridge.speech.stt import WhisperSTT
-
-        own = ModelCache()
-        engine = WhisperSTT(per_call, own)
-        shared.loads.update(own.loads)  # so /health's model_loads shows every load
-        return engine
-
-    return build
+def _close_engine(engine: object) -> None:
+    if isinstance(engine, Closable):  # an optional capability, declared in speech/base.py
+        engine.close()
 
 
-def background_task(
-    run: Callable[[web.Application], Coroutine[Any, Any, None]],
-) -> Callable[[web.Application], AsyncIterator[None]]:
+async def speech_to_text(app: web.Application) -> AsyncIterator[None]:
+    """The STT engine (its model and worker threads): handed in, or loaded from the config."""
+    started = time.perf_counter()
+    # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
+    stt = app[ENGINES].stt or await asyncio.to_thread(build_stt, app[SETTINGS], app[MODELS])
+    if isinstance(stt, SttCapacity):
+        # The overload guard judges load against the workers the engine really runs; without the
+        # capacity it counts one worker and exports no queue depth.
+        app[LOAD].stt_workers = stt.workers
+        app[METRICS].track_stt_queue(lambda: stt.queue_depth)
+    app[STT] = stt
+    logger.info("stt %s ready in %.2fs", stt.name, time.perf_counter() - started)
+    yield
+    _close_engine(stt)
+
+
+async def text_to_speech(app: web.Application) -> AsyncIterator[None]:
+    """The TTS engine (its voice and worker threads, or the Azure SDK's): handed in, or from the config."""
+    started = time.perf_counter()
+    metrics = app[METRICS]
+    tts = app[ENGINES].tts or await asyncio.to_thread(
+        build_tts,
+        app[SETTINGS],
+        app[MODELS],
+        None,
+        lambda reason: metrics.tts_fallbacks.labels(reason=reason).inc(),
+    )
+    app[TTS] = tts
+    logger.info("tts %s ready in %.2fs", tts.name, time.perf_counter() - started)
+    yield
+    _close_engine(tts)
+
+
+async def fixed_phrases(app: web.Application) -> AsyncIterator[None]:
+    """The configured prompts (greeting, apology, goodbye, ...) synthesised once, before the first call."""
+    phrases = PhraseCache()
+    await phrases.prepare(app[TTS], app[SETTINGS].prompts)
+    app[PHRASES] = phrases
+    yield
+
+
+async def backend_connection(app: web.Application) -> AsyncIterator[None]:
+    """The reply backend and its HTTP session (node, openai; echo holds nothing)."""
+    backend = build_backend(app[SETTINGS].backend)
+    await backend.start()
+    app[BACKEND] = backend
+    # The backend's optional capabilities, declared in backends/base.py, are looked up once here; each
+    # user is handed the capability or None. The gate asks a budget check before a call is answered.
+    app[GATE] = CallGate(app[SETTINGS], app[METRICS], backend if isinstance(backend, BudgetCheck) else None)
+    yield
+    await backend.close()
+
+
+async def record_outbox(app: web.Application) -> AsyncIterator[None]:
+    """The durable call records (SQLite in the state directory) and their delivery task."""
+    settings, backend = app[SETTINGS], app[BACKEND]
+    # Records go to the backend when it takes them (node); otherwise they are kept in the file.
+    sink = backend if isinstance(backend, RecordSink) else None
+    outbox = Outbox(
+        settings.state_path() / "outbox.sqlite3",
+        sink,
+        retry_base_s=settings.outbox.retry_base_s,
+        retry_cap_s=settings.outbox.retry_cap_s,
+        metrics=app[METRICS],
+    )
+    try:
+        await outbox.open()
+    except BaseException as exc:
+        await outbox.close()  # its worker thread runs from construction: an outbox that cannot open shuts it
+        if isinstance(exc, OSError | sqlite3.Error):  # SQLite's own message does not say which file
+            raise CannotStart(f"outbox {outbox.path}: {exc}") from exc
+        raise
+    app[OUTBOX] = outbox
+    yield
+    await outbox.close()
+
+
+async def call_services(app: web.Application) -> AsyncIterator[None]:
+    """Not a resource: what every call is handed, assembled once the resources above are up."""
+    settings, stt, tts, backend = app[SETTINGS], app[STT], app[TTS], app[BACKEND]
+    per_call = app[ENGINES].stt_per_call
+    app[CALL_SERVICES] = CallServices(
+        settings,
+        stt,
+        tts,
+        backend,
+        app[PHRASES],
+        app[METRICS],
+        app[REGISTRY],
+        app[GATE],
+        TelephonyControl(settings),
+        app[OUTBOX],
+        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
+        app[LOAD],
+        stt_per_call=partial(per_call, app[MODELS]) if per_call is not None else None,
+    )
+    app[MODELS_LOADED] = {"stt": stt.name, "tts": tts.name, "phrases": len(app[PHRASES])}
+    logger.info("models loaded (stt=%s, tts=%s, backend=%s)", stt.name, tts.name, backend.name)
+    yield
+
+
+def background_task(run: Callable[[web.Application], Coroutine[Any, Any, None]]) -> CleanupContext:
     """A cleanup context that runs `run(app)` for as long as the daemon runs, and cancels it on shutdown."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -169,24 +200,12 @@ def background_task(
     return context
 
 
-@dataclass(frozen=True, slots=True)
-class Engines:
-    """Speech engines handed in instead of built from the config (fault-injection tests, embedding)."""
-
-    stt: SpeechToText | None = None
-    tts: TextToSpeech | None = None
-
-
-ENGINES = web.AppKey("engines", Engines)
-
-
 def create_app(settings: Settings, engines: Engines | None = None) -> web.Application:
-    """Build the aiohttp application; heavy services load in its cleanup context."""
+    """Build the aiohttp application; the resources start, in order, when its runner is set up."""
     # body_deadline first: no check or handler waits on a body that trickles in.
     app = web.Application(client_max_size=1 << 20, middlewares=[body_deadline, access_control])
     app[SETTINGS] = settings
-    if engines is not None:
-        app[ENGINES] = engines
+    app[ENGINES] = engines or Engines()
     app[STREAM_TOKENS] = stream_tokens(settings)
     app[METRICS] = Metrics()
     app[LOAD] = OverloadGuard(
@@ -194,128 +213,27 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
         settings.calls.overload_loop_lag_ms / 1000,
         settings.calls.overload_stt_utilisation,
     )
-    app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
-    registry = app[REGISTRY]
+    registry = app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
     app[LOAD].count_calls(lambda: registry.active_count)
     app[MODELS] = ModelCache()
-    app[IDLE_MEMORY] = IdleMemoryReturner(app[REGISTRY], glibc_malloc_trim())
-    app.cleanup_ctx.append(malformed_requests_counted)
-    app.cleanup_ctx.append(speech_services)
-    # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
-    app.cleanup_ctx.append(background_task(lambda app: app[LOAD].watch_loop()))
-    app.cleanup_ctx.append(background_task(lambda app: app[IDLE_MEMORY].run()))
+    app[IDLE_MEMORY] = IdleMemoryReturner(registry, glibc_malloc_trim())
+    app.cleanup_ctx.extend(
+        [
+            malformed_requests_counted,
+            speech_to_text,
+            text_to_speech,
+            fixed_phrases,
+            backend_connection,
+            record_outbox,
+            call_services,
+            # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
+            background_task(lambda app: app[LOAD].watch_loop()),
+            background_task(lambda app: app[IDLE_MEMORY].run()),
+        ]
+    )
     providers.add_routes(app)
     management.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)
     return app
-
-
-async def serve(settings: Settings, notifier: SystemdNotifier) -> int:
-    """Run until SIGTERM/SIGINT, then drain live calls and exit; returns the process exit code."""
-    app = create_app(settings)
-    # The keep-alive timer also bounds every request head after a connection's first (connection_guard.py).
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        keepalive_timeout=settings.limits.request_head_timeout_s + 1,
-    )
-    try:
-        await runner.setup()
-    except (OSError, sqlite3.Error) as exc:
-        # An unusable state directory or outbox file: one line, not a traceback.
-        logger.error("cannot start: %s", exc)
-        await runner.cleanup()
-        return 1
-    registry = app[REGISTRY]
-    control = ControlServer(
-        registry,
-        settings.control_socket_path(),
-        lambda: management.health_document(app),
-        group=settings.control.group,
-        outbox=app[OUTBOX],
-        metrics=app[METRICS],
-    )
-    limits = ConnectionLimits(settings, app[METRICS])
-    site = GuardedTCPSite(runner, settings.server.host, settings.server.port, limits)
-    try:
-        # The socket first: a second daemon on the same socket is refused before it takes a port.
-        await control.start()
-        await site.start()
-    except ControlSocketError as exc:
-        logger.error("%s", exc)
-        await runner.cleanup()
-        return 1
-    except OSError as exc:
-        logger.error("cannot listen on %s:%d: %s", settings.server.host, settings.server.port, exc.strerror)
-        await control.close()
-        await runner.cleanup()
-        return 1
-    logger.info("voicebridge listening on http://%s:%d", settings.server.host, settings.server.port)
-    if settings.management_api_needs_token and not settings.management.token.get_secret_value():
-        logger.warning(
-            "management (/api/*, and /metrics, /health unless public) is refused: webhook auth is on, "
-            "server.trusted_proxies is set or the daemon listens beyond loopback, and management.token is "
-            "empty; set it to use them"
-        )
-    notifier.ready(f"listening on {settings.server.host}:{settings.server.port}, 0 active calls")
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_count_unhandled(app[METRICS]))
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP,
-        lambda: logger.warning(
-            "SIGHUP: config reload is not supported; restart the service to apply changes"
-        ),
-    )
-    heartbeat = asyncio.create_task(_report_status(notifier, registry))
-    await stop.wait()
-
-    logger.info(
-        "stopping: draining %d live call(s) for up to %.0fs",
-        registry.active_count,
-        settings.server.drain_timeout,
-    )
-    notifier.stopping()
-    registry.draining = True
-    await registry.drain(settings.server.drain_timeout)
-    heartbeat.cancel()
-    await control.close()
-    await runner.cleanup()
-    # Closing the server may have ended calls whose streams were still open: their records first.
-    await registry.settle()
-    logger.info("stopped")
-    return 0
-
-
-def _count_unhandled(
-    metrics: Metrics,
-) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
-    """Count and log what reaches the loop's exception handler; each one is a bug, so tests watch it."""
-
-    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        metrics.unhandled.inc()
-        loop.default_exception_handler(context)
-
-    return handle
-
-
-async def _report_status(notifier: SystemdNotifier, registry: CallRegistry) -> None:
-    interval = notifier.watchdog_interval or 5.0
-    while True:
-        await asyncio.sleep(interval)
-        if notifier.watchdog_interval:
-            notifier.watchdog()
-        notifier.status(f"{registry.active_count} active calls" + (", draining" if registry.draining else ""))
-
-
-def run_daemon(settings: Settings, config_path: Path | None = None) -> int:
-    """Entry point for `voicebridge serve`."""
-    configure_logging(settings.logging)
-    logger.info("config: %s", config_path or "built-in defaults")
-    return asyncio.run(serve(settings, SystemdNotifier()))

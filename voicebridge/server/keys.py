@@ -1,4 +1,4 @@
-"""Typed keys for the shared services stored on the aiohttp application."""
+"""Typed keys for everything stored on the aiohttp application: one place to see what the daemon shares."""
 
 from __future__ import annotations
 
@@ -15,20 +15,28 @@ from voicebridge.records.outbox import Outbox
 from voicebridge.server.memory import IdleMemoryReturner
 from voicebridge.server.metrics import Metrics
 from voicebridge.speech.base import SpeechToText, TextToSpeech
+from voicebridge.speech.factory import Engines
 from voicebridge.speech.models import ModelCache
 from voicebridge.telephony.stream_tokens import StreamTokens
 
+# Set by create_app, before the daemon starts: cheap, nothing to close.
 SETTINGS = web.AppKey("settings", Settings)
+ENGINES = web.AppKey("engines", Engines)
 METRICS = web.AppKey("metrics", Metrics)
+STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
+LOAD = web.AppKey("load", OverloadGuard)
 REGISTRY = web.AppKey("registry", CallRegistry)
 GATE = web.AppKey("gate", CallGate)
 MODELS = web.AppKey("models", ModelCache)
+IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
+
+# The resources, in start order: each is set by its own cleanup context (server/app.py), which closes it.
 STT = web.AppKey("stt", SpeechToText)
 TTS = web.AppKey("tts", TextToSpeech)
-BACKEND = web.AppKey("backend", Backend)
 PHRASES = web.AppKey("phrases", PhraseCache)
-CALL_SERVICES = web.AppKey("call_services", CallServices)
+BACKEND = web.AppKey("backend", Backend)
 OUTBOX = web.AppKey("outbox", Outbox)
-STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
-LOAD = web.AppKey("load", OverloadGuard)
-IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
+
+# Set once every resource is up: what each call is handed, and what /ready waits for.
+CALL_SERVICES = web.AppKey("call_services", CallServices)
+MODELS_LOADED = web.AppKey("models_loaded", dict[str, str | int])

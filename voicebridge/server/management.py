@@ -22,6 +22,7 @@ from voicebridge.server.keys import (
     LOAD,
     METRICS,
     MODELS,
+    MODELS_LOADED,
     OUTBOX,
     REGISTRY,
     SETTINGS,
@@ -30,7 +31,6 @@ from voicebridge.server.keys import (
 )
 from voicebridge.server.memory import rss_bytes
 
-MODELS_LOADED = web.AppKey("models_loaded", dict)
 logger = logging.getLogger("voicebridge.management")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -14,102 +15,90 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.calls_active = Gauge("voicebridge_calls_active", "Calls currently connected", registry=r)
-        self.calls_total = Counter(
-            "voicebridge_calls_total", "Calls ended, by outcome", ["outcome", "provider"], registry=r
+        # One call per metric, each on this registry: name, help text, then the labels it is broken down by.
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        # Calls, their turns and what the providers asked of us.
+        self.calls_active = gauge("voicebridge_calls_active", "Calls currently connected")
+        self.calls_total = counter(
+            "voicebridge_calls_total", "Calls ended, by outcome", ["outcome", "provider"]
         )
-        self.calls_rejected = Counter(
-            "voicebridge_calls_rejected_total",
-            "Calls refused before they started, by reason",
-            ["reason"],
-            registry=r,
+        self.calls_rejected = counter(
+            "voicebridge_calls_rejected_total", "Calls refused before they started, by reason", ["reason"]
+        )
+        self.webhooks = counter(
+            "voicebridge_webhooks_total", "Webhook requests, by endpoint and result", ["endpoint", "result"]
         )
         self.stage_latency = Histogram(
             "voicebridge_stage_latency_seconds",
             "Per-turn latency by stage (eot_to_stt_done, stt, backend, tts_first_audio, voice_to_voice)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.turns_total = Counter("voicebridge_turns_total", "Caller turns answered", registry=r)
-        self.barge_ins = Counter(
-            "voicebridge_barge_ins_total", "Replies interrupted by the caller", registry=r
-        )
-        self.speculation = Counter(
+        self.turns_total = counter("voicebridge_turns_total", "Caller turns answered")
+        self.barge_ins = counter("voicebridge_barge_ins_total", "Replies interrupted by the caller")
+        self.speculation = counter(
             "voicebridge_speculative_transcriptions_total",
             "Transcriptions started during the end-of-turn pause, by fate (used, discarded)",
             ["fate"],
-            registry=r,
         )
-        self.frames_in = Counter("voicebridge_frames_in_total", "Media frames received", registry=r)
-        self.frames_out = Counter("voicebridge_frames_out_total", "Media frames sent", registry=r)
-        self.late_frames = Counter(
-            "voicebridge_late_frames_total",
-            "Outbound frames sent after the caller's audio ran dry",
-            registry=r,
+
+        # Media frames each way; a late one is a gap the caller heard.
+        self.frames_in = counter("voicebridge_frames_in_total", "Media frames received")
+        self.frames_out = counter("voicebridge_frames_out_total", "Media frames sent")
+        self.late_frames = counter(
+            "voicebridge_late_frames_total", "Outbound frames sent after the caller's audio ran dry"
         )
-        self.stt_queue_depth = Gauge(
-            "voicebridge_stt_queue_depth", "Utterances waiting for an STT worker", registry=r
-        )
-        self.errors = Counter("voicebridge_errors_total", "Errors, by kind", ["kind"], registry=r)
-        self.auth_failures = Counter(
-            "voicebridge_auth_failures_total",
-            "Requests refused by authentication, by surface and reason",
-            ["surface", "reason"],
-            registry=r,
-        )
-        self.tts_fallbacks = Counter(
+
+        # Speech engines and faults.
+        self.stt_queue_depth = gauge("voicebridge_stt_queue_depth", "Utterances waiting for an STT worker")
+        self.tts_fallbacks = counter(
             "voicebridge_tts_fallbacks_total",
             "Sentences spoken by the fallback TTS because the primary failed or is cooling down",
             ["reason"],
-            registry=r,
         )
-        self.unhandled = Counter(
+        self.errors = counter("voicebridge_errors_total", "Errors, by kind", ["kind"])
+        self.unhandled = counter(
             "voicebridge_unhandled_exceptions_total",
             "Exceptions that reached the event loop's handler (each one is a bug)",
-            registry=r,
         )
-        self.connections_refused = Counter(
+
+        # Input refused at the door: each one a 4xx or a counted refusal, never a 500.
+        # `surface`: the door a request came in by (server/access.py's surface_of; "http": malformed HTTP).
+        by_surface = partial(counter, labelnames=["surface", "reason"])
+        self.auth_failures = by_surface(
+            "voicebridge_auth_failures_total", "Requests refused by authentication, by surface and reason"
+        )
+        self.http_rejections = by_surface(
+            "voicebridge_http_rejections_total",
+            "HTTP requests refused for what they carry (body, sid, malformed HTTP), by surface and reason",
+        )
+        self.connections_refused = counter(
             "voicebridge_connections_refused_total",
             "Connections cut before a request: per-address cap, global ceiling, slow request head or body",
             ["reason"],
-            registry=r,
         )
-        self.protocol_rejections = Counter(
+        self.protocol_rejections = counter(
             "voicebridge_protocol_rejections_total",
             "Inbound WebSocket messages rejected or ignored, by kind",
             ["kind"],
-            registry=r,
         )
-        self.webhooks = Counter(
-            "voicebridge_webhooks_total",
-            "Webhook requests, by endpoint and result",
-            ["endpoint", "result"],
-            registry=r,
-        )
-        self.http_rejections = Counter(
-            "voicebridge_http_rejections_total",
-            "HTTP requests refused for what they carry (body, sid, malformed HTTP), by surface and reason",
-            ["surface", "reason"],
-            registry=r,
-        )
-        self.outbox_records = Gauge(
-            "voicebridge_outbox_records",
-            "Stored call records by state (pending, parked, delivered, local), as of the last delivery pass",
-            ["state"],
-            registry=r,
-        )
-        self.records_unstored = Counter(
-            "voicebridge_records_unstored_total",
-            "Call records that could not be stored in the outbox even after retries (each one is lost)",
-            registry=r,
-        )
-        self.control_refusals = Counter(
+        self.control_refusals = counter(
             "voicebridge_control_refusals_total",
             "Control-socket request lines refused, by code (bad_request, too_large, unknown_op, ...)",
             ["code"],
-            registry=r,
+        )
+
+        # Call records.
+        self.outbox_records = gauge(
+            "voicebridge_outbox_records",
+            "Stored call records by state (pending, parked, delivered, local), as of the last delivery pass",
+            ["state"],
+        )
+        self.records_unstored = counter(
+            "voicebridge_records_unstored_total",
+            "Call records that could not be stored in the outbox even after retries (each one is lost)",
         )
 
     def track_stt_queue(self, depth: Callable[[], int]) -> None:

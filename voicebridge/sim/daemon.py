@@ -59,8 +59,12 @@ def start_daemon(
     overrides: dict[str, dict[str, Any]] | None = None,
     ready_timeout: float = 180.0,
     ready_path: str = "/ready",
+    entry: tuple[str, ...] = ("-m", "voicebridge", "serve"),
 ) -> DaemonProcess:
-    """Start the daemon with a config built from `overrides`; return once `ready_path` answers 200."""
+    """Start the daemon with a config built from `overrides`; return once `ready_path` answers 200.
+
+    `entry` is what Python runs, given `--config`: `voicebridge serve`, or a script that serves the
+    daemon with engines of its own (bench/naive_daemon.py)."""
     port = free_port()
     config: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")},
@@ -75,7 +79,7 @@ def start_daemon(
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEBRIDGE_")}
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "voicebridge", "serve", "--config", str(config_path)],
+            [sys.executable, *entry, "--config", str(config_path)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

@@ -42,12 +42,32 @@ class SpeechToText(Protocol):
 
 
 @runtime_checkable
+class SttCapacity(Protocol):
+    """An STT engine that decodes a bounded number of utterances at once and can say how many wait.
+
+    The daemon sizes its overload guard from `workers` and exports `queue_depth` as a gauge; an engine
+    without this capacity is counted as one worker with no queue to report.
+    """
+
+    workers: int
+
+    @property
+    def queue_depth(self) -> int:
+        """Utterances waiting for a free worker now."""
+        ...
+
+
+@runtime_checkable
 class Closable(Protocol):
     """An engine that holds something to release (a model, worker threads, a session) once done with."""
 
     def close(self) -> None:
         """Release it; the engine is not used afterwards."""
         ...
+
+
+class OwnSpeechToText(SpeechToText, Closable, Protocol):
+    """An STT engine built for one call: whoever built it closes it once the call is over."""
 
 
 class TextToSpeech(Protocol):

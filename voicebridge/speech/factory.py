@@ -1,12 +1,26 @@
-"""Build the configured speech engines from one shared model cache."""
+"""Build the configured speech engines from one shared model cache, unless they are handed in."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from voicebridge.config.schema import Settings
-from voicebridge.speech.base import SpeechToText, TextToSpeech
+from voicebridge.speech.base import OwnSpeechToText, SpeechToText, TextToSpeech
 from voicebridge.speech.models import ModelCache
+
+
+@dataclass(frozen=True, slots=True)
+class Engines:
+    """Speech engines handed to the daemon instead of built from the config (fault-injection tests,
+    bench/naive_daemon.py, embedding); whatever is left None is built from the config."""
+
+    stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
+    # Builds a call's own STT engine, given the daemon's model cache so /health's model_loads counts
+    # its loads. Only bench/naive_daemon.py sets it: the original one-model-per-call design, measured
+    # against the shared engine. None: every call shares the one STT engine.
+    stt_per_call: Callable[[ModelCache], OwnSpeechToText] | None = None
 
 
 def build_stt(settings: Settings, cache: ModelCache) -> SpeechToText:

@@ -23,7 +23,7 @@ import numpy as np
 from voicebridge.audio.codecs import pcm16_to_float32
 from voicebridge.audio.resample import resample_once
 from voicebridge.config.schema import SttConfig
-from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.speech.base import SpeechEngineError, SttCapacity, Transcript
 from voicebridge.speech.models import ModelCache, default_whisper_path
 from voicebridge.speech.scheduler import SttScheduler, always_confirmed
 
@@ -74,7 +74,7 @@ class _Decoded(NamedTuple):
     no_speech_prob: float
 
 
-class WhisperSTT:
+class WhisperSTT(SttCapacity):
     """Local speech recognition shared by every call; at most `stt.workers` utterances decode at once."""
 
     name = "whisper"
