@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from voicebridge.cli.options import ConfigOption
-from voicebridge.config.load import apply_overrides, load_settings, resolve_config_path
+from voicebridge.config.load import apply_overrides, load_config, resolve_config_path, warn_retired
 
 
 def serve(
@@ -18,6 +18,11 @@ def serve(
     """Run the daemon: webhooks, the audio WebSocket, health probes and metrics."""
     # Imported here so every other command starts without the server's imports.
     from voicebridge.server.app import run_daemon
+    from voicebridge.server.logs import configure_logging
 
-    settings = apply_overrides(load_settings(config), "server", host=host, port=port)
+    loaded = load_config(config)
+    settings = apply_overrides(loaded.settings, "server", host=host, port=port)
+    # Logging first, so each retired key's warning is a line in the daemon's own log format.
+    configure_logging(settings.logging)
+    warn_retired(loaded.retired)
     raise typer.Exit(run_daemon(settings, config_path=resolve_config_path(config)))
