@@ -65,13 +65,15 @@ def check_authentication(settings: Settings) -> Check:
     """Who may call the webhooks and open streams: open on loopback, authenticated, or insecure (warn)."""
     name = "authentication"
     where = f"{settings.server.host}:{settings.server.port}"
-    modes = ", ".join(f"{provider} {auth}" for provider, auth in settings.enabled_webhook_auth().items())
+    enabled = settings.enabled_provider_sections()
+    modes = ", ".join(f"{provider} {section.webhook_auth}" for provider, section in enabled.items())
     if settings.server.insecure:
+        providers = "/".join(settings.provider_sections())
         return Check(
             name,
             "warn",
             f"server.insecure = true: providers on webhook_auth none are open on {where} ({modes})",
-            "set exotel/twilio webhook_auth and server.insecure = false",
+            f"set {providers} webhook_auth and server.insecure = false",
         )
     if settings.open_mode:
         return Check(
