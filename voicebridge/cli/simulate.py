@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voicebridge.cli.errors import CliError
-from voicebridge.cli.options import ConfigOption, json_option
+from voicebridge.cli.options import config_option, json_option
 from voicebridge.config.load import load_settings
 from voicebridge.sim.scripted import CallReport, CallScript, SimulationError
 from voicebridge.sim.simulate import load_turns, save_audio, simulate_calls, transcribe_replies
@@ -145,8 +145,9 @@ def simulate(
     transcribe: Annotated[
         bool, typer.Option("--transcribe/--no-transcribe", help="Transcribe the bot's replies locally.")
     ] = True,
-    as_json: Annotated[bool, json_option()] = False,
-    config: ConfigOption = None,
+    as_json: Annotated[bool, json_option(instead_of="tables")] = False,
+    # Read for the daemon's URL (server.host/port/public_url) and for --transcribe's STT settings.
+    config: Annotated[Path | None, config_option("the URL and the transcription")] = None,
 ) -> None:
     """Call the daemon as Exotel (or Twilio) would, speaking FILES as the caller; report each turn."""
     if provider not in ("exotel", "twilio"):
