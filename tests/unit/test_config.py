@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-import typer
 from pydantic import SecretStr, ValidationError
 
-from voicebridge.cli.serve import serve
+from voicebridge.cli.serve import daemon_settings
 from voicebridge.config.load import (
     RETIRED_KEYS,
     ConfigError,
@@ -330,21 +329,15 @@ def test_serve_logs_one_line_per_retired_key_in_its_log_format(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = old_style_config(tmp_path)
+    defaults = Settings()
     monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-RETIRED-ENV")
-    started: list[Settings] = []
-
-    def fake_daemon(settings: Settings, config_path: Path | None = None) -> int:
-        started.append(settings)
-        return 0
-
-    monkeypatch.setattr("voicebridge.server.app.run_daemon", fake_daemon)
     root = logging.getLogger()
     # serve configures the root logger: give it copies to replace, restored afterwards.
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
-    with pytest.raises(typer.Exit) as exited:
-        serve(config=path)
-    assert exited.value.exit_code == 0 and started
+    assert daemon_settings(path, port=9123) == defaults.model_copy(
+        update={"server": defaults.server.model_copy(update={"port": 9123})}
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if "no longer used" in line]
     assert len(lines) == 4 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
     assert_no_retired_value("\n".join(lines))
