@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -9,10 +10,20 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 from pydantic import SecretStr, ValidationError
 
-from voicebridge.config.load import ConfigError, load_settings, render_toml, write_starter
-from voicebridge.config.schema import Settings
+from voicebridge.cli.serve import daemon_settings
+from voicebridge.config.load import (
+    RETIRED_KEYS,
+    ConfigError,
+    load_config,
+    load_settings,
+    render_toml,
+    write_starter,
+)
+from voicebridge.config.schema import ExotelConfig, Settings
+from voicebridge.doctor.config import check_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -229,3 +240,114 @@ def test_an_infinite_cost_rate_is_refused() -> None:
     # Final review: `inf` passed ge=0 and made every cost record invalid JSON for the backend.
     with pytest.raises(ValidationError):
         Settings(costs={"ai_per_request": float("inf")})
+
+
+# --- retired keys: an older release's config still starts the daemon -------------------------------------
+
+RETIRED_VALUES = {
+    "account_sid": "MARKER-RETIRED-SID",
+    "api_key": "MARKER-RETIRED-KEY",
+    "api_token": "MARKER-RETIRED-TOKEN",
+    "subdomain": "api.in.exotel.com",
+}
+RETIRED_ENV = {"VOICEBRIDGE_EXOTEL__API_TOKEN": "MARKER-RETIRED-ENV"}
+
+
+def old_style_config(tmp_path: Path) -> Path:
+    """A config as the old `config init` wrote it (every default) plus the four Exotel REST keys it had."""
+    document = Settings().model_dump(mode="json")
+    for section in document.values():
+        for key, value in section.items():
+            if value == "**********":
+                section[key] = ""
+    document["exotel"].update(RETIRED_VALUES)
+    path = tmp_path / "old.toml"
+    path.write_text(tomli_w.dumps(document))
+    return path
+
+
+def assert_no_retired_value(text: str) -> None:
+    assert "MARKER-RETIRED" not in text and "api.in.exotel.com" not in text, text
+
+
+def test_a_config_with_retired_keys_loads_and_names_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review: dropping the dead exotel REST keys made every older config (and the README's env example) an
+    # "unknown key": `serve` exited 2 under systemd's restart loop.
+    path = old_style_config(tmp_path)
+    defaults = Settings()
+    for name, value in RETIRED_ENV.items():
+        monkeypatch.setenv(name, value)
+    with caplog.at_level(logging.WARNING, logger="voicebridge.config"):
+        settings = load_settings(path)
+    assert settings == defaults
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert [line.split(" ")[0] for line in warnings] == [
+        "exotel.account_sid",
+        "exotel.api_key",
+        "exotel.api_token",
+        "exotel.subdomain",
+    ]
+    assert all(line.endswith("; remove it") and "no longer used" in line for line in warnings)
+    assert_no_retired_value(caplog.text)
+    shown = render_toml(settings)
+    assert_no_retired_value(shown)
+    assert not set(tomllib.loads(shown)["exotel"]) & set(RETIRED_VALUES)
+
+
+def test_a_retired_key_from_the_environment_alone_loads(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-RETIRED-ENV")
+    loaded = load_config(None)
+    assert [key.name for key in loaded.retired] == ["exotel.api_token"]
+    with caplog.at_level(logging.WARNING):
+        load_settings(None)
+    assert "exotel.api_token is no longer used" in caplog.text
+    assert_no_retired_value(caplog.text)
+
+
+def test_retired_keys_stay_out_of_the_schema_and_unknown_keys_stay_errors(tmp_path: Path) -> None:
+    assert not {key.key for key in RETIRED_KEYS} & set(ExotelConfig.model_fields)
+    path = tmp_path / "typo.toml"
+    path.write_text('[exotel]\napi_tokn = "x"\n')
+    with pytest.raises(ConfigError, match=r"exotel\.api_tokn: unknown key"):
+        load_settings(path)
+
+
+def test_cli_config_show_with_retired_keys(tmp_path: Path) -> None:
+    path = old_style_config(tmp_path)
+    shown = run_cli("config", "show", "--config", str(path), cwd=tmp_path, env=RETIRED_ENV)
+    assert shown.returncode == 0, shown.stderr
+    assert "api_token" not in shown.stdout and "subdomain" not in shown.stdout
+    assert_no_retired_value(shown.stdout + shown.stderr)
+    assert "exotel.api_token is no longer used" in shown.stderr
+
+
+def test_serve_logs_one_line_per_retired_key_in_its_log_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = old_style_config(tmp_path)
+    defaults = Settings()
+    monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-RETIRED-ENV")
+    root = logging.getLogger()
+    # serve configures the root logger: give it copies to replace, restored afterwards.
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    assert daemon_settings(path, port=9123) == defaults.model_copy(
+        update={"server": defaults.server.model_copy(update={"port": 9123})}
+    )
+    lines = [line for line in capsys.readouterr().err.splitlines() if "no longer used" in line]
+    assert len(lines) == 4 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
+    assert_no_retired_value("\n".join(lines))
+
+
+def test_doctor_warns_of_retired_keys_without_their_values(tmp_path: Path) -> None:
+    check, settings = check_config(old_style_config(tmp_path))
+    assert settings is not None and check.status == "warn", check
+    assert "exotel.api_token" in check.detail and "exotel.api_token" in check.fix
+    assert_no_retired_value(check.detail + check.fix)
+    clean = tmp_path / "clean.toml"
+    clean.write_text("[server]\nport = 9000\n")
+    assert check_config(clean)[0].status == "pass"

@@ -9,13 +9,16 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import Field, SecretStr, ValidationError
 
 from voicebridge.config.schema import Settings
+from voicebridge.config.section import ProviderSection
+from voicebridge.doctor.config import check_authentication
 from voicebridge.server.access import access_door, surface_of
 from voicebridge.server.bodies import request_fields
 from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
@@ -234,3 +237,62 @@ async def test_call_control_goes_to_the_calls_provider() -> None:
     assert acme.hung_up == ["CA-acme-3"]
     # Exotel needs nothing from its API: closing the stream moves its flow on.
     assert await control.hang_up(Start(provider="exotel", stream_sid="MZ1", call_sid="CA-ex"))
+
+
+# --- the config side: provider sections are found by type, and a forgotten one fails closed ---------------
+
+
+class AcmeConfig(ProviderSection):
+    webhook_auth: Literal["none", "signature"] = "none"
+    signing_key: SecretStr = SecretStr("")
+
+
+class AcmeSettings(Settings):
+    """Settings with one more provider: its section class and one field, as docs/adding-a-provider.md says."""
+
+    acme: AcmeConfig = Field(default_factory=AcmeConfig)
+
+
+def test_every_registered_provider_has_its_section_and_follows_it() -> None:
+    # Were a provider's section missing, the rules below would not see it: open mode while it checks auth.
+    sections = Settings().provider_sections()
+    assert set(sections) == {provider.name for provider in PROVIDERS}
+    for provider in PROVIDERS:
+        assert provider.enabled(Settings()) and Settings().provider_enabled(provider.name)
+        disabled = Settings(**{provider.name: {"enabled": False}})
+        assert not provider.enabled(disabled) and not disabled.provider_enabled(provider.name)
+
+
+def test_every_section_with_webhook_auth_is_a_provider_section() -> None:
+    # A provider section written as a plain Section would be missed by provider_sections(): fail open.
+    for name, part in Settings():
+        if "webhook_auth" in type(part).model_fields or "enabled" in type(part).model_fields:
+            assert isinstance(part, ProviderSection), name
+
+
+def test_a_provider_section_without_its_modes_does_not_load() -> None:
+    class Forgetful(ProviderSection):
+        api_base: str = ""
+
+    with pytest.raises(ValidationError, match="webhook_auth"):
+        Forgetful()
+
+
+def test_a_name_with_no_provider_section_is_not_enabled() -> None:
+    assert not Settings().provider_enabled("acme") and not Settings().provider_enabled("server")
+
+
+def test_a_new_provider_section_joins_every_auth_rule() -> None:
+    assert set(AcmeSettings().provider_sections()) == {"exotel", "twilio", "acme"}
+    assert AcmeSettings().provider_enabled("acme") and AcmeSettings().open_mode
+    signed = {"webhook_auth": "signature", "signing_key": "k" * 20}
+    assert not AcmeSettings(acme=signed).open_mode
+    assert AcmeSettings(acme=signed).management_api_needs_token
+    assert AcmeSettings(acme={**signed, "enabled": False}).open_mode  # disabled counts for nothing
+    # Exposed with Acme open: refused at start-up, naming Acme's key.
+    others = {"webhook_auth": "ip", "allowed_cidrs": ["203.0.113.0/24"]}
+    with pytest.raises(ValidationError, match=r"acme\.webhook_auth is 'none'"):
+        AcmeSettings(server={"host": "0.0.0.0"}, exotel=others, twilio=others)
+    assert not AcmeSettings(server={"host": "0.0.0.0"}, exotel=others, twilio=others, acme=signed).open_mode
+    check = check_authentication(AcmeSettings(acme=signed))
+    assert check.status == "warn" and "acme signature" in check.detail, check

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from voicebridge.cli.control_client import DaemonUnreachable, client_for, request_op
 from voicebridge.cli.errors import CliError
-from voicebridge.cli.options import ConfigOption, SocketOption, json_option
+from voicebridge.cli.options import SocketConfigOption, SocketOption, json_option
 
 calls_app = typer.Typer(
     help="See and act on live calls (over the local control socket).", no_args_is_help=True
@@ -50,7 +50,7 @@ def calls_table(calls: list[dict[str, Any]], status: str = "") -> Table:
 def calls_list(
     as_json: Annotated[bool, json_option()] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second until Ctrl-C.")] = False,
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Show live calls: sid, provider, numbers, state, duration, turns, what the caller said last."""
@@ -79,7 +79,7 @@ def calls_list(
 @calls_app.command("show")
 def calls_show(
     call_sid: Annotated[str, typer.Argument(help="The call's sid (from `calls list`).")],
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Everything known about one call, live or recently ended, as JSON."""
@@ -89,7 +89,7 @@ def calls_show(
 @calls_app.command("hangup")
 def calls_hangup(
     call_sid: Annotated[str, typer.Argument(help="The call's sid.")],
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """End a live call now."""
@@ -101,7 +101,7 @@ def calls_hangup(
 def calls_transfer(
     call_sid: Annotated[str, typer.Argument(help="The call's sid.")],
     number: Annotated[str, typer.Argument(help="Where to transfer, e.g. +919876543210.")],
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Say the transfer line, then hand the call to a human at NUMBER."""

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from voicebridge.cli.control_client import client_for, request_op
 from voicebridge.cli.errors import CliError
-from voicebridge.cli.options import ConfigOption, SocketOption, json_option
+from voicebridge.cli.options import SocketConfigOption, SocketOption, json_option
 
 outbox_app = typer.Typer(
     help="See and re-queue stored call records (over the local control socket).", no_args_is_help=True
@@ -56,7 +56,7 @@ def outbox_list(
     call_sid: Annotated[str | None, typer.Option("--call", help="Only this call's records.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, oldest first (1-1000).")] = 200,
     as_json: Annotated[bool, json_option()] = False,
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Records not yet delivered (or --state): key, kind, state, attempts and why the last one failed."""
@@ -73,7 +73,7 @@ def outbox_list(
 @outbox_app.command("show")
 def outbox_show(
     record: Annotated[str, typer.Argument(help="The record's key or id (from `outbox list`).")],
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """One record with its payload, as JSON."""
@@ -89,7 +89,7 @@ def outbox_retry(
     all_local: Annotated[
         bool, typer.Option("--all-local", help="Send every record kept while no backend took records.")
     ] = False,
-    config: ConfigOption = None,
+    config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Deliver a parked, pending or local record now; or every parked (--all-parked) or local (--all-local)

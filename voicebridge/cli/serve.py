@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from voicebridge.cli.options import ConfigOption
-from voicebridge.config.load import apply_overrides, load_settings, resolve_config_path
+from voicebridge.config.load import apply_overrides, load_config, resolve_config_path, warn_retired
+from voicebridge.config.schema import Settings
 
 
 def serve(
@@ -19,5 +21,17 @@ def serve(
     # Imported here so every other command starts without the server's imports.
     from voicebridge.server.serve import run_daemon
 
-    settings = apply_overrides(load_settings(config), "server", host=host, port=port)
+    settings = daemon_settings(config, host, port)
     raise typer.Exit(run_daemon(settings, config_path=resolve_config_path(config)))
+
+
+def daemon_settings(config: Path | None, host: str | None = None, port: int | None = None) -> Settings:
+    """The daemon's settings, with logging configured from them and a warning logged per retired key."""
+    from voicebridge.server.logs import configure_logging
+
+    loaded = load_config(config)
+    settings = apply_overrides(loaded.settings, "server", host=host, port=port)
+    # Logging first, so each retired key's warning is a line in the daemon's own log format.
+    configure_logging(settings.logging)
+    warn_retired(loaded.retired)
+    return settings

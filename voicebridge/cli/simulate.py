@@ -13,12 +13,16 @@ from rich.console import Console
 from rich.table import Table
 
 from voicebridge.cli.errors import CliError
-from voicebridge.cli.options import ConfigOption, json_option
+from voicebridge.cli.options import config_option, json_option
 from voicebridge.config.load import load_settings
+from voicebridge.sim.providers import SIM_PROVIDERS
 from voicebridge.sim.scripted import CallReport, CallScript, SimulationError
 from voicebridge.sim.simulate import load_turns, save_audio, simulate_calls, transcribe_replies
 
 DTMF_DIGITS = set("0123456789*#")
+
+# The rates each simulated provider offers, for the help and the refusal: "exotel 8000/16000/24000, ...".
+_RATES = ", ".join(f"{name} {'/'.join(map(str, sim.rates))}" for name, sim in SIM_PROVIDERS.items())
 
 
 def _daemon_url(url: str | None, config: Path | None) -> str:
@@ -119,11 +123,13 @@ def _load_table(reports: list[CallReport]) -> Table:
 
 def simulate(
     files: Annotated[list[Path], typer.Argument(help="WAV files, one caller turn each, in order.")],
-    provider: Annotated[str, typer.Option(help="Which provider to act as: exotel or twilio.")] = "exotel",
+    provider: Annotated[
+        str, typer.Option(help=f"Which provider to act as: {' or '.join(SIM_PROVIDERS)}.")
+    ] = "exotel",
     url: Annotated[
         str | None, typer.Option(help="The daemon, e.g. http://127.0.0.1:8080 (default: from config).")
     ] = None,
-    rate: Annotated[int, typer.Option(help="Exotel stream sample rate: 8000, 16000 or 24000.")] = 8000,
+    rate: Annotated[int, typer.Option(help=f"Stream sample rate ({_RATES}).")] = 8000,
     webhook: Annotated[
         bool, typer.Option("--webhook/--no-webhook", help="Get the stream URL from the incoming webhook.")
     ] = True,
@@ -145,14 +151,15 @@ def simulate(
     transcribe: Annotated[
         bool, typer.Option("--transcribe/--no-transcribe", help="Transcribe the bot's replies locally.")
     ] = True,
-    as_json: Annotated[bool, json_option()] = False,
-    config: ConfigOption = None,
+    as_json: Annotated[bool, json_option(instead_of="tables")] = False,
+    # Read for the daemon's URL (server.host/port/public_url) and for --transcribe's STT settings.
+    config: Annotated[Path | None, config_option("the URL and the transcription")] = None,
 ) -> None:
     """Call the daemon as Exotel (or Twilio) would, speaking FILES as the caller; report each turn."""
-    if provider not in ("exotel", "twilio"):
-        raise CliError(f"unknown provider {provider!r} (choose exotel or twilio)")
-    if rate not in (8000, 16000, 24000) or (provider == "twilio" and rate != 8000):
-        raise CliError(f"unsupported rate {rate} for {provider} (Exotel: 8000/16000/24000, Twilio: 8000)")
+    if provider not in SIM_PROVIDERS:
+        raise CliError(f"unknown provider {provider!r} (choose {' or '.join(SIM_PROVIDERS)})")
+    if rate not in SIM_PROVIDERS[provider].rates:
+        raise CliError(f"unsupported rate {rate} for {provider} ({_RATES})")
     if not 1 <= calls <= 1000:
         raise CliError(f"--calls must be between 1 and 1000, not {calls}")
     if ramp < 0 or timeout <= 0 or (barge_in_after is not None and barge_in_after <= 0):

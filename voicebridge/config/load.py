@@ -4,14 +4,18 @@ explicit overrides, the redacted view `config show` prints and the starter file 
 Precedence, lowest first: built-in defaults < the TOML file < environment < explicit overrides (CLI flags).
 The file is `--config PATH`, else `$VOICEBRIDGE_CONFIG`, else `./voicebridge.toml`, else
 `/etc/voicebridge/config.toml`, else none (defaults run everything locally).
+
+Keys an older release read and this one does not are RETIRED, not unknown: sections forbid unknown keys,
+so without this table a config written by an older `config init` would stop the daemon from starting.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import tomli_w
 from pydantic import SecretStr, ValidationError
@@ -23,9 +27,70 @@ ENV_CONFIG_PATH = "VOICEBRIDGE_CONFIG"
 SYSTEM_CONFIG_PATH = Path("/etc/voicebridge/config.toml")
 LOCAL_CONFIG_NAME = "voicebridge.toml"
 
+logger = logging.getLogger(__name__)
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased as one line for the operator."""
+
+
+class RetiredKey(NamedTuple):
+    """A key an older release read and this one does not: accepted from the file and the environment,
+    dropped before validation, and reported (`warning`, and doctor's config row)."""
+
+    section: str
+    key: str
+    why: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+    def warning(self) -> str:
+        """One line naming the key and why it went; never its value (most retired keys were secrets)."""
+        return f"{self.name} is no longer used ({self.why}); remove it"
+
+
+_NO_EXOTEL_REST = "voicebridge makes no Exotel REST call: closing the stream moves the call flow on"
+RETIRED_KEYS: tuple[RetiredKey, ...] = (
+    RetiredKey("exotel", "account_sid", _NO_EXOTEL_REST),
+    RetiredKey("exotel", "api_key", _NO_EXOTEL_REST),
+    RetiredKey("exotel", "api_token", _NO_EXOTEL_REST),
+    RetiredKey("exotel", "subdomain", _NO_EXOTEL_REST),
+)
+
+
+class LoadedConfig(NamedTuple):
+    """The effective settings, and the retired keys the file or the environment still sets (table order)."""
+
+    settings: Settings
+    retired: tuple[RetiredKey, ...]
+
+
+def _without_retired(data: dict[str, Any], found: set[RetiredKey]) -> dict[str, Any]:
+    """`data` without the retired keys, each of which is added to `found`; `data` is left as it was."""
+    kept = dict(data)
+    for retired in RETIRED_KEYS:
+        section = kept.get(retired.section)
+        if isinstance(section, dict) and retired.key in section:
+            kept[retired.section] = {key: value for key, value in section.items() if key != retired.key}
+            found.add(retired)
+    return kept
+
+
+class _WithoutRetired(PydanticBaseSettingsSource):
+    """Another source's values with the retired keys taken out (and noted in `found`)."""
+
+    def __init__(self, inner: PydanticBaseSettingsSource, found: set[RetiredKey]) -> None:
+        super().__init__(inner.settings_cls)
+        self._inner = inner
+        self._found = found
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._inner.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        return _without_retired(self._inner(), self._found)
 
 
 class _DictSource(PydanticBaseSettingsSource):
@@ -93,10 +158,12 @@ def _describe(error: dict[str, Any], path: Path | None) -> str:
     return f"config error: {origin}: {key + ': ' if key else ''}{message}"
 
 
-def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load the effective settings; raise ConfigError with a one-line message when anything is wrong."""
+def load_config(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    """Load the effective settings and note the retired keys set; raise ConfigError with a one-line message
+    when anything is wrong. Reports nothing itself (`load_settings` logs the retired keys)."""
     path = resolve_config_path(explicit)
     file_data = _read_toml(path) if path else {}
+    found: set[RetiredKey] = set()
 
     class SettingsFromFile(Settings):
         @classmethod
@@ -108,14 +175,33 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, _DictSource(settings_cls, file_data))
+            file_settings = _DictSource(settings_cls, file_data)
+            return (
+                init_settings,
+                _WithoutRetired(env_settings, found),
+                _WithoutRetired(file_settings, found),
+            )
 
     try:
         loaded = SettingsFromFile(**(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0], path)) from None
     # Hand back the plain model so callers never see the per-load subclass.
-    return Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+    settings = Settings.model_construct(**{name: getattr(loaded, name) for name in Settings.model_fields})
+    return LoadedConfig(settings, tuple(retired for retired in RETIRED_KEYS if retired in found))
+
+
+def warn_retired(retired: tuple[RetiredKey, ...]) -> None:
+    """One warning line per retired key still set, naming the key (never its value)."""
+    for key in retired:
+        logger.warning("%s", key.warning())
+
+
+def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load the effective settings (`load_config`), logging a warning for each retired key still set."""
+    loaded = load_config(explicit, overrides)
+    warn_retired(loaded.retired)
+    return loaded.settings
 
 
 def apply_overrides(settings: Settings, section: str, **values: Any) -> Settings:

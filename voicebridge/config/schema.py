@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicebridge.config import paths
 from voicebridge.config.limits import LimitsConfig
-from voicebridge.config.section import Cidrs, Section, ip_auth_needs_cidrs
+from voicebridge.config.section import Cidrs, ProviderSection, Section, ip_auth_needs_cidrs
 
 ENV_PREFIX = "VOICEBRIDGE_"
 
@@ -47,9 +47,8 @@ class ServerConfig(Section):
             return False
 
 
-class ExotelConfig(Section):
+class ExotelConfig(ProviderSection):
     # No REST credentials: Exotel needs none, since closing the stream moves its call flow on.
-    enabled: bool = True
     webhook_auth: Literal["none", "basic", "token", "ip"] = "none"
     webhook_username: str = ""
     webhook_password: SecretStr = SecretStr("")
@@ -68,8 +67,7 @@ class ExotelConfig(Section):
         return self
 
 
-class TwilioConfig(Section):
-    enabled: bool = True
+class TwilioConfig(ProviderSection):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
     api_base: str = "https://api.twilio.com"
@@ -251,17 +249,22 @@ class Settings(BaseSettings):
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
-    def enabled_webhook_auth(self) -> dict[str, str]:
-        """Each enabled provider's webhook_auth, by provider name. A disabled provider has no routes, so it
-        counts for nothing in the rules below."""
-        providers = (("exotel", self.exotel), ("twilio", self.twilio))
-        return {name: section.webhook_auth for name, section in providers if section.enabled}
+    def provider_sections(self) -> dict[str, ProviderSection]:
+        """Every telephony provider's section by provider name, found by type: a provider joins the rules
+        below by its section being a field here (named as the provider is)."""
+        return {name: section for name, section in self if isinstance(section, ProviderSection)}
+
+    def enabled_provider_sections(self) -> dict[str, ProviderSection]:
+        """The enabled providers' sections. A disabled provider has no routes, so it counts for nothing in
+        the rules below."""
+        return {name: section for name, section in self.provider_sections().items() if section.enabled}
 
     @model_validator(mode="after")
     def _exposed_means_authenticated(self) -> Settings:
         if self.server.is_loopback() or self.server.insecure:
             return self
-        open_doors = [name for name, auth in self.enabled_webhook_auth().items() if auth == "none"]
+        enabled = self.enabled_provider_sections()
+        open_doors = [name for name, section in enabled.items() if not section.is_authenticated()]
         if open_doors:
             raise ValueError(
                 f"server.host {self.server.host!r} is reachable from the network but "
@@ -271,6 +274,10 @@ class Settings(BaseSettings):
             )
         return self
 
+    def any_webhook_auth(self) -> bool:
+        """Whether any enabled provider has webhook auth configured."""
+        return any(section.is_authenticated() for section in self.enabled_provider_sections().values())
+
     @property
     def open_mode(self) -> bool:
         """No authentication anywhere: no enabled provider has webhook auth configured, and the daemon
@@ -278,11 +285,12 @@ class Settings(BaseSettings):
         that is configured is always checked (it once switched every check off, so one provider's `none`
         left another's `basic` unenforced)."""
         loopback_or_insecure = self.server.is_loopback() or self.server.insecure
-        return loopback_or_insecure and all(auth == "none" for auth in self.enabled_webhook_auth().values())
+        return loopback_or_insecure and not self.any_webhook_auth()
 
     def provider_enabled(self, provider: str) -> bool:
-        """Whether `provider` ("exotel", "twilio") is enabled; unknown names are not."""
-        return provider in self.enabled_webhook_auth()
+        """Whether `provider` ("exotel", "twilio") is enabled; a name with no provider section is not."""
+        section = self.provider_sections().get(provider)
+        return section is not None and section.enabled
 
     @property
     def management_api_needs_token(self) -> bool:
@@ -290,8 +298,7 @@ class Settings(BaseSettings):
         this is the local quick start (loopback, no enabled provider's webhook auth, no trusted proxies): a
         same-host reverse proxy makes every request look like loopback. `server.insecure` changes nothing
         here: it turns webhook auth off, not the reason a proxy may be in front."""
-        webhook_auth = any(auth != "none" for auth in self.enabled_webhook_auth().values())
-        return webhook_auth or bool(self.server.trusted_proxies) or not self.server.is_loopback()
+        return self.any_webhook_auth() or bool(self.server.trusted_proxies) or not self.server.is_loopback()
 
     def control_socket_path(self) -> Path:
         """The control socket: configured, else systemd's RuntimeDirectory, else $XDG_RUNTIME_DIR, else a

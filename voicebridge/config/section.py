@@ -1,4 +1,5 @@
-"""What every config section shares: unknown keys are errors, and IP network lists are checked on load."""
+"""What every config section shares: unknown keys are errors, and IP network lists are checked on load; and
+what every telephony provider's section shares (`ProviderSection`)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ class Section(BaseModel):
     """A config section: unknown keys are errors so typos do not pass silently."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ProviderSection(Section):
+    """A telephony provider's section, named as the provider is (`[exotel]`, `[twilio]`). `Settings` finds
+    its provider sections by this type, so the rules about who may get in (open mode, the management
+    token, the start-up refusal of an open door on the network) cover a provider as soon as its section is
+    a field of Settings. `webhook_auth` has no default here, so a provider section that forgets to declare
+    its modes cannot load at all rather than count as open."""
+
+    # A disabled provider has no routes and no streams: it counts for nothing in the rules.
+    enabled: bool = True
+    # Each provider narrows this to its own modes with a Literal defaulting to "none", the open mode.
+    webhook_auth: str
+
+    def is_authenticated(self) -> bool:
+        """Whether its webhooks and streams need credentials: any mode but "none"."""
+        return self.webhook_auth != "none"

@@ -6,21 +6,29 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from voicebridge.config.load import ConfigError, load_settings, resolve_config_path
+from voicebridge.config.load import ConfigError, load_config, resolve_config_path
 from voicebridge.config.schema import Settings
 from voicebridge.doctor.report import Check
 
 
 def check_config(config_path: Path | None) -> tuple[Check, Settings | None]:
-    """Load and validate the configuration; the settings are None when it failed."""
+    """Load and validate the configuration; the settings are None when it failed. Retired keys still set
+    make it a warning naming each (never its value)."""
     try:
-        settings = load_settings(config_path)
+        settings, retired = load_config(config_path)
     except ConfigError as exc:
         fix = "correct the key named (see config.example.toml); `voicebridge config init` writes a valid one"
         return Check("config", "fail", str(exc), fix), None
     source = resolve_config_path(config_path)
     detail = f"loaded {source}" if source else "no config file: built-in defaults"
-    return Check("config", "pass", f"{detail} (environment overrides applied)"), settings
+    detail = f"{detail} (environment overrides applied)"
+    if retired:
+        names = ", ".join(key.name for key in retired)
+        reasons = "; ".join(dict.fromkeys(key.why for key in retired))
+        detail = f"{detail}; no longer used: {names} ({reasons})"
+        fix = f"remove {names} from the config file and the environment (VOICEBRIDGE_<SECTION>__<KEY>)"
+        return Check("config", "warn", detail, fix), settings
+    return Check("config", "pass", detail), settings
 
 
 def _is_loopback(host: str) -> bool:
@@ -57,13 +65,15 @@ def check_authentication(settings: Settings) -> Check:
     """Who may call the webhooks and open streams: open on loopback, authenticated, or insecure (warn)."""
     name = "authentication"
     where = f"{settings.server.host}:{settings.server.port}"
-    modes = ", ".join(f"{provider} {auth}" for provider, auth in settings.enabled_webhook_auth().items())
+    enabled = settings.enabled_provider_sections()
+    modes = ", ".join(f"{provider} {section.webhook_auth}" for provider, section in enabled.items())
     if settings.server.insecure:
+        providers = "/".join(settings.provider_sections())
         return Check(
             name,
             "warn",
             f"server.insecure = true: providers on webhook_auth none are open on {where} ({modes})",
-            "set exotel/twilio webhook_auth and server.insecure = false",
+            f"set {providers} webhook_auth and server.insecure = false",
         )
     if settings.open_mode:
         return Check(

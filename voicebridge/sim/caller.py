@@ -17,8 +17,9 @@ from typing import Literal
 import aiohttp
 
 from voicebridge.sim.messages import OutboundMessage
-from voicebridge.sim.providers import ExotelCaller, TwilioCaller
+from voicebridge.sim.providers import SIM_PROVIDERS, ProviderCaller
 
+# A name in sim.providers.SIM_PROVIDERS.
 Provider = Literal["exotel", "twilio"]
 
 
@@ -83,18 +84,18 @@ class SimulatedCaller:
         realtime: bool = True,
     ) -> None:
         self.call_sid = call_sid or f"CA{uuid.uuid4().hex[:24]}"
-        self.sample_rate = 8000 if provider == "twilio" else sample_rate
         self.provider = provider
+        stream_sid = f"MZ{uuid.uuid4().hex[:24]}"
+        make_caller = SIM_PROVIDERS[provider].caller
+        self.wire: ProviderCaller = make_caller(
+            self.call_sid, stream_sid, from_number, to_number, sample_rate
+        )
+        # The provider's side decides the rate: Twilio's is always 8 kHz, whatever was asked.
+        self.sample_rate = self.wire.sample_rate
         self._url = ws_url
         self._chunk_bytes = self.sample_rate * chunk_ms // 1000 * 2
         self._chunk_s = chunk_ms / 1000
         self._realtime = realtime
-        stream_sid = f"MZ{uuid.uuid4().hex[:24]}"
-        self.wire: ExotelCaller | TwilioCaller = (
-            TwilioCaller(self.call_sid, stream_sid, from_number=from_number, to_number=to_number)
-            if provider == "twilio"
-            else ExotelCaller(self.call_sid, stream_sid, from_number, to_number, sample_rate=self.sample_rate)
-        )
         self.log = CallerLog()
         self.closed = asyncio.Event()
         self.close_code: int | None = None

@@ -8,7 +8,8 @@ tests/unit/test_providers.py checks that the two round-trip.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
 
 from voicebridge.audio.codecs import b64decode_payload, b64encode_payload, pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.sim.messages import OutboundMessage
@@ -58,6 +59,22 @@ class ProviderCaller:
 
     def mark(self, name: str) -> str:
         return self._message("mark", mark={"name": name})
+
+    def connected(self) -> str:
+        """The message that opens the socket, before `start`."""
+        raise NotImplementedError
+
+    def start(self) -> str:
+        """The stream's `start`: its sids, numbers and media format."""
+        raise NotImplementedError
+
+    def dtmf(self, key: str) -> str:
+        """A key the caller pressed."""
+        raise NotImplementedError
+
+    def stop(self, reason: str = "callended") -> str:
+        """The caller hung up."""
+        raise NotImplementedError
 
     def parse_outbound(self, raw: str) -> OutboundMessage:
         """Decode a message the daemon sent; media comes back as PCM16 at the stream's rate."""
@@ -187,3 +204,30 @@ class TwilioCaller(ProviderCaller):
 
     def _pcm_from_wire(self, payload: bytes) -> bytes:
         return ulaw_to_pcm16(payload)
+
+
+class SimulatedProvider(NamedTuple):
+    """What the simulator knows of one provider: the stream rates it offers (the first is its default) and
+    how to make its side of one stream."""
+
+    rates: tuple[int, ...]
+    # (call_sid, stream_sid, from_number, to_number, sample_rate) -> its caller; a provider with one rate
+    # ignores sample_rate, and the caller's own `sample_rate` is what the stream uses.
+    caller: Callable[[str, str, str, str, int], ProviderCaller]
+
+
+# The providers the simulator (SimulatedCaller, `voicebridge simulate`) can play, by provider name.
+SIM_PROVIDERS: dict[str, SimulatedProvider] = {
+    "exotel": SimulatedProvider(
+        (8000, 16000, 24000),
+        lambda call_sid, stream_sid, from_number, to_number, rate: ExotelCaller(
+            call_sid, stream_sid, from_number, to_number, sample_rate=rate
+        ),
+    ),
+    "twilio": SimulatedProvider(
+        (TWILIO_RATE,),
+        lambda call_sid, stream_sid, from_number, to_number, rate: TwilioCaller(
+            call_sid, stream_sid, from_number=from_number, to_number=to_number
+        ),
+    ),
+}
