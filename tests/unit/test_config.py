@@ -254,13 +254,14 @@ RETIRED_ENV = {"VOICEBRIDGE_EXOTEL__API_TOKEN": "MARKER-RETIRED-ENV"}
 
 
 def old_style_config(tmp_path: Path) -> Path:
-    """A config as the old `config init` wrote it (every default) plus the four Exotel REST keys it had."""
+    """A config as the old `config init` wrote it (every default) plus the keys it had that are gone."""
     document = Settings().model_dump(mode="json")
     for section in document.values():
         for key, value in section.items():
             if value == "**********":
                 section[key] = ""
     document["exotel"].update(RETIRED_VALUES)
+    document["stt"]["model_per_call"] = False  # before the benchmark built its own per-call engine
     path = tmp_path / "old.toml"
     path.write_text(tomli_w.dumps(document))
     return path
@@ -288,6 +289,7 @@ def test_a_config_with_retired_keys_loads_and_names_each_once(
         "exotel.api_key",
         "exotel.api_token",
         "exotel.subdomain",
+        "stt.model_per_call",
     ]
     assert all(line.endswith("; remove it") and "no longer used" in line for line in warnings)
     assert_no_retired_value(caplog.text)
@@ -339,7 +341,7 @@ def test_serve_logs_one_line_per_retired_key_in_its_log_format(
         update={"server": defaults.server.model_copy(update={"port": 9123})}
     )
     lines = [line for line in capsys.readouterr().err.splitlines() if "no longer used" in line]
-    assert len(lines) == 4 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
+    assert len(lines) == 5 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
     assert_no_retired_value("\n".join(lines))
 
 

@@ -57,6 +57,7 @@ RETIRED_KEYS: tuple[RetiredKey, ...] = (
     RetiredKey("exotel", "api_key", _NO_EXOTEL_REST),
     RetiredKey("exotel", "api_token", _NO_EXOTEL_REST),
     RetiredKey("exotel", "subdomain", _NO_EXOTEL_REST),
+    RetiredKey("stt", "model_per_call", "the benchmark that compares it builds its own per-call engine"),
 )
 
 
