@@ -49,3 +49,14 @@ async def test_each_keypress_restarts_the_quiet_timeout(engine: Engine, backend:
     assert backend.requests == []
     await engine.until(lambda: len(backend.requests) == 1, "the entry's timeout")
     assert (backend.requests[0].kind, backend.requests[0].text) == ("digits", "78")
+
+
+async def test_an_entry_replaced_before_its_reply_ran_is_still_counted(engine: Engine) -> None:
+    # Counted (and its history taken) when the entry is made, as before the split: the second entry
+    # cancels the first's reply before that reply's task ever ran.
+    engine.call._keypad.collector.max_digits = 1
+    await engine.call.on_dtmf("1")
+    await engine.call.on_dtmf("2")
+    await engine.listening()
+    await engine.call.finish("completed")
+    assert engine.call.usage.ai_requests == 2

@@ -164,11 +164,13 @@ class ReplyPipeline:
         deltas = self._s.backend.reply(self._info, text, self._conversation.history())
         await self._answer(reply, text, deltas, backend_started)
 
-    async def answer_digits(self, reply: Reply, entry: str) -> None:
-        """A keypad entry goes to the backend in place of a spoken turn."""
+    def answer_digits(self, reply: Reply, entry: str) -> Coroutine[Any, Any, None]:
+        """A keypad entry goes to the backend in place of a spoken turn. Counted, and the history it goes
+        with taken, here as the call starts its reply, not when the reply's task first runs: a next entry
+        may cancel that task before it does, and the cost record has always counted the entry."""
         self._usage.ai_requests += 1
         digits = self._s.backend.digits(self._info, entry, self._conversation.history())
-        await self._answer(reply, f"[keypad] {entry}", digits)
+        return self._answer(reply, f"[keypad] {entry}", digits)
 
     def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
         if not transcription.cancelled() and transcription.exception() is None:
