@@ -4,20 +4,17 @@ conversation at its end), its local recording, and the entry the registry keeps 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voicebridge.admission.registry import LiveCall
-from voicebridge.backends.base import CallInfo
-from voicebridge.call.conversation import Conversation, Entry
+from voicebridge.call.basics import CallBasics
+from voicebridge.call.conversation import Entry
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.services import CallServices
 from voicebridge.records.call_records import CallRecord, CallRecorder
-from voicebridge.records.costs import CallUsage
 from voicebridge.records.recording import StereoCallRecording
-from voicebridge.telephony.events import Start
 
 # One step of the teardown: what it does (for the log line when it fails), and the step.
 TeardownStep = tuple[str, Callable[[], Awaitable[None]]]
@@ -43,21 +40,13 @@ async def each_step(
 class CallRecords:
     """One call's records; the teardown runs their steps, each guarded on its own."""
 
-    def __init__(
-        self,
-        services: CallServices,
-        start: Start,
-        usage: CallUsage,
-        conversation: Conversation,
-        log: logging.LoggerAdapter[logging.Logger],
-    ) -> None:
+    def __init__(self, services: CallServices, call: CallBasics) -> None:
         self._s = services
-        self._start = start
-        self._usage = usage
-        self._conversation = conversation
-        self._log = log
-        info = CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
-        self._recorder = CallRecorder(services.outbox, services.settings, info)
+        start = self._start = call.start
+        self._usage = call.usage
+        self._conversation = call.conversation
+        self._log = call.log
+        self._recorder = CallRecorder(services.outbox, services.settings, call.info)
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         loop = asyncio.get_running_loop()
