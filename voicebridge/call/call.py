@@ -31,7 +31,7 @@ from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
 from voicebridge.call.pacer import OutboundPacer
-from voicebridge.call.record import CallRecords, TeardownStep, each_step
+from voicebridge.call.record import CallRecords, TeardownStep
 from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
 from voicebridge.call.services import CallServices
 from voicebridge.call.tasks import CallTasks
@@ -202,35 +202,23 @@ class Call:
         try:
             self._settle_conversation()
         except Exception as exc:
-            self._teardown_failed("settling the conversation", exc)
+            self._records.teardown_failed("settling the conversation", exc)
         self.state = CallState.ENDED
         self._keypad.stop()
         self._actions.stop_time_limit()
         steps: list[TeardownStep] = [
             ("stopping the call's tasks", partial(self._tasks.stop, requester)),
             ("keeping the caller's last words", self.conversation.settle_unanswered),
-            *self._records.steps(outcome),
         ]
-        await each_step(steps, partial(self._release, outcome), self._teardown_failed)
+        await self._records.keep(steps, outcome, self, self._admitted, self._pacer)
 
     def _settle_conversation(self) -> None:
         """What was said stays said: the line being played keeps what was heard; the words of a turn not
         yet answered (even a guess, since the call's end ends the turn) stay, transcribed or still being."""
         if (reply := self._reply) is not None:
             speaking = self.state is CallState.SPEAKING
-            reply.settle(
-                self.conversation, self._pacer.progress.heard_seconds(self._loop.time()) if speaking else None
-            )
-
-    def _release(self, outcome: str) -> None:
-        try:
-            self._records.release(self, outcome, self._admitted, self._pacer)
-        except Exception as exc:
-            self._teardown_failed("moving the call to the finished list", exc)
-
-    def _teardown_failed(self, step: str, exc: Exception) -> None:
-        self._s.metrics.errors.labels(kind="teardown").inc()
-        self.log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
+            heard = self._pacer.progress.heard_seconds(self._loop.time()) if speaking else None
+            reply.settle(self.conversation, heard)
 
     # --- inbound events ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from voicebridge.admission.registry import LiveCall
@@ -86,9 +87,13 @@ class CallRecords:
         if self._started is not None:
             await asyncio.shield(self._started)
 
-    def steps(self, outcome: str) -> list[TeardownStep]:
-        """The teardown's steps that keep the records, in order."""
-        return [
+    async def keep(
+        self, first: list[TeardownStep], outcome: str, call: LiveCall, admitted: bool, pacer: OutboundPacer
+    ) -> None:
+        """The teardown's steps: the call's `first`, then those that keep the records, then the release from
+        the live list, each guarded on its own (a failure is counted and logged, and the next step runs)."""
+        steps: list[TeardownStep] = [
+            *first,
             ("storing the call's start", self._timed_start),
             ("saving the recording", self._save_recording),
             # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
@@ -97,8 +102,19 @@ class CallRecords:
                 lambda: self._recorder.ended(outcome, self._usage, self._entries()),
             ),
         ]
+        await each_step(steps, partial(self._release, call, outcome, admitted, pacer), self.teardown_failed)
 
-    def release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
+    def teardown_failed(self, step: str, exc: Exception) -> None:
+        self._s.metrics.errors.labels(kind="teardown").inc()
+        self._log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
+
+    def _release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
+        try:
+            self._move_to_finished(call, outcome, admitted, pacer)
+        except Exception as exc:
+            self.teardown_failed("moving the call to the finished list", exc)
+
+    def _move_to_finished(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
         """The call leaves the live list for the finished one; raises what the registry raised."""
         # Uncounted first: whatever fails below, the gauge stays balanced.
         if admitted:
