@@ -97,7 +97,7 @@ class Call:
             self._begin_speaking,
             self._reply_played,
             act=lambda action: self._actions.act(action),
-            give_up=self._give_up_on_backend,
+            give_up=lambda: self._tasks.spawn(self._actions.give_up_on_backend(), "fallback"),
         )
         self._replies = ReplyPipeline(services, self._pacer, reply_host)
         ending = EndingCall(
@@ -131,20 +131,17 @@ class Call:
         self._records.open()
         return True
 
-    def begin(self, greeting: str = "greeting") -> None:
+    async def begin(self, greeting: str = "greeting") -> None:
         """Start the pacer and play the (pre-rendered) greeting phrase at once; nothing once the call ended
-        (a hangup, transfer or shutdown while the greeting was being rendered)."""
+        (a hangup, transfer or shutdown while the greeting was being rendered). Then wait for the call's
+        `started` event (written from admission) to be durably in the outbox."""
         if self.ended or self.closing:
             self.log.info("the call ended before its greeting; not starting it")
-            return
-        self._tasks.spawn(self._pacer.run(), "pacer")
-        audio = self._s.phrases.audio(greeting, self._rate)
-        if audio:
-            self._play_phrase(greeting, audio)
-        self._actions.start_time_limit()
-
-    async def record_started(self) -> None:
-        """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
+        else:
+            self._tasks.spawn(self._pacer.run(), "pacer")
+            if audio := self._s.phrases.audio(greeting, self._rate):
+                self._play_phrase(greeting, audio)
+            self._actions.start_time_limit()
         await self._records.started()
 
     @property
@@ -372,9 +369,6 @@ class Call:
     def _on_first_frame(self) -> None:
         if self.state is CallState.SPEAKING and self._reply is not None:
             self._replies.first_frame_sent()
-
-    def _give_up_on_backend(self) -> None:
-        self._tasks.spawn(self._actions.give_up_on_backend(), "fallback")
 
     # --- tasks: the call's, cancelled together -------------------------------------------------------
 

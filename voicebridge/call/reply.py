@@ -86,8 +86,9 @@ class ReplyHost:
     played: Callable[[Reply], None]
     # Once the reply was heard: what the backend asked for (hang up, transfer, collect digits).
     act: Callable[[ReplyAction], Awaitable[None]]
-    # The backend failed too often in a row: the call hands the caller on or says goodbye.
-    give_up: Callable[[], None]
+    # The backend failed too often in a row: the call hands the caller on or says goodbye (in a task of
+    # its own, which the failed reply does not wait for).
+    give_up: Callable[[], object]
 
 
 class ReplyPipeline:
