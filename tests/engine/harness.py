@@ -206,8 +206,7 @@ async def open_call(
     wire.on_mark = call.on_mark
     call.apply_business(business)
     assert call.admit()
-    call.begin(greeting)
-    await call.record_started()
+    await call.begin(greeting)
     return Engine(services, call, wire, stt, tts, backend)
 
 

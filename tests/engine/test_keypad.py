@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.engine.fakes import FakeBackend
 from tests.engine.harness import Engine
 
@@ -36,3 +38,25 @@ async def test_a_terminator_with_nothing_entered_is_no_entry(engine: Engine, bac
     await engine.listening()
     assert [request.kind for request in backend.requests] == ["reply"]
     assert [entry["dtmf"] for entry in engine.call.conversation.entries if "dtmf" in entry] == ["#"]
+
+
+async def test_each_keypress_restarts_the_quiet_timeout(engine: Engine, backend: FakeBackend) -> None:
+    engine.call._keypad.collector.timeout_s = 0.5
+    await engine.call.on_dtmf("7")
+    await asyncio.sleep(0.3)
+    await engine.call.on_dtmf("8")
+    await asyncio.sleep(0.3)  # past the first key's timeout, within the second's: the entry is still open
+    assert backend.requests == []
+    await engine.until(lambda: len(backend.requests) == 1, "the entry's timeout")
+    assert (backend.requests[0].kind, backend.requests[0].text) == ("digits", "78")
+
+
+async def test_an_entry_replaced_before_its_reply_ran_is_still_counted(engine: Engine) -> None:
+    # Counted (and its history taken) when the entry is made, as before the split: the second entry
+    # cancels the first's reply before that reply's task ever ran.
+    engine.call._keypad.collector.max_digits = 1
+    await engine.call.on_dtmf("1")
+    await engine.call.on_dtmf("2")
+    await engine.listening()
+    await engine.call.finish("completed")
+    assert engine.call.usage.ai_requests == 2

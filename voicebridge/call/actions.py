@@ -9,39 +9,31 @@ and whoever asks for another waits for the call's end instead.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from voicebridge.backends.base import BusinessSettings, ReplyAction
-from voicebridge.call.conversation import Conversation
+from voicebridge.call.basics import CallBasics
 from voicebridge.call.digits import DigitCollector
 from voicebridge.call.reply import Reply, ReplyPipeline
 from voicebridge.call.services import CallServices
-from voicebridge.telephony.events import Start
 
 
-class EndingCall(Protocol):
-    """What a way out needs of its call: the state changes and the teardown are the call's."""
+@dataclass(frozen=True, slots=True)
+class EndingCall:
+    """What a way out has of its call. The state changes and the teardown stay the call's: a way out asks
+    for them through these callables, and nothing else of the call is within its reach."""
 
-    start: Start
-    conversation: Conversation
-    log: logging.LoggerAdapter[logging.Logger]
-
-    @property
-    def ended(self) -> bool: ...
-
-    async def finish(self, outcome: str) -> bool: ...
-
-    async def torn_down(self) -> None: ...
-
-    async def interrupt_reply(self) -> float: ...
-
-    async def cancel_reply(self) -> None: ...
-
-    def play_phrase(self, name: str, pcm: bytes) -> Reply: ...
-
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None: ...
+    basics: CallBasics
+    ended: Callable[[], bool]
+    finish: Callable[[str], Awaitable[bool]]
+    torn_down: Callable[[], Awaitable[None]]
+    # Stop the reply: its line keeps what was heard (interrupt), or the turn waits for the next (cancel).
+    interrupt_reply: Callable[[], Awaitable[float]]
+    cancel_reply: Callable[[], Awaitable[None]]
+    play_phrase: Callable[[str, bytes], Reply]
+    spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any] | None]
 
 
 class CallActions:
@@ -59,11 +51,11 @@ class CallActions:
         self._close_socket = close_socket
         self._call = call
         self._s = services
-        self._start = call.start
+        self._start = call.basics.start
         self._replies = replies
-        self._conversation = call.conversation
+        self._conversation = call.basics.conversation
         self._digits = digits
-        self._log = call.log
+        self._log = call.basics.log
         # Where a call goes when the backend keeps failing: the config's, or the called business's.
         self.fallback_number = services.settings.calls.fallback_number
         # The config's 0 means "no limit"; a budget's 0 (or less) means no minutes left: goodbye at once.
@@ -139,7 +131,7 @@ class CallActions:
         """Run `way_out` unless one is under way already or the call ended; wait for the call's end either
         way. Shielded: a management request that goes away mid-line must not leave the call half-closed,
         saying nothing and answering nothing."""
-        if self._closing is None and not self._call.ended:
+        if self._closing is None and not self._call.ended():
             self._closing = asyncio.ensure_future(way_out)
         else:
             way_out.close()  # too late for this one: the call is over, or already on its way out
@@ -174,5 +166,5 @@ class CallActions:
         """Stop the reply (its line keeps what was heard) and play the closing line to its end."""
         await self._call.interrupt_reply()
         pcm = self._s.phrases.audio(phrase, self._start.sample_rate)
-        if pcm and not self._call.ended:
+        if pcm and not self._call.ended():
             await self._replies.wait_played(self._call.play_phrase(phrase, pcm))

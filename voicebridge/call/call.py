@@ -25,13 +25,14 @@ from voicebridge.audio.turn import (
     TurnEnded,
     detector_ingress,
 )
-from voicebridge.backends.base import BusinessSettings, CallInfo, ReplyAction
-from voicebridge.call.actions import CallActions
+from voicebridge.backends.base import BusinessSettings
+from voicebridge.call.actions import CallActions, EndingCall
+from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
 from voicebridge.call.pacer import OutboundPacer
-from voicebridge.call.record import CallRecords, TeardownStep, each_step
-from voicebridge.call.reply import Reply, ReplyPipeline
+from voicebridge.call.record import CallRecords, TeardownStep
+from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
 from voicebridge.call.services import CallServices
 from voicebridge.call.tasks import CallTasks
 from voicebridge.records.costs import CallUsage
@@ -62,7 +63,6 @@ class Call:
     ) -> None:
         self.call_sid = start.call_sid
         self.start = start
-        self.info = CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
         self._s = services
         self._rate = start.sample_rate
         self._close_socket = close_socket
@@ -74,7 +74,8 @@ class Call:
         self._loop = asyncio.get_running_loop()
         self.usage = CallUsage()
         self.conversation = Conversation(services.metrics, self.log)
-        self._records = CallRecords(services, start, self.usage, self.conversation, self.log)
+        basics = CallBasics(start, self.conversation, self.usage, self.log)
+        self._records = CallRecords(services, basics)
         self._recording = self._records.recording
         self._pacer = OutboundPacer(
             translator,
@@ -88,9 +89,29 @@ class Call:
         self._tasks = CallTasks(self.call_sid, services.metrics, self.log, self._task_failed)
         self._reply: Reply | None = None
         self.outcome = ""
-        self._replies = ReplyPipeline(self, services, self._pacer)
+        # The reply pipeline and the ways out change the call only through what they are handed here: the
+        # state and the teardown stay in this module, out of reach of whoever holds the call (the registry).
+        reply_host = ReplyHost(
+            basics,
+            lambda: self.ended,
+            self._begin_speaking,
+            self._reply_played,
+            act=lambda action: self._actions.act(action),
+            give_up=lambda: self._tasks.spawn(self._actions.give_up_on_backend(), "fallback"),
+        )
+        self._replies = ReplyPipeline(services, self._pacer, reply_host)
+        ending = EndingCall(
+            basics,
+            lambda: self.ended,
+            self.finish,
+            self._torn_down,
+            self._interrupt_reply,
+            self._cancel_reply,
+            self._play_phrase,
+            self._tasks.spawn,
+        )
         self._actions = CallActions(
-            self, services, self._replies, self._keypad.collector, close_socket, max_minutes
+            ending, services, self._replies, self._keypad.collector, close_socket, max_minutes
         )
         self._admitted = False
 
@@ -110,20 +131,17 @@ class Call:
         self._records.open()
         return True
 
-    def begin(self, greeting: str = "greeting") -> None:
+    async def begin(self, greeting: str = "greeting") -> None:
         """Start the pacer and play the (pre-rendered) greeting phrase at once; nothing once the call ended
-        (a hangup, transfer or shutdown while the greeting was being rendered)."""
+        (a hangup, transfer or shutdown while the greeting was being rendered). Then wait for the call's
+        `started` event (written from admission) to be durably in the outbox."""
         if self.ended or self.closing:
             self.log.info("the call ended before its greeting; not starting it")
-            return
-        self.spawn(self._pacer.run(), "pacer")
-        audio = self._s.phrases.audio(greeting, self._rate)
-        if audio:
-            self.play_phrase(greeting, audio)
-        self._actions.start_time_limit()
-
-    async def record_started(self) -> None:
-        """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
+        else:
+            self._tasks.spawn(self._pacer.run(), "pacer")
+            if audio := self._s.phrases.audio(greeting, self._rate):
+                self._play_phrase(greeting, audio)
+            self._actions.start_time_limit()
         await self._records.started()
 
     @property
@@ -170,7 +188,7 @@ class Call:
         await asyncio.shield(self._teardown)
         return ours
 
-    async def torn_down(self) -> None:
+    async def _torn_down(self) -> None:
         """Wait for the teardown, if one has begun."""
         if self._teardown is not None:
             await asyncio.shield(self._teardown)
@@ -181,35 +199,23 @@ class Call:
         try:
             self._settle_conversation()
         except Exception as exc:
-            self._teardown_failed("settling the conversation", exc)
+            self._records.teardown_failed("settling the conversation", exc)
         self.state = CallState.ENDED
         self._keypad.stop()
         self._actions.stop_time_limit()
         steps: list[TeardownStep] = [
             ("stopping the call's tasks", partial(self._tasks.stop, requester)),
             ("keeping the caller's last words", self.conversation.settle_unanswered),
-            *self._records.steps(outcome),
         ]
-        await each_step(steps, partial(self._release, outcome), self._teardown_failed)
+        await self._records.keep(steps, outcome, self, self._admitted, self._pacer)
 
     def _settle_conversation(self) -> None:
         """What was said stays said: the line being played keeps what was heard; the words of a turn not
         yet answered (even a guess, since the call's end ends the turn) stay, transcribed or still being."""
         if (reply := self._reply) is not None:
             speaking = self.state is CallState.SPEAKING
-            reply.settle(
-                self.conversation, self._pacer.progress.heard_seconds(self._loop.time()) if speaking else None
-            )
-
-    def _release(self, outcome: str) -> None:
-        try:
-            self._records.release(self, outcome, self._admitted, self._pacer)
-        except Exception as exc:
-            self._teardown_failed("moving the call to the finished list", exc)
-
-    def _teardown_failed(self, step: str, exc: Exception) -> None:
-        self._s.metrics.errors.labels(kind="teardown").inc()
-        self.log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
+            heard = self._pacer.progress.heard_seconds(self._loop.time()) if speaking else None
+            reply.settle(self.conversation, heard)
 
     # --- inbound events ------------------------------------------------------------------------
 
@@ -230,7 +236,7 @@ class Call:
                     self._answer_turn(event.pcm16, committed=False)
                 case SpeechResumed() if self._reply is not None and not self._reply.gate.is_set():
                     self._s.metrics.speculation.labels(fate="discarded").inc()
-                    await self.cancel_reply()
+                    await self._cancel_reply()
                 case TurnEnded():
                     self._on_turn_ended(event)
 
@@ -257,13 +263,13 @@ class Call:
 
     def _digits_timed_out(self, entry: str) -> None:
         if not self.ended and not self.closing:
-            self.spawn(self._answer_digits(entry), "digits")
+            self._tasks.spawn(self._answer_digits(entry), "digits")
 
     async def _answer_digits(self, entry: str) -> None:
         # The entry takes the place of any reply, also one the caller's speech started while we waited;
         # never of a transfer or goodbye line.
         while self._reply is not None and not self.closing:
-            await self.cancel_reply()
+            await self._cancel_reply()
         self.conversation.record_unanswered()
         self._start_reply(partial(self._replies.answer_digits, entry=entry), committed=True)
 
@@ -272,7 +278,7 @@ class Call:
         reply = self._reply
         # A reply has a mark only once all of it is queued; before that no echo, even an empty one, is it.
         if not self.ended and reply is not None and reply.mark and reply.mark == name:
-            self.reply_played(reply)
+            self._reply_played(reply)
 
     # --- the reply in flight: the state transitions -----------------------------------------------
 
@@ -285,7 +291,7 @@ class Call:
             return
         reply = Reply(task=None)
         # The reply is handed to its task: a task never reads self._reply, which may be another's by then.
-        task = self.spawn(work(reply), "reply")
+        task = self._tasks.spawn(work(reply), "reply")
         if task is None:
             return
         self._reply, reply.task = reply, task
@@ -300,14 +306,14 @@ class Call:
         self._reply.gate.set()
         self.state = CallState.THINKING
 
-    def begin_speaking(self, reply: Reply, caller_text: str) -> None:
+    def _begin_speaking(self, reply: Reply, caller_text: str) -> None:
         """The reply's first audio goes out: the caller's turn is answered, the bot's line opens."""
         self._s.metrics.turns_total.inc()
         reply.line = self.conversation.answering(caller_text)
         self._pacer.new_reply()
         self.state = CallState.SPEAKING
 
-    def play_phrase(self, name: str, pcm: bytes) -> Reply:
+    def _play_phrase(self, name: str, pcm: bytes) -> Reply:
         """Play a cached phrase as a reply of its own; barge-in works on it like on any reply."""
         if self._reply is not None:
             # Callers interrupt the running reply first, and the closing flag keeps a new one from starting
@@ -320,10 +326,10 @@ class Call:
         reply = self._reply = self._replies.queue_phrase(name, pcm)
         reply.line = self.conversation.open_line(reply.sentences[0][0])
         self.state = CallState.SPEAKING
-        reply.task = self.spawn(self._replies.wait_played(reply), name)
+        reply.task = self._tasks.spawn(self._replies.wait_played(reply), name)
         return reply
 
-    def reply_played(self, reply: Reply) -> None:
+    def _reply_played(self, reply: Reply) -> None:
         reply.played.set()
         if self._reply is reply:
             self._reply = None
@@ -335,10 +341,10 @@ class Call:
         if self._reply is None:
             return
         self._s.metrics.barge_ins.inc()
-        heard = await self.interrupt_reply(barge_in=True)
+        heard = await self._interrupt_reply(barge_in=True)
         self.log.info("barge-in after %.2fs of the reply", heard)
 
-    async def interrupt_reply(self, barge_in: bool = False) -> float:
+    async def _interrupt_reply(self, barge_in: bool = False) -> float:
         """Stop the reply (a barge-in, a transfer, a goodbye): its line keeps what had been heard."""
         reply, speaking = self._reply, self.state is CallState.SPEAKING
         heard = await self._pacer.clear() if speaking else 0.0
@@ -346,10 +352,10 @@ class Call:
             self._recording.cleared(self._loop.time())
         if speaking and reply is not None:
             reply.keep_heard(self.conversation, heard, barge_in)
-        await self.cancel_reply()
+        await self._cancel_reply()
         return heard
 
-    async def cancel_reply(self) -> None:
+    async def _cancel_reply(self) -> None:
         reply, self._reply = self._reply, None
         if not self.ended:
             self.state = CallState.LISTENING
@@ -364,22 +370,12 @@ class Call:
         if self.state is CallState.SPEAKING and self._reply is not None:
             self._replies.first_frame_sent()
 
-    async def act(self, action: ReplyAction) -> None:
-        await self._actions.act(action)
-
-    async def give_up_on_backend(self) -> None:
-        await self._actions.give_up_on_backend()
-
     # --- tasks: the call's, cancelled together -------------------------------------------------------
-
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
-        """Run `work` as one of the call's tasks; None (and `work` never run) once the call ended."""
-        return self._tasks.spawn(work, name)
 
     def _task_failed(self) -> None:
         if not self.ended:
             # A broken call must not linger half-alive: end it and close its stream.
-            self.spawn(self._fail(), "fail")
+            self._tasks.spawn(self._fail(), "fail")
 
     async def _fail(self) -> None:
         await self.finish("error")

@@ -4,20 +4,18 @@ conversation at its end), its local recording, and the entry the registry keeps 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from voicebridge.admission.registry import LiveCall
-from voicebridge.backends.base import CallInfo
-from voicebridge.call.conversation import Conversation, Entry
+from voicebridge.call.basics import CallBasics
+from voicebridge.call.conversation import Entry
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.services import CallServices
 from voicebridge.records.call_records import CallRecord, CallRecorder
-from voicebridge.records.costs import CallUsage
 from voicebridge.records.recording import StereoCallRecording
-from voicebridge.telephony.events import Start
 
 # One step of the teardown: what it does (for the log line when it fails), and the step.
 TeardownStep = tuple[str, Callable[[], Awaitable[None]]]
@@ -43,21 +41,13 @@ async def each_step(
 class CallRecords:
     """One call's records; the teardown runs their steps, each guarded on its own."""
 
-    def __init__(
-        self,
-        services: CallServices,
-        start: Start,
-        usage: CallUsage,
-        conversation: Conversation,
-        log: logging.LoggerAdapter[logging.Logger],
-    ) -> None:
+    def __init__(self, services: CallServices, call: CallBasics) -> None:
         self._s = services
-        self._start = start
-        self._usage = usage
-        self._conversation = conversation
-        self._log = log
-        info = CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
-        self._recorder = CallRecorder(services.outbox, services.settings, info)
+        start = self._start = call.start
+        self._usage = call.usage
+        self._conversation = call.conversation
+        self._log = call.log
+        self._recorder = CallRecorder(services.outbox, services.settings, call.info)
         self.started_at = time.time()
         self._started_mono = time.monotonic()
         loop = asyncio.get_running_loop()
@@ -97,9 +87,13 @@ class CallRecords:
         if self._started is not None:
             await asyncio.shield(self._started)
 
-    def steps(self, outcome: str) -> list[TeardownStep]:
-        """The teardown's steps that keep the records, in order."""
-        return [
+    async def keep(
+        self, first: list[TeardownStep], outcome: str, call: LiveCall, admitted: bool, pacer: OutboundPacer
+    ) -> None:
+        """The teardown's steps: the call's `first`, then those that keep the records, then the release from
+        the live list, each guarded on its own (a failure is counted and logged, and the next step runs)."""
+        steps: list[TeardownStep] = [
+            *first,
             ("storing the call's start", self._timed_start),
             ("saving the recording", self._save_recording),
             # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
@@ -108,8 +102,19 @@ class CallRecords:
                 lambda: self._recorder.ended(outcome, self._usage, self._entries()),
             ),
         ]
+        await each_step(steps, partial(self._release, call, outcome, admitted, pacer), self.teardown_failed)
 
-    def release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
+    def teardown_failed(self, step: str, exc: Exception) -> None:
+        self._s.metrics.errors.labels(kind="teardown").inc()
+        self._log.error("call teardown: %s failed: %s: %.200s", step, type(exc).__name__, exc)
+
+    def _release(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
+        try:
+            self._move_to_finished(call, outcome, admitted, pacer)
+        except Exception as exc:
+            self.teardown_failed("moving the call to the finished list", exc)
+
+    def _move_to_finished(self, call: LiveCall, outcome: str, admitted: bool, pacer: OutboundPacer) -> None:
         """The call leaves the live list for the finished one; raises what the registry raised."""
         # Uncounted first: whatever fails below, the gauge stays balanced.
         if admitted:

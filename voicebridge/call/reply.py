@@ -9,23 +9,21 @@ does to the call's state (speaking, heard, the way out a backend asks for) is th
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from voicebridge.audio.turn import DETECTOR_RATE
-from voicebridge.backends.base import BackendError, CallInfo, ReplyAction
+from voicebridge.backends.base import BackendError, ReplyAction
+from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import UNRECOGNISED, Conversation, Entry
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.sentences import SentenceSplitter
 from voicebridge.call.services import CallServices
-from voicebridge.records.costs import CallUsage
 from voicebridge.speech.base import SpeechEngineError, Transcript
-from voicebridge.telephony.events import Start
 
 # If a provider never echoes a mark, treat the reply as played this long after its audio ran out.
 MARK_GRACE_S = 1.5
@@ -75,41 +73,36 @@ class Reply:
             conversation.keep_heard(self.line, self.sentences, heard_seconds, barge_in)
 
 
-class ReplyHost(Protocol):
-    """What a reply needs of its call: the state changes are the call's."""
+@dataclass(frozen=True, slots=True)
+class ReplyHost:
+    """What a reply has of its call. The state changes and the ways out stay the call's: a reply reports
+    them through these callables, and nothing else of the call is within its reach."""
 
-    start: Start
-    info: CallInfo
-    usage: CallUsage
-    conversation: Conversation
-    log: logging.LoggerAdapter[logging.Logger]
-
-    @property
-    def ended(self) -> bool: ...
-
-    def begin_speaking(self, reply: Reply, caller_text: str) -> None: ...
-
-    def reply_played(self, reply: Reply) -> None: ...
-
-    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None: ...
-
-    async def act(self, action: ReplyAction) -> None: ...
-
-    async def give_up_on_backend(self) -> None: ...
+    basics: CallBasics
+    ended: Callable[[], bool]
+    # The reply's first audio goes out: the call is speaking.
+    begin_speaking: Callable[[Reply, str], None]
+    # All of it was heard: the call listens again.
+    played: Callable[[Reply], None]
+    # Once the reply was heard: what the backend asked for (hang up, transfer, collect digits).
+    act: Callable[[ReplyAction], Awaitable[None]]
+    # The backend failed too often in a row: the call hands the caller on or says goodbye (in a task of
+    # its own, which the failed reply does not wait for).
+    give_up: Callable[[], object]
 
 
 class ReplyPipeline:
     """Runs each reply of one call, one at a time (the call keeps which one is current)."""
 
-    def __init__(self, host: ReplyHost, services: CallServices, pacer: OutboundPacer) -> None:
+    def __init__(self, services: CallServices, pacer: OutboundPacer, host: ReplyHost) -> None:
         self._host = host
         self._s = services
         self._pacer = pacer
-        self._conversation = host.conversation
-        self._info = host.info
-        self._rate = host.start.sample_rate
-        self._usage = host.usage
-        self._log = host.log
+        self._conversation = host.basics.conversation
+        self._info = host.basics.info
+        self._rate = host.basics.start.sample_rate
+        self._usage = host.basics.usage
+        self._log = host.basics.log
         self._loop = asyncio.get_running_loop()
         self._backend_failures = 0
         # When the last turn ended (monotonic), for the latency stages measured from it; 0 once measured.
@@ -154,7 +147,7 @@ class ReplyPipeline:
         if not text:
             self._log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
             self.turn_ended_at = 0.0
-            self._host.reply_played(reply)
+            self._host.played(reply)
             return
         # Not yet "unanswered": a speculative reply dropped because speech resumed is re-transcribed from
         # the same utterance audio, so carrying its text too would say it twice.
@@ -164,11 +157,13 @@ class ReplyPipeline:
         deltas = self._s.backend.reply(self._info, text, self._conversation.history())
         await self._answer(reply, text, deltas, backend_started)
 
-    async def answer_digits(self, reply: Reply, entry: str) -> None:
-        """A keypad entry goes to the backend in place of a spoken turn."""
+    def answer_digits(self, reply: Reply, entry: str) -> Coroutine[Any, Any, None]:
+        """A keypad entry goes to the backend in place of a spoken turn. Counted, and the history it goes
+        with taken, here as the call starts its reply, not when the reply's task first runs: a next entry
+        may cancel that task before it does, and the cost record has always counted the entry."""
         self._usage.ai_requests += 1
         digits = self._s.backend.digits(self._info, entry, self._conversation.history())
-        await self._answer(reply, f"[keypad] {entry}", digits)
+        return self._answer(reply, f"[keypad] {entry}", digits)
 
     def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
         if not transcription.cancelled() and transcription.exception() is None:
@@ -194,7 +189,7 @@ class ReplyPipeline:
             self._log.warning("backend failed (%d in a row): %s", self._backend_failures, exc)
             if self._backend_failures >= self._s.settings.calls.max_backend_failures:
                 await reply.gate.wait()
-                self._host.spawn(self._host.give_up_on_backend(), "fallback")
+                self._host.give_up()
                 return
             await self._apologise(reply, caller_text)
         except SpeechEngineError as exc:
@@ -277,7 +272,7 @@ class ReplyPipeline:
         reply.mark = mark_name("reply")
         self._pacer.end_reply(reply.mark)
         await self.wait_played(reply)
-        if reply.action is not None and not self._host.ended:
+        if reply.action is not None and not self._host.ended():
             await self._host.act(reply.action)
 
     def queue_phrase(self, name: str, pcm: bytes) -> Reply:
@@ -296,7 +291,7 @@ class ReplyPipeline:
 
     async def wait_played(self, reply: Reply) -> None:
         """Wait for the mark echo, or for the audio to have run out plus a grace period."""
-        while not reply.played.is_set() and not self._host.ended:
+        while not reply.played.is_set() and not self._host.ended():
             progress = self._pacer.progress
             unplayed = progress.sent_seconds - progress.heard_seconds(self._loop.time())
             try:
@@ -305,7 +300,7 @@ class ReplyPipeline:
             except TimeoutError:
                 if self._pacer.queued_seconds == 0:
                     self._log.debug("no echo for mark %s; treating the reply as played", reply.mark)
-                    self._host.reply_played(reply)
+                    self._host.played(reply)
 
     def first_frame_sent(self) -> None:
         """The first audio of an answer left: the caller's voice-to-voice wait ends here."""

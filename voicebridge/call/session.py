@@ -239,8 +239,7 @@ class StreamSession:
             start.to_number or "?",
             start.sample_rate,
         )
-        call.begin(greeting)
-        await call.record_started()
+        await call.begin(greeting)
 
     async def _greeting_for(self, call: Call, start: Start) -> str:
         """The called business's settings applied, and the name of the greeting phrase to play."""
