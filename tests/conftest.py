@@ -1,10 +1,18 @@
-"""Shared fixtures: real speech engines (loaded once per session) and a real daemon process on loopback."""
+"""Shared fixtures: real speech engines (loaded once per session) and a real daemon process on loopback.
+
+The suite runs under pytest-xdist (see addopts in pyproject.toml): session fixtures run once per worker,
+every daemon takes a free port and a tmp path, and the hook below keeps each module-scoped daemon on one
+worker and starts the longest tests first.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -14,6 +22,42 @@ from voicebridge.sim.daemon import DaemonProcess, start_daemon
 from voicebridge.speech.models import ModelCache
 
 T = TypeVar("T")
+
+# Single tests that run for minutes (a benchmark subprocess, a soak, waits the behaviour itself calls for):
+# started first, so no worker is left with one of them after the others have finished everything else.
+LONG_FIRST = (
+    "tests/wire/test_bench_suite.py",
+    "tests/wire/test_soak.py",
+    "tests/wire/test_records_durability.py",
+)
+# Then the layers by how long their tests wait on real time: wire (real daemons), unit (real models), engine.
+LAYER_ORDER = ("tests/wire/", "tests/unit/", "tests/engine/")
+
+
+def module_scoped(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture shared by its module (a daemon, a CLI run, a rendered utterance)."""
+    # pytest has no public way to read a test's fixture scopes at collection time.
+    definitions = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
+    return any(defs[-1].scope == "module" for defs in definitions.values())
+
+
+def start_rank(item: pytest.Item) -> tuple[int, int]:
+    path = item.nodeid.split("::", 1)[0]
+    first = next((i for i, name in enumerate(LONG_FIRST) if path == name), len(LONG_FIRST))
+    layer = next((i for i, name in enumerate(LAYER_ORDER) if path.startswith(name)), len(LAYER_ORDER))
+    return first, layer
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the xdist_group marks into work units
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A module's shared daemon starts once only if all its tests run on one worker: one group per module
+    # (--dist loadgroup); every other test is a unit of its own, so the wire tests spread over the workers.
+    for item in items:
+        if module_scoped(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    # Longest first (with --no-loadscope-reorder xdist hands out work in this order). The sort is stable,
+    # so tests keep their file order within a rank, and every worker collects the same order.
+    items.sort(key=start_rank)
 
 
 def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -59,6 +103,18 @@ def transcribe(model_cache: ModelCache) -> Callable[[bytes, int], str]:
         return run_sync(lambda: engine.transcribe(pcm16, sample_rate)).text
 
     return run
+
+
+@pytest.fixture
+def short_tmp_path() -> Iterator[Path]:
+    """A fresh directory with a short path, for Unix sockets below it.
+
+    A socket path must fit in 107 bytes; an xdist worker's tmp_path (/tmp/pytest-of-USER/pytest-N/
+    popen-gwN/test_name0/) leaves too little room for the control socket's fallback layout under it.
+    """
+    path = Path(tempfile.mkdtemp(prefix="vb-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
