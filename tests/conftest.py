@@ -1,8 +1,8 @@
 """Shared fixtures: real speech engines (loaded once per session) and a real daemon process on loopback.
 
 The suite runs under pytest-xdist (see addopts in pyproject.toml): session fixtures run once per worker,
-every daemon takes a free port and a tmp path, and the hook below keeps each module-scoped daemon on one
-worker and starts the longest tests first.
+every daemon takes a free port and a tmp path, and the hooks below keep each module-scoped daemon on one
+worker and start the longest tests first.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from voicebridge.config.schema import Settings
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
@@ -34,11 +35,39 @@ LONG_FIRST = (
 LAYER_ORDER = ("tests/wire/", "tests/unit/", "tests/engine/")
 
 
-def module_scoped(item: pytest.Item) -> bool:
-    """Whether the test uses a fixture shared by its module (a daemon, a CLI run, a rendered utterance)."""
-    # pytest has no public way to read a test's fixture scopes at collection time.
-    definitions = item._fixtureinfo.name2fixturedefs  # type: ignore[attr-defined]
-    return any(defs[-1].scope == "module" for defs in definitions.values())
+# Files whose tests share a module-scoped fixture (a daemon, a CLI run, a rendered utterance): each runs
+# on one worker, so that fixture is set up once; every other test is a unit of its own and the wire tests
+# spread over the workers. (xdist's own loadgroup cannot do this on pytest 9: it renames items through
+# `item._nodeid`, which pytest 9 no longer reads, so every worker set up the module's daemons again.)
+SHARED_FIXTURE_FILES = frozenset(
+    {
+        "tests/unit/test_call_parts.py",
+        "tests/unit/test_doctor.py",
+        "tests/unit/test_stt.py",
+        "tests/wire/test_auth.py",
+        "tests/wire/test_daemon_e2e.py",
+        "tests/wire/test_fuzz.py",
+        "tests/wire/test_hostile.py",
+        "tests/wire/test_http_door.py",
+        "tests/wire/test_limits_e2e.py",
+        "tests/wire/test_operator_cli.py",
+        "tests/wire/test_records_e2e.py",
+        "tests/wire/test_stream_hardening.py",
+    }
+)
+
+
+class SharedFixtureScheduling(LoadScopeScheduling):
+    """--dist loadscope, with a scope per shared-fixture file and one per test everywhere else."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        path = nodeid.split("::", 1)[0]
+        return path if path in SHARED_FIXTURE_FILES else nodeid
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    return SharedFixtureScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 def start_rank(item: pytest.Item) -> tuple[int, int]:
@@ -48,13 +77,7 @@ def start_rank(item: pytest.Item) -> tuple[int, int]:
     return first, layer
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the xdist_group marks into work units
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # A module's shared daemon starts once only if all its tests run on one worker: one group per module
-    # (--dist loadgroup); every other test is a unit of its own, so the wire tests spread over the workers.
-    for item in items:
-        if module_scoped(item):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     # Longest first (with --no-loadscope-reorder xdist hands out work in this order). The sort is stable,
     # so tests keep their file order within a rank, and every worker collects the same order.
     items.sort(key=start_rank)
