@@ -51,12 +51,12 @@ def fallback_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ControlS
 
 
 async def test_the_fallback_directory_is_created_private(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    short_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = fallback_server(tmp_path, monkeypatch)
+    server = fallback_server(short_tmp_path, monkeypatch)
     await server.start()
     try:
-        private = tmp_path / f"voicebridge-{os.getuid()}"
+        private = short_tmp_path / f"voicebridge-{os.getuid()}"
         assert stat.S_IMODE(private.stat().st_mode) == 0o700 and private.stat().st_uid == os.geteuid()
         assert server.path.is_socket()
     finally:
@@ -243,11 +243,11 @@ async def test_the_client_turns_a_hostile_answer_into_one_error(tmp_path: Path, 
 
 
 def test_doctor_fails_a_fallback_directory_the_daemon_would_refuse(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    short_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from voicebridge.doctor.checks import check_control_socket
 
-    server = fallback_server(tmp_path, monkeypatch)
+    server = fallback_server(short_tmp_path, monkeypatch)
     assert check_control_socket(Settings()).status == "pass"  # absent: it will be created 0700
     private = server.path.parent.parent
     private.mkdir()
@@ -302,10 +302,10 @@ async def test_an_over_long_last_line_without_a_newline_gets_its_reply(tmp_path:
 
 
 def test_the_client_refuses_a_fallback_directory_someone_else_could_control(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    short_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A squatter's directory: the CLI must not hand it a transfer, nor believe its answers."""
-    path = fallback_server(tmp_path, monkeypatch).path
+    path = fallback_server(short_tmp_path, monkeypatch).path
     path.parent.mkdir(parents=True)
     path.parent.parent.chmod(0o777)
     squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
