@@ -364,3 +364,32 @@ async def test_a_busy_live_daemon_is_seen_as_live_because_the_loop_stays_free(tm
         for writer in held:
             writer.close()
         live.close()
+
+
+async def test_a_live_daemon_that_accepts_nothing_for_long_is_still_not_taken_for_stale(
+    tmp_path: Path,
+) -> None:
+    """EAGAIN means something listens: however long its backlog stays full, its socket is left alone.
+    (A probe that retried EAGAIN for a second and then took the socket for stale removed a live
+    daemon's socket whenever that daemon was stuck for longer.)"""
+    path = tmp_path / "c.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)  # and never accepts
+    fillers = []
+    while True:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        fillers.append(filler)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            break
+    try:
+        with pytest.raises(ControlSocketError, match="another voicebridge answers"):
+            await ControlServer(CallRegistry(4), path, dict).start()
+        assert path.is_socket()
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
