@@ -9,6 +9,7 @@ import hmac
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -188,21 +189,22 @@ TWILIO_TOKEN = "twilio-auth-token-0042"
 MANAGEMENT_TOKEN = "management-token-5566"
 
 
+# Every door locked: Exotel on basic auth, Twilio on signatures, management on a token.
+LOCKED_DOORS: dict[str, Any] = {
+    "prompts": {"greeting": "Hello."},
+    "exotel": {
+        "webhook_auth": "basic",
+        "webhook_username": EXOTEL_USER,
+        "webhook_password": EXOTEL_PASSWORD,
+    },
+    "twilio": {"webhook_auth": "signature", "auth_token": TWILIO_TOKEN},
+    "management": {"token": MANAGEMENT_TOKEN},
+}
+
+
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    process = start_daemon(
-        tmp_path_factory.mktemp("auth"),
-        {
-            "prompts": {"greeting": "Hello."},
-            "exotel": {
-                "webhook_auth": "basic",
-                "webhook_username": EXOTEL_USER,
-                "webhook_password": EXOTEL_PASSWORD,
-            },
-            "twilio": {"webhook_auth": "signature", "auth_token": TWILIO_TOKEN},
-            "management": {"token": MANAGEMENT_TOKEN},
-        },
-    )
+    process = start_daemon(tmp_path_factory.mktemp("auth"), LOCKED_DOORS)
     yield process
     process.terminate()
 

@@ -334,6 +334,19 @@ async def test_a_group_on_the_private_fallback_directory_is_refused_with_the_way
     assert "control.socket_path" in str(refused.value) and "XDG_RUNTIME_DIR" in str(refused.value)
 
 
+def fill_backlog(path: Path) -> list[socket.socket]:
+    """Connect until the listener's accept backlog is full (the next connect answers EAGAIN)."""
+    fillers = []
+    while True:
+        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        fillers.append(filler)
+        try:
+            filler.connect(str(path))
+        except BlockingIOError:
+            return fillers
+
+
 async def test_a_busy_live_daemon_is_seen_as_live_because_the_loop_stays_free(tmp_path: Path) -> None:
     """The stale-socket probe runs off the loop: a live server on this very loop, whose accept backlog is
     full, accepts the probe. (Probed on the loop, nothing accepts, the probe times out, and the live
@@ -345,15 +358,7 @@ async def test_a_busy_live_daemon_is_seen_as_live_because_the_loop_stays_free(tm
         held.append(writer)
 
     live = await asyncio.start_unix_server(hold, path=str(path), backlog=1)
-    fillers = []
-    while True:  # fill the backlog with no await, so the live server accepts none of them yet
-        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        filler.setblocking(False)
-        fillers.append(filler)
-        try:
-            filler.connect(str(path))
-        except BlockingIOError:
-            break
+    fillers = fill_backlog(path)  # with no await, so the live server accepts none of them yet
     try:
         with pytest.raises(ControlSocketError, match="another voicebridge answers"):
             await ControlServer(CallRegistry(4), path, dict).start()
@@ -376,15 +381,7 @@ async def test_a_live_daemon_that_accepts_nothing_for_long_is_still_not_taken_fo
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(0)  # and never accepts
-    fillers = []
-    while True:
-        filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        filler.setblocking(False)
-        fillers.append(filler)
-        try:
-            filler.connect(str(path))
-        except BlockingIOError:
-            break
+    fillers = fill_backlog(path)
     try:
         with pytest.raises(ControlSocketError, match="another voicebridge answers"):
             await ControlServer(CallRegistry(4), path, dict).start()

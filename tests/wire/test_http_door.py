@@ -31,6 +31,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from aiohttp.test_utils import TestServer
 
 from tests.fakes.node_api import FakeNodeApi
+from tests.wire.test_auth import EXOTEL_PASSWORD, EXOTEL_USER, LOCKED_DOORS, MANAGEMENT_TOKEN, TWILIO_TOKEN
 from voicebridge.config.schema import Settings, TwilioConfig
 from voicebridge.doctor.checks import check_authentication
 from voicebridge.server.logs import JsonFormatter, MalformedRequestLog, TextFormatter
@@ -42,9 +43,6 @@ from voicebridge.telephony.twilio import twilio_signature
 
 pytestmark = pytest.mark.e2e
 
-EXOTEL_USER, EXOTEL_PASSWORD = "exotel-door", "door-basic-pass-1"
-TWILIO_TOKEN = "twilio-door-token-2"
-MANAGEMENT_TOKEN = "management-door-token-3"
 EXOTEL_TOKEN = "exotel-door-query-token-4"
 NODE_KEY = "node-door-key-5"
 FORM = "application/x-www-form-urlencoded"
@@ -59,19 +57,7 @@ BEARER = {"Authorization": f"Bearer {MANAGEMENT_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    process = start_daemon(
-        tmp_path_factory.mktemp("door"),
-        {
-            "prompts": {"greeting": "Hello."},
-            "exotel": {
-                "webhook_auth": "basic",
-                "webhook_username": EXOTEL_USER,
-                "webhook_password": EXOTEL_PASSWORD,
-            },
-            "twilio": {"webhook_auth": "signature", "auth_token": TWILIO_TOKEN},
-            "management": {"token": MANAGEMENT_TOKEN},
-        },
-    )
+    process = start_daemon(tmp_path_factory.mktemp("door"), LOCKED_DOORS)
     yield process
     process.terminate()
 
