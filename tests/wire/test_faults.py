@@ -18,11 +18,12 @@ import pytest
 from tests.fakes.node_api import FakeNodeApi
 from voicebridge.call.session import StreamSession
 from voicebridge.config.schema import Settings
-from voicebridge.server.app import Engines, create_app
+from voicebridge.server.app import create_app
 from voicebridge.sim.azure_speech import FakeAzureSpeech
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, free_port, start_daemon
 from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.speech.factory import Engines
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.scheduler import always_confirmed
 from voicebridge.speech.stt import WhisperSTT

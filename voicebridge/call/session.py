@@ -29,7 +29,7 @@ from voicebridge.telephony.events import (
     Start,
     Stop,
 )
-from voicebridge.telephony.providers import translator_for_start
+from voicebridge.telephony.providers import provider_named, translator_for_start
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, SID_RULE, is_valid_number, is_valid_sid
 from voicebridge.telephony.wire import event_name, load_message
 
@@ -150,7 +150,8 @@ class StreamSession:
             kind = "media_before_start" if name == "media" else "event_before_start"
             raise ProtocolViolation(kind, name or "no event name")
         translator = translator_for_start(message, self._url_rate)
-        if not self._s.settings.provider_enabled(translator.provider):
+        provider = provider_named(translator.provider)
+        if provider is None or not provider.enabled(self._s.settings):
             # A disabled provider has no webhooks; a stream in its shape is refused too (1008, no call).
             self._s.metrics.calls_rejected.labels(reason="provider_disabled").inc()
             self.log.warning("refusing stream: provider %s is disabled", translator.provider)

@@ -59,7 +59,7 @@ from voicebridge.speech.models import ModelCache
 from voicebridge.telephony import providers
 from voicebridge.telephony.providers import TelephonyControl
 
-__all__ = ["CannotStart", "Engines", "create_app"]
+__all__ = ["CannotStart", "create_app"]
 
 logger = logging.getLogger("voicebridge.daemon")
 
