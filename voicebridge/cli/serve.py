@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from voicebridge.cli.options import ConfigOption
-from voicebridge.config.load import apply_overrides, load_config, resolve_config_path, warn_retired
+from voicebridge.config.load import load_config, resolve_config_path, warn_retired
 from voicebridge.config.schema import Settings
 
 
@@ -29,8 +29,11 @@ def daemon_settings(config: Path | None, host: str | None = None, port: int | No
     """The daemon's settings, with logging configured from them and a warning logged per retired key."""
     from voicebridge.server.logs import configure_logging
 
-    loaded = load_config(config)
-    settings = apply_overrides(loaded.settings, "server", host=host, port=port)
+    # The options go through the same validation as the file: `--host 0.0.0.0` with every webhook on
+    # `none` is refused like `host = "0.0.0.0"` in the file (model_copy would skip that check).
+    server = {key: value for key, value in (("host", host), ("port", port)) if value is not None}
+    loaded = load_config(config, {"server": server} if server else None)
+    settings = loaded.settings
     # Logging first, so each retired key's warning is a line in the daemon's own log format.
     configure_logging(settings.logging)
     warn_retired(loaded.retired)

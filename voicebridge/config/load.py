@@ -152,7 +152,7 @@ def _describe(error: dict[str, Any], path: Path | None) -> str:
     elif (
         "input" in error
         and error["type"] != "missing"
-        and not isinstance(error["input"], dict)
+        and not isinstance(error["input"], dict | list)  # a section of the wrong shape may hold secrets
         and not secret  # a mistyped secret is still a secret
     ):
         message = f"{message} (got {error['input']!r})"
@@ -203,15 +203,6 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
     loaded = load_config(explicit, overrides)
     warn_retired(loaded.retired)
     return loaded.settings
-
-
-def apply_overrides(settings: Settings, section: str, **values: Any) -> Settings:
-    """Return a copy with some keys of one section replaced (None values are ignored)."""
-    present = {key: value for key, value in values.items() if value is not None}
-    if not present:
-        return settings
-    updated = getattr(settings, section).model_copy(update=present)
-    return settings.model_copy(update={section: updated})
 
 
 def redacted_document(settings: Settings) -> dict[str, Any]:
