@@ -65,7 +65,7 @@ class SharedFixtureScheduling(LoadScopeScheduling):
         return path if path in SHARED_FIXTURE_FILES else nodeid
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
     return SharedFixtureScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
 

@@ -26,7 +26,6 @@ METRICS = web.AppKey("metrics", Metrics)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 LOAD = web.AppKey("load", OverloadGuard)
 REGISTRY = web.AppKey("registry", CallRegistry)
-GATE = web.AppKey("gate", CallGate)
 MODELS = web.AppKey("models", ModelCache)
 IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
 
@@ -35,6 +34,8 @@ STT = web.AppKey("stt", SpeechToText)
 TTS = web.AppKey("tts", TextToSpeech)
 PHRASES = web.AppKey("phrases", PhraseCache)
 BACKEND = web.AppKey("backend", Backend)
+# Built with the backend (its budget check, if it has one); holds nothing to close.
+GATE = web.AppKey("gate", CallGate)
 OUTBOX = web.AppKey("outbox", Outbox)
 
 # Set once every resource is up: what each call is handed, and what /ready waits for.
