@@ -48,11 +48,13 @@ from voicebridge.server.keys import (
     STREAM_TOKENS,
     STT,
     TTS,
+    WARM_UP,
 )
 from voicebridge.server.logs import MalformedRequestLog
 from voicebridge.server.memory import IdleMemoryReturner, glibc_malloc_trim
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.stream_endpoint import stream_handler
+from voicebridge.server.warmup import warm_up
 from voicebridge.speech.base import Closable, SttCapacity
 from voicebridge.speech.factory import Engines, build_stt, build_tts
 from voicebridge.speech.models import ModelCache
@@ -124,6 +126,12 @@ async def fixed_phrases(app: web.Application) -> AsyncIterator[None]:
     phrases = PhraseCache()
     await phrases.prepare(app[TTS], app[SETTINGS].prompts)
     app[PHRASES] = phrases
+    yield
+
+
+async def warmed_engines(app: web.Application) -> AsyncIterator[None]:
+    """Not a resource: every engine path a first turn takes, run once before /ready says yes."""
+    app[WARM_UP] = await warm_up(app[STT], app[TTS], app[PHRASES], app[SETTINGS].turn)
     yield
 
 
@@ -223,6 +231,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
             speech_to_text,
             text_to_speech,
             fixed_phrases,
+            warmed_engines,
             backend_connection,
             record_outbox,
             call_services,

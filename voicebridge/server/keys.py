@@ -14,6 +14,7 @@ from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.server.memory import IdleMemoryReturner
 from voicebridge.server.metrics import Metrics
+from voicebridge.server.warmup import WarmUp
 from voicebridge.speech.base import SpeechToText, TextToSpeech
 from voicebridge.speech.factory import Engines
 from voicebridge.speech.models import ModelCache
@@ -33,6 +34,8 @@ IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
 STT = web.AppKey("stt", SpeechToText)
 TTS = web.AppKey("tts", TextToSpeech)
 PHRASES = web.AppKey("phrases", PhraseCache)
+# Not a resource: what running every engine path once took, before the daemon counts as ready.
+WARM_UP = web.AppKey("warm_up", WarmUp)
 BACKEND = web.AppKey("backend", Backend)
 # Built with the backend (its budget check, if it has one); holds nothing to close.
 GATE = web.AppKey("gate", CallGate)

@@ -28,6 +28,7 @@ from voicebridge.server.keys import (
     SETTINGS,
     STT,
     TTS,
+    WARM_UP,
 )
 from voicebridge.server.memory import rss_bytes
 
@@ -73,6 +74,7 @@ def health_document(app: web.Application) -> dict[str, Any]:
         },
         "models_loaded": app.get(MODELS_LOADED, {}),
         "model_loads": dict(app[MODELS].loads),
+        "warm_up": app[WARM_UP].as_dict() if WARM_UP in app else None,
         **app[REGISTRY].status(),
         "max_concurrent_calls": settings.server.max_concurrent_calls,
         "load": {
