@@ -149,3 +149,38 @@ def test_webhook_facts_are_kept_for_recent_calls_only() -> None:
     assert facts.callbacks("CA-first") == [] and facts.transfer_destination("CA-first") is None
     assert facts.callbacks(f"CA-{FACTS_KEPT - 1}")[0]["RecordingUrl"] == f"https://r/{FACTS_KEPT - 1}"
     assert facts.transfer_destination("CA-0") == "+919800000001"
+
+
+def test_a_long_first_sentence_is_spoken_from_its_first_clause() -> None:
+    long = "Thank you for waiting, your appointment with Doctor Rao is confirmed for tomorrow at ten."
+    splitter = SentenceSplitter()
+    assert splitter.feed(
+        long + " See you then. And, again, thank you for waiting so very long today, truly."
+    ) == [
+        "Thank you for waiting,",
+        "your appointment with Doctor Rao is confirmed for tomorrow at ten.",
+        "See you then.",
+    ]
+    # Only the first: later sentences stay whole, as does a clause too short to stand alone.
+    assert splitter.flush() == ["And, again, thank you for waiting so very long today, truly."]
+    short_head = SentenceSplitter()
+    assert short_head.feed("You said: I need to move my booking to Friday morning please. ") == [
+        "You said: I need to move my booking to Friday morning please."
+    ]
+
+
+def test_the_first_clause_goes_out_while_its_sentence_still_streams_in() -> None:
+    splitter = SentenceSplitter()
+    out: list[str] = []
+    for delta in [
+        "Thank you for waiting, your appoint",
+        "ment with Doctor Rao is confirmed",
+        " for tomorrow.",
+    ]:
+        out.append(splitter.feed(delta))
+    assert out == [[], ["Thank you for waiting,"], []]
+    assert splitter.flush() == ["your appointment with Doctor Rao is confirmed for tomorrow."]
+    # A clause too short to stand alone is never cut off, however long the sentence grows.
+    whole = SentenceSplitter()
+    assert whole.feed("Sure thing, I have booked you in for ten tomorrow morning with Doctor Rao") == []
+    assert whole.flush() == ["Sure thing, I have booked you in for ten tomorrow morning with Doctor Rao"]
