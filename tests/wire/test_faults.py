@@ -81,8 +81,9 @@ async def test_stt_raising_gives_the_apology_and_the_call_goes_on(
         prompts={"greeting": "Hello."},
         turn={"speculative_ms": 0},  # one transcription per turn, so "the first one fails" is exact
     )
-    stt = FailingFirstSTT(WhisperSTT(settings.stt, model_cache), failures=1)
+    stt = FailingFirstSTT(WhisperSTT(settings.stt, model_cache), failures=0)
     async with daemon_in_process(settings, Engines(stt=stt, tts=PiperTTS(settings.tts, model_cache))) as http:
+        stt.failures = 1  # armed after start-up: the warm-up's own transcription must not take the fault
         url = http.replace("http://", "ws://") + "/ws/stream/CA-stt-fault"
         async with SimulatedCaller(url, call_sid="CA-stt-fault") as caller:
             await caller.listen_until_mark(timeout=20)
