@@ -10,7 +10,8 @@ Two sets, spoken by Piper through the 8 kHz phone path in real time, one turn at
 
 Not a test: it prints figures (and writes them as JSON with --json PATH).
 
-    python bench/turn_taking.py [--pauses 300,500,700,900] [--silence-ms 500] [--json out.json]
+    python bench/turn_taking.py [--pauses 300,500,700,900] [--silence-ms 500]
+                                [--end-of-turn fixed|adaptive] [--json out.json]
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ async def run(ws: str, pauses: list[int]) -> list[Turn]:
     return turns
 
 
-def report(turns: list[Turn], silence_ms: int) -> str:
-    lines = [f"end of turn: fixed {silence_ms} ms of silence"]
+def report(turns: list[Turn], silence_ms: int, end_of_turn: str) -> str:
+    if end_of_turn == "adaptive":
+        lines = [f"end of turn: adaptive (complete/incomplete/unsure defaults, unsure = {silence_ms} ms)"]
+    else:
+        lines = [f"end of turn: fixed {silence_ms} ms of silence"]
     complete = [t.reply_after_s for t in turns if t.kind == "complete" and t.reply_after_s is not None]
     if complete:
         lines.append(
@@ -119,16 +123,20 @@ def main() -> None:
     )
     parser.add_argument("--pauses", default="300,500,700,900", help="mid-turn pauses to try, ms")
     parser.add_argument("--silence-ms", type=int, default=500, help="turn.end_of_turn_silence_ms")
+    parser.add_argument(
+        "--end-of-turn", choices=["fixed", "adaptive"], default="fixed", help="turn.end_of_turn"
+    )
     parser.add_argument("--json", type=Path, help="also write every turn as JSON here")
     args = parser.parse_args()
     pauses = [int(p) for p in args.pauses.split(",")]
     with tempfile.TemporaryDirectory() as workdir:
-        daemon = start_daemon(Path(workdir), {"turn": {"end_of_turn_silence_ms": args.silence_ms}})
+        turn = {"end_of_turn_silence_ms": args.silence_ms, "end_of_turn": args.end_of_turn}
+        daemon = start_daemon(Path(workdir), {"turn": turn})
         try:
             turns = asyncio.run(run(daemon.ws, pauses))
         finally:
             daemon.terminate()
-    print(report(turns, args.silence_ms))
+    print(report(turns, args.silence_ms, args.end_of_turn))
     if args.json:
         args.json.write_text(json.dumps([asdict(t) for t in turns], indent=1))
 

@@ -380,3 +380,14 @@ def test_a_section_of_the_wrong_shape_is_refused_without_its_values(tmp_path: Pa
         load_settings(path)
     assert "exotel" in str(refused.value)
     assert_no_retired_value(str(refused.value))
+
+
+@pytest.mark.parametrize("speculative_ms", [0, 500, 800])
+def test_adaptive_end_of_turn_without_a_guess_before_the_fixed_silence_is_refused(
+    speculative_ms: int,
+) -> None:
+    with pytest.raises(ValidationError, match="adaptive"):
+        Settings(
+            turn={"end_of_turn": "adaptive", "speculative_ms": speculative_ms, "end_of_turn_silence_ms": 500}
+        )
+    assert Settings(turn={"end_of_turn": "adaptive", "speculative_ms": 200}).turn.end_of_turn == "adaptive"

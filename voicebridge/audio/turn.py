@@ -49,11 +49,13 @@ class SpeechResumed:
 
 @dataclass(frozen=True, slots=True)
 class TurnEnded:
-    """The caller finished a turn; `forced` when the maximum utterance length cut it."""
+    """The caller finished a turn; `forced` when the maximum utterance length cut it. `silence_ms` is the
+    pause that ended it (the caller's voice-to-voice wait includes it)."""
 
     pcm16: bytes
     speech_ms: int
     forced: bool = False
+    silence_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,8 @@ class TurnDetector:
         self._last_voiced_index = 0
         self._sustained_sent = False
         self._paused = False
+        # How long the current pause may last: end_of_turn_silence_ms unless end_pause_after said otherwise.
+        self._pause_limit_frames = self._eot_frames
 
     @property
     def in_utterance(self) -> bool:
@@ -120,6 +124,20 @@ class TurnDetector:
         for offset in range(0, whole, FRAME_BYTES):
             self._frame(data[offset : offset + FRAME_BYTES], events)
         return events
+
+    def end_pause_after(self, ms: int) -> TurnEnded | None:
+        """Let the current pause last `ms` before it ends the turn (adaptive end of turn, decided from the
+        pause's speculative transcript). When it has lasted that long already, the turn ends now: the
+        event is returned. Outside a pause (speech resumed meanwhile) it does nothing."""
+        if not (self._in_utterance and self._paused):
+            return None
+        self._pause_limit_frames = max(1, ms // FRAME_MS)
+        if self._silence_run < self._pause_limit_frames:
+            return None
+        events: list[TurnEvent] = []
+        self._end(events, forced=False)
+        ended = events[0]
+        return ended if isinstance(ended, TurnEnded) else None
 
     def reset(self) -> None:
         """Forget any open utterance (used when the call stops listening)."""
@@ -153,6 +171,7 @@ class TurnDetector:
             self._last_voiced_index = len(self._frames)
             if self._paused:
                 self._paused = False
+                self._pause_limit_frames = self._eot_frames
                 events.append(SpeechResumed())
             self._silence_run = 0
             self._check_sustained(events)
@@ -161,7 +180,7 @@ class TurnDetector:
             if self._silence_run == self._speculative_frames and self._voiced >= self._min_speech_frames:
                 self._paused = True
                 events.append(PauseStarted(self._utterance_audio()))
-            if self._silence_run >= self._eot_frames:
+            if self._silence_run >= self._pause_limit_frames:
                 self._end(events, forced=False)
                 return
         if len(self._frames) >= self._max_frames:
@@ -180,7 +199,7 @@ class TurnDetector:
     def _end(self, events: list[TurnEvent], forced: bool) -> None:
         speech_ms = self._voiced * FRAME_MS
         if self._voiced >= max(1, self._min_speech_frames):
-            events.append(TurnEnded(self._utterance_audio(), speech_ms, forced))
+            events.append(TurnEnded(self._utterance_audio(), speech_ms, forced, self._silence_run * FRAME_MS))
         else:
             events.append(BlipDiscarded(speech_ms))
         self._reset_utterance()

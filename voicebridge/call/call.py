@@ -30,6 +30,7 @@ from voicebridge.call.actions import CallActions, EndingCall
 from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
+from voicebridge.call.endpointing import judge_pause, pause_limit_ms
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.record import CallRecords, TeardownStep
 from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
@@ -98,6 +99,7 @@ class Call:
             self._reply_played,
             act=lambda action: self._actions.act(action),
             give_up=lambda: self._tasks.spawn(self._actions.give_up_on_backend(), "fallback"),
+            guessed=self._guessed,
         )
         self._replies = ReplyPipeline(services, self._pacer, reply_host)
         ending = EndingCall(
@@ -240,8 +242,21 @@ class Call:
                 case TurnEnded():
                     self._on_turn_ended(event)
 
+    def _guessed(self, reply: Reply, text: str) -> None:
+        """The words of the caller's pause are in, and the caller still pauses: with adaptive end of turn
+        they decide how long the pause may last, which may be over already (call/endpointing.py)."""
+        turn = self._s.settings.turn
+        if turn.end_of_turn != "adaptive" or reply is not self._reply or reply.gate.is_set():
+            return
+        limit = pause_limit_ms(
+            judge_pause(text), turn.complete_turn_ms, turn.incomplete_turn_ms, turn.end_of_turn_silence_ms
+        )
+        if (ended := self._detector.end_pause_after(limit)) is not None:
+            self._on_turn_ended(ended)
+
     def _on_turn_ended(self, event: TurnEnded) -> None:
         self._replies.turn_ended_at = time.monotonic()
+        self._replies.turn_silence_s = event.silence_ms / 1000
         if self._reply is not None and not self._reply.gate.is_set():
             self._s.metrics.speculation.labels(fate="used").inc()
             self._commit()

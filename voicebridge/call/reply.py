@@ -89,6 +89,8 @@ class ReplyHost:
     # The backend failed too often in a row: the call hands the caller on or says goodbye (in a task of
     # its own, which the failed reply does not wait for).
     give_up: Callable[[], object]
+    # A guess's words are in while the caller still pauses: the call may end the turn sooner or later.
+    guessed: Callable[[Reply, str], None] = lambda _reply, _text: None
 
 
 class ReplyPipeline:
@@ -107,6 +109,8 @@ class ReplyPipeline:
         self._backend_failures = 0
         # When the last turn ended (monotonic), for the latency stages measured from it; 0 once measured.
         self.turn_ended_at = 0.0
+        # The pause that ended it: the caller waited through it too.
+        self.turn_silence_s = 0.0
 
     async def transcribe_and_answer(self, reply: Reply, pcm16: bytes) -> None:
         started = time.monotonic()
@@ -136,6 +140,8 @@ class ReplyPipeline:
         self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
         self._s.load.observe_stt_wait(transcript.queued_seconds)
         self._s.load.observe_stt_work(max(0.0, transcript.processing_seconds - transcript.queued_seconds))
+        if not reply.gate.is_set():
+            self._host.guessed(reply, transcript.text)
         if not self._s.backend.speculative_safe or not transcript.text:
             await reply.gate.wait()
         if reply.gate.is_set():
@@ -305,8 +311,7 @@ class ReplyPipeline:
     def first_frame_sent(self) -> None:
         """The first audio of an answer left: the caller's voice-to-voice wait ends here."""
         if self.turn_ended_at:
-            eot = self._s.settings.turn.end_of_turn_silence_ms / 1000
             self._s.metrics.stage_latency.labels(stage="voice_to_voice").observe(
-                time.monotonic() - self.turn_ended_at + eot
+                time.monotonic() - self.turn_ended_at + self.turn_silence_s
             )
             self.turn_ended_at = 0.0

@@ -158,6 +158,22 @@ class TurnConfig(Section):
     barge_in_min_ms: int = Field(300, ge=0, le=5000)
     max_utterance_s: float = Field(15.0, ge=1.0, le=60.0)
     speculative_ms: int = Field(200, ge=0, le=5000)
+    # "adaptive": the speculative transcript of each pause decides how long it may last (call/endpointing.py):
+    # complete_turn_ms after a complete thought, incomplete_turn_ms after a filler, a conjunction or a
+    # number read in part, end_of_turn_silence_ms when the words say neither. "fixed": always the latter.
+    end_of_turn: Literal["fixed", "adaptive"] = "fixed"
+    complete_turn_ms: int = Field(250, ge=100, le=5000)
+    incomplete_turn_ms: int = Field(1000, ge=100, le=5000)
+
+    @model_validator(mode="after")
+    def _adaptive_needs_a_guess(self) -> TurnConfig:
+        # The words that decide come from the speculative transcription; without one "adaptive" would
+        # silently be "fixed", and before the fixed silence ends there must be time to take it.
+        if self.end_of_turn == "adaptive" and not 0 < self.speculative_ms < self.end_of_turn_silence_ms:
+            raise ValueError(
+                'turn.end_of_turn = "adaptive" needs 0 < turn.speculative_ms < turn.end_of_turn_silence_ms'
+            )
+        return self
 
 
 class PromptsConfig(Section):

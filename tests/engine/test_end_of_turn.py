@@ -1,0 +1,92 @@
+"""Adaptive end of turn (`turn.end_of_turn = "adaptive"`): the words of the caller's pause, transcribed
+speculatively, decide how long that pause may last. A finished sentence is answered sooner than the fixed
+silence; a turn that stops mid-number or on "and" survives a pause longer than it."""
+
+from __future__ import annotations
+
+from tests.engine.conftest import OpenEngine
+from tests.engine.fakes import FakeBackend, FakeSTT
+from tests.engine.harness import Engine, quiet, until, voice
+
+# The fixed silence is long here so that "sooner" and "longer" are both far from it.
+ADAPTIVE = {
+    "end_of_turn": "adaptive",
+    "end_of_turn_silence_ms": 500,
+    "complete_turn_ms": 150,
+    "incomplete_turn_ms": 1000,
+    "max_utterance_s": 5.0,
+}
+
+
+async def listening(open_engine: OpenEngine, **turn: object) -> Engine:
+    engine = await open_engine({"turn": {**ADAPTIVE, **turn}})
+    await engine.listening()
+    return engine
+
+
+async def test_a_finished_sentence_ends_the_turn_before_the_fixed_silence(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    engine = await listening(open_engine)
+    stt.hear("What time do you open?")
+    await engine.feed(voice(0.3) + quiet(0.2))  # 200 ms of pause: past the guess, far short of 500 ms
+    await until(lambda: engine.call.state != "listening", "the turn to end on its words")
+    await engine.listening()
+    assert [request.text for request in backend.requests] == ["What time do you open?"]
+    assert engine.history[-1] == ("bot", "You said What time do you open?.")
+
+
+async def test_the_same_pause_does_not_end_the_turn_with_a_fixed_end_of_turn(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    """The control: only the setting differs, and the 200 ms pause stays a pause."""
+    engine = await listening(open_engine, end_of_turn="fixed")
+    stt.hear("What time do you open?")
+    await engine.feed(voice(0.3) + quiet(0.2))
+    await until(lambda: stt.finished == ["What time do you open?"], "the guess")
+    await engine.feed(quiet(0.1))
+    assert engine.call.state == "listening"
+
+
+async def test_a_number_read_in_groups_survives_a_pause_longer_than_the_fixed_silence(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    engine = await listening(open_engine)
+    stt.hear("My number is 98765")
+    stt.hear("My number is 98765 43210.")
+    await engine.feed(voice(0.3) + quiet(0.15))
+    await until(lambda: stt.finished == ["My number is 98765"], "the guess of the pause")
+    await engine.feed(quiet(0.55))  # 700 ms in all: a fixed 500 ms would have cut the number here
+    assert engine.call.state == "listening"
+    await engine.feed(voice(0.3) + quiet(0.3))
+    await engine.listening()
+    assert backend.requests[-1].text == "My number is 98765 43210."  # the guess's answer was dropped
+    callers = [text for who, text in engine.history if who == "caller"]
+    assert callers[-1] == "My number is 98765 43210." and "My number is 98765" not in callers
+
+
+async def test_a_hesitation_still_ends_the_turn_after_the_longer_limit(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    """A turn ending on "for" waits longer, not for ever: past incomplete_turn_ms it is answered as is."""
+    engine = await listening(open_engine)
+    stt.hear("I want a table for")
+    await engine.feed(voice(0.3) + quiet(0.15))
+    await until(lambda: stt.finished == ["I want a table for"], "the guess of the pause")
+    await engine.feed(quiet(0.7))
+    assert engine.call.state == "listening"
+    await engine.feed(quiet(0.2))  # 1050 ms of pause
+    await until(lambda: engine.call.state != "listening", "the turn to end at the longer limit")
+    await engine.listening()
+    assert engine.history[-2] == ("caller", "I want a table for")
+
+
+async def test_words_that_say_nothing_leave_the_fixed_silence(open_engine: OpenEngine, stt: FakeSTT) -> None:
+    engine = await listening(open_engine)
+    stt.hear("okay")  # no closing punctuation, no continuing word: unsure
+    await engine.feed(voice(0.3) + quiet(0.15))
+    await until(lambda: stt.finished == ["okay"], "the guess")
+    await engine.feed(quiet(0.25))  # 400 ms
+    assert engine.call.state == "listening"
+    await engine.feed(quiet(0.15))  # 550 ms: past the fixed 500
+    await until(lambda: engine.call.state != "listening", "the fixed end of turn")
