@@ -99,7 +99,13 @@ class CallRecords:
             # Stored before the call leaves the live list: whoever sees it gone can rely on its records.
             (
                 "storing the call's records",
-                lambda: self._recorder.ended(outcome, self._usage, self._entries()),
+                lambda: self._recorder.ended(
+                    outcome,
+                    self._usage,
+                    self._entries(),
+                    started_at=self.started_at,
+                    recording_path=self._local_recording,
+                ),
             ),
         ]
         await each_step(steps, partial(self._release, call, outcome, admitted, pacer), self.teardown_failed)

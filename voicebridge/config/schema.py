@@ -10,14 +10,19 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicebridge.config import paths
 from voicebridge.config.limits import LimitsConfig
-from voicebridge.config.section import Cidrs, ProviderSection, Section, ip_auth_needs_cidrs
+from voicebridge.config.section import (
+    Cidrs,
+    ProviderSection,
+    Section,
+    http_url_fault,
+    ip_auth_needs_cidrs,
+)
 
 ENV_PREFIX = "VOICEBRIDGE_"
 
@@ -134,18 +139,14 @@ class BackendConfig(Section):
     def _url_fits_kind(self) -> BackendConfig:
         if self.kind == "echo":
             return self
-        try:
-            parts = urlsplit(self.url)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            valid = False
+        fault = http_url_fault(self.url)
         # The URL is not quoted back: a malformed one may carry credentials.
-        if not valid:
+        if fault == "not http(s)":
             raise ValueError(
                 f"backend.url must be an http(s) URL such as https://api.example.com when backend.kind "
                 f"is {self.kind!r}"
             )
-        if parts.username is not None or parts.password is not None:
+        if fault == "credentials":
             raise ValueError("backend.url must not contain credentials; put the key in backend.api_key")
         return self
 
@@ -221,6 +222,30 @@ class OutboxConfig(Section):
     retry_cap_s: float = Field(60.0, gt=0)
 
 
+class ReportConfig(Section):
+    # Where the post-call report of every call is POSTed (docs/post-call-report.md); empty: none is sent.
+    url: str = ""
+    # Key of the report's HMAC-SHA256 signature; the receiver holds the same one to verify it.
+    secret: SecretStr = SecretStr("")
+    # One delivery attempt's bound (the outbox retries after it, with its own backoff).
+    timeout_s: float = Field(10.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _url_and_secret(self) -> ReportConfig:
+        if not self.url:
+            return self
+        fault = http_url_fault(self.url)
+        # The URL is not quoted back: a malformed one may carry credentials.
+        if fault == "not http(s)":
+            raise ValueError("report.url must be an http(s) URL such as https://crm.example.com/voicebridge")
+        if fault == "credentials":
+            raise ValueError("report.url must not contain credentials; the signature is the report's proof")
+        # An unsigned report would be believed from anyone who finds the receiver's URL.
+        if len(self.secret.get_secret_value()) < 16:
+            raise ValueError("report.secret must be set (16 characters or more) when report.url is")
+        return self
+
+
 class ManagementConfig(Section):
     # Bearer token for management. /api/*, /metrics and /health need it whenever an enabled provider has
     # webhook auth, trusted_proxies is set or the daemon listens beyond loopback (without it they are
@@ -260,6 +285,7 @@ class Settings(BaseSettings):
     costs: CostsConfig = Field(default_factory=CostsConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -20,6 +21,18 @@ def check_cidrs(values: list[str]) -> list[str]:
 
 # A list of IP networks (CIDRs), each checked when the config loads.
 Cidrs = Annotated[list[str], AfterValidator(check_cidrs)]
+
+
+def http_url_fault(url: str) -> str | None:
+    """Why `url` is no plain http(s) URL ("not http(s)", "credentials"), or None when it is one."""
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        return "not http(s)"
+    return "credentials" if parts.username is not None or parts.password is not None else None
 
 
 def ip_auth_needs_cidrs(webhook_auth: str, allowed_cidrs: list[str]) -> None:

@@ -14,6 +14,7 @@ from voicebridge.config.schema import Settings
 from voicebridge.records.costs import CallUsage, call_cost
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.outbox_rows import RecordNotStored
+from voicebridge.records.report import REPORT_KIND, call_report
 from voicebridge.telephony.sids import path_segment
 
 logger = logging.getLogger("voicebridge.records")
@@ -91,8 +92,17 @@ class CallRecorder:
             },
         )
 
-    async def ended(self, outcome: str, usage: CallUsage, transcript: list[dict[str, Any]]) -> None:
-        """The `ended` event, the cost record and the conversation log."""
+    async def ended(
+        self,
+        outcome: str,
+        usage: CallUsage,
+        transcript: list[dict[str, Any]],
+        *,
+        started_at: float | None = None,
+        recording_path: str = "",
+    ) -> None:
+        """The `ended` event, the cost record and the conversation log; and the post-call report when
+        `[report] url` is set (for every backend kind: the outbox routes it to the report's own sink)."""
         await self._put(
             "event",
             "event:ended",
@@ -104,19 +114,36 @@ class CallRecorder:
                 "at": time.time(),
             },
         )
-        await self._put("cost", "cost", "cost", call_cost(usage, self._settings.costs))
-        await self._put(
-            "conversation",
-            "conversation",
-            "conversation",
-            {"turns": conversation_turns(transcript), "outcome": outcome},
-        )
+        cost = call_cost(usage, self._settings.costs)
+        turns = conversation_turns(transcript)
+        await self._put("cost", "cost", "cost", cost)
+        await self._put("conversation", "conversation", "conversation", {"turns": turns, "outcome": outcome})
+        if self._settings.report.url:
+            report = call_report(
+                self._info,
+                report_id=self._key(REPORT_KIND),
+                session=self.session,
+                outcome=outcome,
+                started_at=started_at if started_at is not None else time.time() - usage.duration_s,
+                duration_s=usage.duration_s,
+                turns=turns,
+                cost=cost,
+                recording_path=recording_path,
+            )
+            await self._put(REPORT_KIND, REPORT_KIND, REPORT_KIND, report, path=REPORT_KIND)
 
-    async def _put(self, kind: str, suffix: str, path: str, payload: dict[str, Any]) -> None:
-        key = f"{self._info.call_sid}:{self.session}:{suffix}"
+    def _key(self, suffix: str) -> str:
+        return f"{self._info.call_sid}:{self.session}:{suffix}"
+
+    async def _put(
+        self, kind: str, suffix: str, endpoint: str, payload: dict[str, Any], path: str | None = None
+    ) -> None:
+        """Store one record under its key; `path` when it is not the backend's `endpoint` of this call."""
+        key = self._key(suffix)
         body = {**payload, "session": self.session}
+        where = path if path is not None else f"{self._base}/{endpoint}"
         try:
-            stored = await self._outbox.add(key, self._info.call_sid, kind, f"{self._base}/{path}", body)
+            stored = await self._outbox.add(key, self._info.call_sid, kind, where, body)
         except RecordNotStored as exc:  # retried already: the disk is full or the file is gone
             self._outbox.report_unstored(key, exc.reason)
             return

@@ -15,7 +15,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -64,13 +64,17 @@ _PASS_ERROR_BACKOFF_S = 5.0
 
 
 class Outbox:
-    """Durable records with background delivery; `sink=None` keeps them locally (state "local")."""
+    """Durable records with background delivery; `sink=None` keeps them locally (state "local").
+
+    `sink` takes every kind of record but those `routes` names: a kind there goes to its own sink (the
+    post-call report), or with None to none, so that its rows are kept and never handed to `sink`."""
 
     def __init__(
         self,
         path: Path,
         sink: RecordSink | None,
         *,
+        routes: Mapping[str, RecordSink | None] | None = None,
         retry_base_s: float = 1.0,
         retry_cap_s: float = 60.0,
         batch: int = 20,
@@ -79,6 +83,7 @@ class Outbox:
     ) -> None:
         self.path = path
         self._sink = sink
+        self._routes = dict(routes or {})
         self._retry_base = retry_base_s
         self._retry_cap = retry_cap_s
         self._batch = batch
@@ -102,7 +107,7 @@ class Outbox:
         """Create or open the database (WAL), and start delivering whatever an earlier run left pending."""
         self._db = await self._run(open_database, self.path)
         self._counts = await self._run(self._count_rows, None)
-        if self._sink is not None:
+        if self._delivers_any:
             self._runner = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
 
     async def close(self) -> None:
@@ -119,7 +124,7 @@ class Outbox:
     async def add(self, key: str, call_sid: str, kind: str, path: str, payload: dict[str, Any]) -> bool:
         """Store a record durably; False when a record with this key was already stored (a repeat).
         A failing insert is tried again a few times; RecordNotStored when it still fails."""
-        state: RecordState = "pending" if self._sink is not None else "local"
+        state: RecordState = "pending" if self._sink_for(kind) is not None else "local"
         try:
             # ASCII: a lone surrogate (from a decoder or a provider's JSON) is escaped, not a UTF-8 error.
             body = json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
@@ -193,7 +198,7 @@ class Outbox:
         """Queue records for delivery now: one (by key or id, parked, pending or kept locally) or, with
         None, every one in state `every` (parked, or local). Returns how many; RecordNotFound for an
         unknown ref, ValueError when there is nothing to retry (delivered, or no backend takes records)."""
-        if self._sink is None:
+        if not self._delivers_any:
             raise ValueError(
                 'records are kept locally: this backend takes no records (backend.kind = "node" does; '
                 "then `outbox retry` sends local ones)"
@@ -201,11 +206,14 @@ class Outbox:
         if ref is None:
             if every not in ("parked", "local"):
                 raise ValueError("only every parked or every local record can be queued at once")
-            count = await self._run(requeue_rows, self._live, "state = ?", (every,))
+            where, kinds = self._deliverable()
+            count = await self._run(requeue_rows, self._live, "state = ?" + where, (every, *kinds))
         else:
             record = await self.find(ref)
             if record.state == "delivered":
                 raise ValueError(f"record {record.key} is already delivered")
+            if self._sink_for(record.kind) is None:
+                raise ValueError(f"records of kind {record.kind!r} have nowhere to go in this config")
             count = await self._run(requeue_rows, self._live, "id = ?", (record.id,))
         if count:
             logger.info("outbox: %d record(s) queued for delivery again", count)
@@ -231,17 +239,34 @@ class Outbox:
 
     # --- delivery -----------------------------------------------------------------------------------
 
+    def _sink_for(self, kind: str) -> RecordSink | None:
+        return self._routes[kind] if kind in self._routes else self._sink
+
+    @property
+    def _delivers_any(self) -> bool:
+        return self._sink is not None or any(sink is not None for sink in self._routes.values())
+
+    def _deliverable(self) -> tuple[str, tuple[str, ...]]:
+        """The SQL condition (" AND ...") and its parameters that keep to rows some sink takes: a row no
+        sink takes must not be picked up (it would be due again at once, every pass)."""
+        if self._sink is not None:
+            kept = tuple(kind for kind, sink in self._routes.items() if sink is None)
+            return (f" AND kind NOT IN ({','.join('?' * len(kept))})", kept) if kept else ("", ())
+        routed = tuple(kind for kind, sink in self._routes.items() if sink is not None)
+        return f" AND kind IN ({','.join('?' * len(routed))})", routed
+
     async def deliver_due(self) -> int:
         """Try every row that is due now, once; return how many were delivered."""
+        where, kinds = self._deliverable()
         rows = await self._run(
             self._query,
-            "SELECT id, key, path, payload, attempts FROM records"
-            " WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
-            (time.time(), self._batch),
+            "SELECT id, key, kind, path, payload, attempts FROM records"
+            f" WHERE state = 'pending' AND next_attempt_at <= ?{where} ORDER BY id LIMIT ?",
+            (time.time(), *kinds, self._batch),
         )
         delivered = 0
-        for row_id_, key, path, payload_text, attempts in rows:
-            result, error = await self._attempt(row_id_, key, path, payload_text)
+        for row_id_, key, kind, path, payload_text, attempts in rows:
+            result, error = await self._attempt(row_id_, key, kind, path, payload_text)
             await self._run(self._record_attempt, row_id_, result, attempts + 1, error)
             delivered += result == "delivered"
             if result == "parked":
@@ -259,16 +284,19 @@ class Outbox:
                 )
         return delivered
 
-    async def _attempt(self, row: int, key: str, path: str, payload_text: str) -> tuple[DeliveryResult, str]:
+    async def _attempt(
+        self, row: int, key: str, kind: str, path: str, payload_text: str
+    ) -> tuple[DeliveryResult, str]:
         """One delivery of one row: whatever the sink does, an answer for this row and nothing raised."""
-        assert self._sink is not None
+        sink = self._sink_for(kind)
+        assert sink is not None  # _deliverable() picks only rows some sink takes
         try:
             payload = load_payload(payload_text)
         except PayloadUnreadable as exc:  # sending it again cannot help; an operator can look at it
             return "parked", str(exc)
         try:
             async with asyncio.timeout(self._delivery_timeout):
-                result = await self._sink.deliver(path, payload, key)
+                result = await sink.deliver(path, payload, key)
         except TimeoutError:
             return "retry", f"no answer within {self._delivery_timeout:g}s"
         except Exception as exc:  # a sink bug or a record it cannot send must not stop the others
@@ -293,7 +321,7 @@ class Outbox:
             try:
                 delivered = await self.deliver_due()
                 await self._refresh_counts(delivered)
-                wait = await self._run(seconds_to_next_due, self._live)
+                wait = await self._run(seconds_to_next_due, self._live, *self._deliverable())
             except Exception as exc:  # the file, or a bug: say so once per pass, wait, and go on
                 logger.error("outbox delivery pass failed (%s: %s); trying again", type(exc).__name__, exc)
                 await asyncio.sleep(min(self._retry_cap, _PASS_ERROR_BACKOFF_S))

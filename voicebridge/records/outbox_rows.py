@@ -213,9 +213,13 @@ def record_attempt(
         )
 
 
-def seconds_to_next_due(db: sqlite3.Connection) -> float | None:
-    """How long until the next pending row is due (0 if one is now); None when none is pending."""
-    row = db.execute("SELECT MIN(next_attempt_at) FROM records WHERE state = 'pending'").fetchone()
+def seconds_to_next_due(
+    db: sqlite3.Connection, where: str = "", params: tuple[Any, ...] = ()
+) -> float | None:
+    """How long until the next pending row (of those `where` keeps) is due (0 if one is now); None when
+    none is pending."""
+    sql = f"SELECT MIN(next_attempt_at) FROM records WHERE state = 'pending'{where}"
+    row = db.execute(sql, params).fetchone()
     if row is None or row[0] is None:
         return None
     return max(0.0, row[0] - time.time())

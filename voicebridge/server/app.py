@@ -28,6 +28,7 @@ from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
+from voicebridge.records.report import REPORT_KIND, ReportSink
 from voicebridge.server import management
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
@@ -44,6 +45,7 @@ from voicebridge.server.keys import (
     OUTBOX,
     PHRASES,
     REGISTRY,
+    REPORT_SINK,
     SETTINGS,
     STREAM_TOKENS,
     STT,
@@ -147,6 +149,18 @@ async def backend_connection(app: web.Application) -> AsyncIterator[None]:
     await backend.close()
 
 
+async def report_connection(app: web.Application) -> AsyncIterator[None]:
+    """The post-call reports' sink and its HTTP session, when `[report] url` is set (any backend kind)."""
+    if not app[SETTINGS].report.url:
+        yield
+        return
+    sink = ReportSink(app[SETTINGS].report)
+    await sink.start()
+    app[REPORT_SINK] = sink
+    yield
+    await sink.close()
+
+
 async def record_outbox(app: web.Application) -> AsyncIterator[None]:
     """The durable call records (SQLite in the state directory) and their delivery task."""
     settings, backend = app[SETTINGS], app[BACKEND]
@@ -155,6 +169,8 @@ async def record_outbox(app: web.Application) -> AsyncIterator[None]:
     outbox = Outbox(
         settings.state_path() / "outbox.sqlite3",
         sink,
+        # Reports go to their own sink, never to the backend; without one they are kept in the file.
+        routes={REPORT_KIND: app.get(REPORT_SINK)},
         retry_base_s=settings.outbox.retry_base_s,
         retry_cap_s=settings.outbox.retry_cap_s,
         metrics=app[METRICS],
@@ -233,6 +249,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
             fixed_phrases,
             warmed_engines,
             backend_connection,
+            report_connection,
             record_outbox,
             call_services,
             # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.

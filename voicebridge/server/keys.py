@@ -12,6 +12,7 @@ from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
+from voicebridge.records.report import ReportSink
 from voicebridge.server.memory import IdleMemoryReturner
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.warmup import WarmUp
@@ -39,6 +40,8 @@ WARM_UP = web.AppKey("warm_up", WarmUp)
 BACKEND = web.AppKey("backend", Backend)
 # Built with the backend (its budget check, if it has one); holds nothing to close.
 GATE = web.AppKey("gate", CallGate)
+# Set only when `[report] url` is: the post-call reports' sink (its own HTTP session).
+REPORT_SINK = web.AppKey("report_sink", ReportSink)
 OUTBOX = web.AppKey("outbox", Outbox)
 
 # Set once every resource is up: what each call is handed, and what /ready waits for.
