@@ -52,6 +52,7 @@ SHARED_FIXTURE_FILES = frozenset(
         "tests/wire/test_limits_e2e.py",
         "tests/wire/test_operator_cli.py",
         "tests/wire/test_records_e2e.py",
+        "tests/wire/test_report_e2e.py",
         "tests/wire/test_stream_hardening.py",
     }
 )

@@ -49,6 +49,7 @@ class ReportReceiver:
 
     statuses: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    port: int = 0  # 0: any free one; a fixed one lets a daemon started earlier find it
 
     def __post_init__(self) -> None:
         self._runner: web.AppRunner | None = None
@@ -67,7 +68,7 @@ class ReportReceiver:
         app.router.add_post("/report", self._report)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{port}/report"

@@ -7,6 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.unit.test_outbox import ScriptedSink, wait_for
 from voicebridge.backends.base import CallInfo
 from voicebridge.config.schema import ReportConfig, Settings
@@ -129,3 +131,18 @@ async def test_a_pending_report_is_kept_not_sent_to_the_backend_once_report_url_
             assert seconds_to_next_due(db, *second._deliverable()) is None
     finally:
         await second.close()
+
+
+async def test_retry_queues_only_what_a_sink_takes(tmp_path: Path) -> None:
+    reports = ScriptedSink("retry")
+    outbox = Outbox(tmp_path / "o.sqlite3", None, routes={"report": reports}, retry_base_s=60)
+    await outbox.open()
+    try:
+        await outbox.add("CA-R:s:cost", "CA-R", "cost", "/v1/calls/CA-R/cost", {"total": 1})
+        assert states(tmp_path / "o.sqlite3")["cost"] == ("cost", "local")
+        with pytest.raises(ValueError, match="nowhere to go"):
+            await outbox.retry("CA-R:s:cost")
+        assert await outbox.retry(every="local") == 0  # the echo backend's records stay local
+        assert states(tmp_path / "o.sqlite3")["cost"] == ("cost", "local")
+    finally:
+        await outbox.close()
