@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.fakes.node_api import FakeNodeApi
+from tests.fakes.report_receiver import ReportReceiver, documented_python_verifier
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import start_daemon
 
@@ -29,6 +30,7 @@ SECRETS = {
     ("backend", "api_key"): "MARKER-backend-api-key-7",
     ("server", "stream_secret"): "MARKER-stream-secret-8",
     ("management", "token"): "MARKER-management-token-9",
+    ("report", "secret"): "MARKER-report-secret-10",
 }
 
 
@@ -42,7 +44,7 @@ def cli(*args: str) -> str:
 
 async def test_no_secret_reaches_any_output(tmp_path: Path, speak: Any) -> None:
     outputs: dict[str, str] = {}
-    async with FakeNodeApi(api_key=SECRETS[("backend", "api_key")]) as backend:
+    async with FakeNodeApi(api_key=SECRETS[("backend", "api_key")]) as backend, ReportReceiver() as reports:
         overrides: dict[str, dict[str, Any]] = {
             "logging": {"level": "DEBUG"},
             "prompts": {"greeting": "Hello."},
@@ -52,6 +54,7 @@ async def test_no_secret_reaches_any_output(tmp_path: Path, speak: Any) -> None:
         overrides["exotel"] |= {"webhook_auth": "basic", "webhook_username": "exotel"}
         overrides["twilio"] |= {"webhook_auth": "signature"}
         overrides["backend"] |= {"kind": "node", "url": backend.url}
+        overrides["report"] |= {"url": reports.url}
         daemon = await asyncio.to_thread(start_daemon, tmp_path, overrides)
         try:
             password = SECRETS[("exotel", "webhook_password")]
@@ -81,6 +84,10 @@ async def test_no_secret_reaches_any_output(tmp_path: Path, speak: Any) -> None:
                 assert result.mark_at is not None, daemon.log()
                 await caller.stop()
             assert backend.seen("/messages"), "the call did not reach the backend"
+            for _ in range(100):  # the report is signed with its secret: wait for it to be in play
+                if reports.delivered():
+                    break
+                await asyncio.sleep(0.1)
             async with aiohttp.ClientSession() as session:
                 for path in ("/health", "/metrics", "/api/calls/active", "/api/calls/CA-secrets/hangup"):
                     method = session.post if path.endswith("hangup") else session.get
@@ -98,6 +105,12 @@ async def test_no_secret_reaches_any_output(tmp_path: Path, speak: Any) -> None:
     assert backend.seen("/messages")[0].headers["X-Api-Key"] == SECRETS[("backend", "api_key")]
     assert "azure_key" in outputs["config show"] and json.loads(outputs["calls list"]) is not None
     assert "DEBUG" in outputs["daemon log"]
+    report = reports.delivered()[0]
+    timestamp, signature = (
+        report.headers["X-Voicebridge-Timestamp"],
+        report.headers["X-Voicebridge-Signature"],
+    )
+    assert documented_python_verifier()(SECRETS[("report", "secret")], timestamp, signature, report.body)
     for name, text in outputs.items():
         for marker in SECRETS.values():
             assert marker not in text, f"{marker} leaked into {name}"
