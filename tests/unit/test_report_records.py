@@ -146,3 +146,14 @@ async def test_retry_queues_only_what_a_sink_takes(tmp_path: Path) -> None:
         assert states(tmp_path / "o.sqlite3")["cost"] == ("cost", "local")
     finally:
         await outbox.close()
+
+
+async def test_an_outbox_with_no_sink_at_all_delivers_nothing(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.sqlite3", None, routes={"report": None})
+    await outbox.open()
+    try:
+        await outbox.add("CA-R:s:report", "CA-R", "report", "report", {"call_sid": "CA-R"})
+        assert await outbox.deliver_due() == 0
+        assert states(tmp_path / "o.sqlite3")["report"] == ("report", "local")
+    finally:
+        await outbox.close()

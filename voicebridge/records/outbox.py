@@ -253,7 +253,7 @@ class Outbox:
             kept = tuple(kind for kind, sink in self._routes.items() if sink is None)
             return (f" AND kind NOT IN ({','.join('?' * len(kept))})", kept) if kept else ("", ())
         routed = tuple(kind for kind, sink in self._routes.items() if sink is not None)
-        return f" AND kind IN ({','.join('?' * len(routed))})", routed
+        return (f" AND kind IN ({','.join('?' * len(routed))})", routed) if routed else (" AND 0", ())
 
     async def deliver_due(self) -> int:
         """Try every row that is due now, once; return how many were delivered."""
