@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.unit.test_outbox import ScriptedSink, wait_for
-from voicebridge.backends.base import CallInfo
+from voicebridge.backends.base import CallInfo, DeliveryResult
 from voicebridge.config.schema import ReportConfig, Settings
 from voicebridge.records.call_records import CallRecorder
 from voicebridge.records.costs import CallUsage
@@ -155,5 +156,30 @@ async def test_an_outbox_with_no_sink_at_all_delivers_nothing(tmp_path: Path) ->
         await outbox.add("CA-R:s:report", "CA-R", "report", "report", {"call_sid": "CA-R"})
         assert await outbox.deliver_due() == 0
         assert states(tmp_path / "o.sqlite3")["report"] == ("report", "local")
+    finally:
+        await outbox.close()
+
+
+class HangingSink(ScriptedSink):
+    """A report receiver that never answers."""
+
+    async def deliver(
+        self, path: str, payload: dict[str, Any], idempotency_key: str
+    ) -> tuple[DeliveryResult, str]:
+        self.attempts.append((idempotency_key, path, payload))
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_hanging_report_receiver_does_not_hold_up_the_backends_records(tmp_path: Path) -> None:
+    backend, reports = ScriptedSink(), HangingSink()
+    outbox = Outbox(tmp_path / "o.sqlite3", backend, routes={"report": reports}, delivery_timeout_s=60)
+    await outbox.open()
+    try:
+        for n in range(3):  # stored first: a single queue would try them before the cost record
+            await outbox.add(f"CA-{n}:s:report", f"CA-{n}", "report", "report", {"n": n})
+        await outbox.add("CA-R:s:cost", "CA-R", "cost", "/v1/calls/CA-R/cost", {"total": 1})
+        await asyncio.wait_for(backend.delivered.wait(), 3)
+        assert len(reports.attempts) == 1  # still waiting on its first report
     finally:
         await outbox.close()

@@ -24,6 +24,7 @@ from voicebridge.backends.base import DeliveryResult, RecordSink
 from voicebridge.records.outbox_rows import (
     COLUMNS,
     STATES,
+    Condition,
     OutboxCounts,
     OutboxRecord,
     PayloadUnreadable,
@@ -31,7 +32,9 @@ from voicebridge.records.outbox_rows import (
     RecordNotStored,
     RecordState,
     count_rows,
+    deliverable_condition,
     insert_row,
+    lane_conditions,
     load_payload,
     open_database,
     record_attempt,
@@ -92,10 +95,12 @@ class Outbox:
         # One thread owns the connection: sqlite3 objects stay on the thread that made them.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._db: sqlite3.Connection | None = None
-        self._wake = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
+        # One delivery loop per sink (see _lanes), each woken by its own event.
+        self._wakes: list[asyncio.Event] = []
+        self._runners: list[asyncio.Task[None]] = []
         # Read by /health and the gauge at any time; refreshed off the loop after each delivery pass.
         self._counts = OutboxCounts()
+        self._delivered = 0  # delivered rows, counted at open and tallied since
         # Row id -> how many times in a row the sink raised for it (see _SINK_RAISES_TO_PARK).
         self._sink_raises: dict[int, int] = {}
         if metrics is not None:
@@ -107,15 +112,20 @@ class Outbox:
         """Create or open the database (WAL), and start delivering whatever an earlier run left pending."""
         self._db = await self._run(open_database, self.path)
         self._counts = await self._run(self._count_rows, None)
-        if self._delivers_any:
-            self._runner = asyncio.create_task(self._deliver_forever(), name="outbox-delivery")
+        self._delivered = self._counts.by_state.get("delivered", 0)
+        for where, kinds in self._lanes():
+            wake = asyncio.Event()
+            self._wakes.append(wake)
+            self._runners.append(
+                asyncio.create_task(self._deliver_forever(where, kinds, wake), name="outbox-delivery")
+            )
 
     async def close(self) -> None:
         """Stop delivering (a delivery in flight is abandoned and retried next run) and close the file."""
-        if self._runner is not None:
-            self._runner.cancel()
-            await asyncio.gather(self._runner, return_exceptions=True)
-            self._runner = None
+        for runner in self._runners:
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+        self._runners, self._wakes = [], []
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -143,7 +153,7 @@ class Outbox:
                 raise RecordNotStored(key, f"{type(exc).__name__}: {exc}") from None
         if inserted:
             self._counts = self._counts.added(state, time.time())
-            self._wake.set()
+            self._wake_all()
         return inserted
 
     def report_unstored(self, key: str, reason: str) -> None:
@@ -165,8 +175,9 @@ class Outbox:
         return self._counts.health(time.time())
 
     async def _refresh_counts(self, delivered_now: int) -> None:
-        delivered = self._counts.by_state.get("delivered", 0) + delivered_now
-        self._counts = await self._run(self._count_rows, delivered)
+        # Tallied before the await: two lanes refreshing at once must not both add to the same old count.
+        self._delivered += delivered_now
+        self._counts = await self._run(self._count_rows, self._delivered)
 
     async def records(self, call_sid: str | None = None) -> list[OutboxRecord]:
         """Stored records, oldest first (all, or one call's)."""
@@ -218,7 +229,7 @@ class Outbox:
         if count:
             logger.info("outbox: %d record(s) queued for delivery again", count)
             await self._refresh_counts(0)
-            self._wake.set()
+            self._wake_all()
         return int(count)
 
     def _count_rows(self, delivered: int | None) -> OutboxCounts:
@@ -246,18 +257,26 @@ class Outbox:
     def _delivers_any(self) -> bool:
         return self._sink is not None or any(sink is not None for sink in self._routes.values())
 
-    def _deliverable(self) -> tuple[str, tuple[str, ...]]:
-        """The SQL condition (" AND ...") and its parameters that keep to rows some sink takes: a row no
-        sink takes must not be picked up (it would be due again at once, every pass)."""
-        if self._sink is not None:
-            kept = tuple(kind for kind, sink in self._routes.items() if sink is None)
-            return (f" AND kind NOT IN ({','.join('?' * len(kept))})", kept) if kept else ("", ())
-        routed = tuple(kind for kind, sink in self._routes.items() if sink is not None)
-        return (f" AND kind IN ({','.join('?' * len(routed))})", routed) if routed else (" AND 0", ())
+    def _deliverable(self) -> Condition:
+        return deliverable_condition(self._sink is not None, self._routes_with_sinks(), tuple(self._routes))
+
+    def _lanes(self) -> list[Condition]:
+        # Each lane has its own delivery loop, so a report receiver that hangs holds up reports, never
+        # the backend's records (nor they the reports).
+        return lane_conditions(self._sink is not None, self._routes_with_sinks(), tuple(self._routes))
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes:
+            wake.set()
+
+    def _routes_with_sinks(self) -> tuple[str, ...]:
+        return tuple(kind for kind, sink in self._routes.items() if sink is not None)
 
     async def deliver_due(self) -> int:
-        """Try every row that is due now, once; return how many were delivered."""
-        where, kinds = self._deliverable()
+        """Try every row that is due now, once, lane after lane; return how many were delivered."""
+        return sum([await self._deliver_lane(where, kinds) for where, kinds in self._lanes()])
+
+    async def _deliver_lane(self, where: str, kinds: tuple[str, ...]) -> int:
         rows = await self._run(
             self._query,
             "SELECT id, key, kind, path, payload, attempts FROM records"
@@ -315,13 +334,14 @@ class Outbox:
         delay = random.uniform(0, min(self._retry_cap, self._retry_base * 2 ** min(attempts, 16)))
         record_attempt(self._live, row, result, attempts, error, delay)
 
-    async def _deliver_forever(self) -> None:
+    async def _deliver_forever(self, where: str, kinds: tuple[str, ...], wake: asyncio.Event) -> None:
+        """One lane's delivery loop: its due rows, then a sleep until its next is due or a record comes."""
         while True:
-            self._wake.clear()
+            wake.clear()
             try:
-                delivered = await self.deliver_due()
+                delivered = await self._deliver_lane(where, kinds)
                 await self._refresh_counts(delivered)
-                wait = await self._run(seconds_to_next_due, self._live, *self._deliverable())
+                wait = await self._run(seconds_to_next_due, self._live, where, kinds)
             except Exception as exc:  # the file, or a bug: say so once per pass, wait, and go on
                 logger.error("outbox delivery pass failed (%s: %s); trying again", type(exc).__name__, exc)
                 await asyncio.sleep(min(self._retry_cap, _PASS_ERROR_BACKOFF_S))
@@ -329,6 +349,6 @@ class Outbox:
             if wait is None or wait > 0:
                 try:
                     async with asyncio.timeout(wait):
-                        await self._wake.wait()
+                        await wake.wait()
                 except TimeoutError:
                     pass

@@ -149,6 +149,36 @@ def row_id(ref: str) -> int:
     return int(ref) if ref.isascii() and ref.isdigit() and len(ref) <= 18 else -1
 
 
+# A SQL condition to append to a WHERE (" AND ...", or "") and its parameters.
+Condition = tuple[str, tuple[str, ...]]
+
+
+def _kinds_in(kinds: tuple[str, ...], negate: bool = False) -> Condition:
+    return f" AND kind {'NOT ' if negate else ''}IN ({','.join('?' * len(kinds))})", kinds
+
+
+def lane_conditions(
+    default_sink: bool, routed_with_sink: tuple[str, ...], routed: tuple[str, ...]
+) -> list[Condition]:
+    """The rows of each sink: one lane per routed kind that has a sink, and one for the default sink's
+    kinds (all but the routed ones) when there is a default sink."""
+    lanes = [_kinds_in((kind,)) for kind in routed_with_sink]
+    if default_sink:
+        lanes.append(_kinds_in(routed, negate=True) if routed else ("", ()))
+    return lanes
+
+
+def deliverable_condition(
+    default_sink: bool, routed_with_sink: tuple[str, ...], routed: tuple[str, ...]
+) -> Condition:
+    """The rows some sink takes: a row none takes must not be picked up (it would be due again at once,
+    every pass)."""
+    if default_sink:
+        kept = tuple(kind for kind in routed if kind not in routed_with_sink)
+        return _kinds_in(kept, negate=True) if kept else ("", ())
+    return _kinds_in(routed_with_sink) if routed_with_sink else (" AND 0", ())
+
+
 # --- the SQL behind the outbox; each runs on the outbox's own thread, never on the event loop -------------
 
 
