@@ -38,6 +38,7 @@ class CallRecord:
     recording_url: str = ""
     transfer_to: str = ""
     local_recording: str = ""
+    context: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +89,7 @@ class CallRecorder:
                 "from": self._info.from_number,
                 "to": self._info.to_number,
                 "provider": self._info.provider,
+                "context": dict(self._info.context),
             },
         )
 
@@ -102,6 +104,7 @@ class CallRecorder:
                 "outcome": outcome,
                 "duration_s": round(usage.duration_s, 3),
                 "at": time.time(),
+                "context": dict(self._info.context),
             },
         )
         await self._put("cost", "cost", "cost", call_cost(usage, self._settings.costs))
@@ -109,7 +112,11 @@ class CallRecorder:
             "conversation",
             "conversation",
             "conversation",
-            {"turns": conversation_turns(transcript), "outcome": outcome},
+            {
+                "turns": conversation_turns(transcript),
+                "outcome": outcome,
+                "context": dict(self._info.context),
+            },
         )
 
     async def _put(self, kind: str, suffix: str, path: str, payload: dict[str, Any]) -> None:
