@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ from voicebridge.backends.openai import auth_headers
 from voicebridge.config.load import ConfigError, load_settings
 from voicebridge.config.schema import BackendConfig
 
-CALL = CallInfo("CA123", "exotel", "+919800000001", "+918047491899")
+CALL = CallInfo(
+    "CA123", "exotel", "+919800000001", "+918047491899", MappingProxyType({"order_id": "A17", "lang": "hi"})
+)
 HISTORY = [ConversationTurn("bot", "Welcome to Sunrise Clinic."), ConversationTurn("caller", "Hi.")]
 KEY = "node-key-MARKER-7781"
 
@@ -109,8 +112,19 @@ async def test_reply_streams_deltas_as_they_arrive_with_the_contract_headers_and
         "text": "What time do you open on Sunday?",
         "from": "+919800000001",
         "to": "+918047491899",
+        "context": {"order_id": "A17", "lang": "hi"},
         "history": [{"role": "bot", "text": "Welcome to Sunrise Clinic."}, {"role": "caller", "text": "Hi."}],
     }
+
+
+async def test_a_call_without_context_sends_an_empty_context_object(
+    fake: FakeNodeApi, node: NodeBackend
+) -> None:
+    # CallInfo's default: callers that know nothing of context still build one, and the field is there.
+    plain = CallInfo("CA124", "twilio", "+15550001111", "+15550002222")
+    assert await collect(node.reply(plain, "Hi", []))
+    (seen,) = fake.seen("/messages")
+    assert seen.body["context"] == {}
 
 
 async def test_a_finished_stream_leaves_its_connection_for_the_next_turn(
@@ -174,6 +188,7 @@ async def test_digits_go_to_the_dtmf_endpoint(fake: FakeNodeApi, node: NodeBacke
     assert items[-1] == ReplyAction("collect_digits", max_digits=4)
     (seen,) = fake.seen("/dtmf")
     assert seen.body["digits"] == "1234" and seen.body["to"] == CALL.to_number
+    assert seen.body["context"] == {"order_id": "A17", "lang": "hi"}
     assert seen.body["history"][0] == {"role": "bot", "text": "Welcome to Sunrise Clinic."}
 
 
@@ -388,9 +403,9 @@ async def test_business_settings_by_called_number(fake: FakeNodeApi, node: NodeB
 # --- openai ---------------------------------------------------------------------------------------------
 
 
-async def openai_backend(server: FakeOpenAI, key: str) -> OpenAIBackend:
+async def openai_backend(server: FakeOpenAI, key: str, system_prompt: str = "Be brief.") -> OpenAIBackend:
     config = BackendConfig(
-        kind="openai", url=server.url, api_key=SecretStr(key), model="gpt-test", system_prompt="Be brief."
+        kind="openai", url=server.url, api_key=SecretStr(key), model="gpt-test", system_prompt=system_prompt
     )
     backend = OpenAIBackend(config, BackendHttp(config, auth_headers=auth_headers(config)))
     await backend.start()
@@ -419,6 +434,26 @@ async def test_openai_streams_the_pieces_in_order_and_sends_model_messages_and_b
         ],
     }
     assert keypad["messages"][-1] == {"role": "user", "content": "The caller pressed the keys: 1 2 3 4"}
+
+
+async def test_openai_system_prompt_placeholders_take_the_call_context() -> None:
+    # {order_id} and {lang} are filled; {missing} has no key and stays; {0.__class__} and {order_id.x} are
+    # not placeholders (no attribute access, unlike str.format); a value is not expanded again.
+    prompt = "Order {order_id} in {lang}. {missing} {0.__class__} {order_id.x} {{lang}} {nested}"
+    call = CallInfo("CA9", "exotel", "+1", "+2", MappingProxyType({**CALL.context, "nested": "{lang}"}))
+    async with FakeOpenAI() as server:
+        backend = await openai_backend(server, "sk-fake", system_prompt=prompt)
+        try:
+            assert await collect(backend.reply(call, "Hi", []))
+            assert await collect(backend.reply(CallInfo("CA10", "twilio", "+1", "+2"), "Hi", []))
+        finally:
+            await backend.close()
+    with_context, without = (body["messages"][0] for body in server.bodies)
+    assert with_context == {
+        "role": "system",
+        "content": "Order A17 in hi. {missing} {0.__class__} {order_id.x} {hi} {lang}",
+    }
+    assert without == {"role": "system", "content": prompt}  # no context: the prompt as written
 
 
 @pytest.mark.parametrize("status", [401, 500])

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import pytest
@@ -87,7 +87,7 @@ class AcmeProvider:
     def claims_start(self, message: dict[str, Any]) -> bool:
         return isinstance(message.get("acme"), dict)
 
-    def translator(self, url_rate: int | None) -> Translator:
+    def translator(self, url_rate: int | None, url_parameters: Mapping[str, str] | None = None) -> Translator:
         return AcmeTranslator()
 
     def add_routes(self, app: web.Application) -> None:

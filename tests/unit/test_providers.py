@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from types import MappingProxyType
 
 import numpy as np
 import pytest
@@ -69,7 +70,15 @@ def test_exotel_start_and_events() -> None:
     translator = ExotelTranslator()
     start = translator.parse(EXOTEL_START)
     assert start == Start(
-        "exotel", "MZ1", "CA1", "AC1", "+919876543210", "+918047491899", 8000, {"key1": "value1"}
+        "exotel",
+        "MZ1",
+        "CA1",
+        "AC1",
+        "+919876543210",
+        "+918047491899",
+        8000,
+        {"key1": "value1"},
+        context=MappingProxyType({"key1": "value1"}),
     )
     assert translator.parse({"event": "connected"}) == Connected()
     media = {

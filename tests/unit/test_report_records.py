@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -18,7 +19,13 @@ from voicebridge.records.costs import CallUsage
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.outbox_rows import seconds_to_next_due
 
-INFO = CallInfo(call_sid="CA-R", provider="exotel", from_number="+919811111111", to_number="+918047491899")
+INFO = CallInfo(
+    call_sid="CA-R",
+    provider="exotel",
+    from_number="+919811111111",
+    to_number="+918047491899",
+    context=MappingProxyType({"order_id": "A17"}),
+)
 REPORTING = Settings(report=ReportConfig(url="https://crm.example.com/r", secret="s" * 16))
 TRANSCRIPT = [
     {"role": "bot", "text": "Hello.", "at": 1.0},
@@ -62,7 +69,7 @@ async def test_one_report_per_call_with_heard_turns_dtmf_cost_and_recording(tmp_
         "from": "+919811111111",
         "to": "+918047491899",
         "outcome": "completed",
-        "context": {},  # CallInfo has no context on this branch yet (records/report.py, call_context)
+        "context": {"order_id": "A17"},
     }
     assert (report["started_at"], report["ended_at"], report["duration_s"]) == (1000.0, 1061.0, 61.0)
     assert [(t["role"], t["text"], t.get("heard")) for t in report["turns"]] == [

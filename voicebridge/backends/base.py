@@ -7,8 +7,9 @@ once, when it wires the services, which of them the backend has, and hands each 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 
@@ -28,6 +29,8 @@ class CallInfo:
     provider: str
     from_number: str
     to_number: str
+    # The provider's custom parameters, validated (telephony/context.py); immutable, empty by default.
+    context: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)

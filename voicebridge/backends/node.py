@@ -90,13 +90,15 @@ class NodeBackend(HttpBackend):
     async def _answer(
         self, call: CallInfo, endpoint: str, message: dict[str, Any], history: list[ConversationTurn]
     ) -> AsyncGenerator[str | ReplyAction, None]:
-        """POST `message` (with the call's numbers and history) to the call's `endpoint`; yield deltas then
-        the action, from either answer shape (one JSON object or NDJSON lines)."""
+        """POST `message` (with the call's numbers, context and history) to the call's `endpoint`; yield
+        deltas then the action, from either answer shape (one JSON object or NDJSON lines)."""
         path = f"/v1/calls/{quote(call.call_sid, safe='')}/{endpoint}"
         body = {
             **message,
             "from": call.from_number,
             "to": call.to_number,
+            # The call's context (contract version 1, an optional field): {} when the call has none.
+            "context": dict(call.context),
             "history": [{"role": turn.role, "text": turn.text} for turn in history],
         }
         async with aclosing(self._http.stream_ndjson(path, body)) as items:

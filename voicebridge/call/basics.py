@@ -22,6 +22,6 @@ class CallBasics:
 
     @property
     def info(self) -> CallInfo:
-        """Who is calling whom, as the backend is told."""
+        """Who is calling whom, and the call's context, as the backend is told."""
         start = self.start
-        return CallInfo(start.call_sid, start.provider, start.from_number, start.to_number)
+        return CallInfo(start.call_sid, start.provider, start.from_number, start.to_number, start.context)

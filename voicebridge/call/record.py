@@ -75,6 +75,7 @@ class CallRecords:
             "turns": self._conversation.turns,
             "last_caller_text": self._conversation.last_caller_text,
             "sample_rate": self._start.sample_rate,
+            "context": dict(self._start.context),
         }
 
     def open(self) -> None:
@@ -139,6 +140,7 @@ class CallRecords:
             provider=self._start.provider,
             from_number=self._start.from_number,
             to_number=self._start.to_number,
+            context=dict(self._start.context),
             started_at=self.started_at,
             ended_at=time.time(),
             duration_s=round(self._usage.duration_s, 3),

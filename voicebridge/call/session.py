@@ -8,18 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 from aiohttp import WSMessage, WSMsgType, web
 
 from voicebridge.call.call import Call
+from voicebridge.call.context_drops import count_dropped_context
 from voicebridge.call.inbound_limits import InboundLimits
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.playback_acks import PlaybackAcks
 from voicebridge.call.services import CallServices
 from voicebridge.speech.base import OwnSpeechToText
 from voicebridge.telephony.base import Translator
+from voicebridge.telephony.context import context_for_log
 from voicebridge.telephony.events import (
     Audio,
     Connected,
@@ -51,12 +53,14 @@ class StreamSession:
         token_bound: bool = False,
         abort: Callable[[], None] = lambda: None,
         send_timeout_s: float = SEND_TIMEOUT_S,
+        url_parameters: Mapping[str, str] | None = None,
     ) -> None:
         self._s = services
         self._ws = ws
         self._path_sid = path_sid
-        # The URL's `sample-rate` (Exotel), None when it has none.
+        # The URL's `sample-rate` (Exotel), None when it has none; its query, the call's context (Exotel).
         self._url_rate = url_rate
+        self._url_parameters = url_parameters
         # The URL's token was issued for path_sid: the stream may only be that call.
         self._token_bound = token_bound
         self._abort = abort
@@ -149,7 +153,7 @@ class StreamSession:
         if name != "start":
             kind = "media_before_start" if name == "media" else "event_before_start"
             raise ProtocolViolation(kind, name or "no event name")
-        translator = translator_for_start(message, self._url_rate)
+        translator = translator_for_start(message, self._url_rate, url_parameters=self._url_parameters)
         provider = provider_named(translator.provider)
         if provider is None or not provider.enabled(self._s.settings):
             # A disabled provider has no webhooks; a stream in its shape is refused too (1008, no call).
@@ -163,6 +167,7 @@ class StreamSession:
         completed = self._complete_start(start)  # a bad start is refused before any call exists
         if completed.rate_note:
             self.log.warning("sample-rate mismatch: %s", completed.rate_note)
+        count_dropped_context(completed.context_dropped, self._s.metrics, self.log)
         translator.accept(completed)
         self._translator = PlaybackAcks(translator, self._limits.mark_echo_timeout_s)
         if self._limits.mark_echo_timeout_s:
@@ -234,11 +239,12 @@ class StreamSession:
             call.log.info("the call ended while its greeting was being prepared")
             return
         call.log.info(
-            "call started: provider=%s from=%s to=%s rate=%d",
+            "call started: provider=%s from=%s to=%s rate=%d context=%s",
             start.provider,
             start.from_number or "?",
             start.to_number or "?",
             start.sample_rate,
+            context_for_log(start.context),
         )
         await call.begin(greeting)
 

@@ -39,6 +39,7 @@ class CallRecord:
     recording_url: str = ""
     transfer_to: str = ""
     local_recording: str = ""
+    context: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +90,7 @@ class CallRecorder:
                 "from": self._info.from_number,
                 "to": self._info.to_number,
                 "provider": self._info.provider,
+                "context": dict(self._info.context),
             },
         )
 
@@ -112,12 +114,18 @@ class CallRecorder:
                 "outcome": outcome,
                 "duration_s": round(usage.duration_s, 3),
                 "at": time.time(),
+                "context": dict(self._info.context),
             },
         )
         cost = call_cost(usage, self._settings.costs)
         turns = conversation_turns(transcript)
         await self._put("cost", "cost", "cost", cost)
-        await self._put("conversation", "conversation", "conversation", {"turns": turns, "outcome": outcome})
+        await self._put(
+            "conversation",
+            "conversation",
+            "conversation",
+            {"turns": turns, "outcome": outcome, "context": dict(self._info.context)},
+        )
         if self._settings.report.url:
             report = call_report(
                 self._info,

@@ -84,6 +84,11 @@ class Metrics:
             "Inbound WebSocket messages rejected or ignored, by kind",
             ["kind"],
         )
+        self.context_dropped = counter(
+            "voicebridge_context_dropped_total",
+            "Custom parameters left out of a call's context, by reason (bad_key, bad_value, too_long, ...)",
+            ["reason"],
+        )
         self.control_refusals = counter(
             "voicebridge_control_refusals_total",
             "Control-socket request lines refused, by code (bad_request, too_large, unknown_op, ...)",

@@ -10,6 +10,7 @@ from aiohttp import WSCloseCode, web
 from voicebridge.call.session import StreamSession
 from voicebridge.server.access import spend_stream_token
 from voicebridge.server.keys import CALL_SERVICES, METRICS, SETTINGS
+from voicebridge.telephony.context import first_values
 from voicebridge.telephony.sids import is_valid_sid
 
 logger = logging.getLogger("voicebridge.stream")
@@ -46,6 +47,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         path_sid,
         rate,
         token_bound="token" in request.match_info,
+        # The query as given (bounded by the request line's limit): the translator takes the context from it.
+        url_parameters=first_values(request.query.items()),
         abort=lambda: request.transport.abort() if request.transport is not None else None,
     )
     await session.run()

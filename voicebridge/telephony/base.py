@@ -9,6 +9,7 @@ docs/adding-a-provider.md says how to add one.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from voicebridge.audio.codecs import b64encode_payload
@@ -95,8 +96,9 @@ class Provider(Protocol):
         """Whether this decoded `start` message is in this provider's shape."""
         ...
 
-    def translator(self, url_rate: int | None) -> Translator:
-        """A fresh translator for one stream; `url_rate` is the stream URL's `sample-rate`, None if absent."""
+    def translator(self, url_rate: int | None, url_parameters: Mapping[str, str] | None = None) -> Translator:
+        """A fresh translator for one stream; `url_rate` is the stream URL's `sample-rate`, None if absent,
+        and `url_parameters` its query (one value per name), which may carry the call's context."""
         ...
 
     def add_routes(self, app: web.Application) -> None:

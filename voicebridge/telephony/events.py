@@ -5,8 +5,11 @@ The call logic sees only these types, never a provider's field names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from voicebridge.telephony.context import Dropped, empty_context
 
 # A provider's `Provider.name` ("exotel", "twilio", ...): a plain str, so that adding a provider is one new
 # module under telephony/ and changes nothing shared.
@@ -34,6 +37,10 @@ class Start:
     to_number: str = ""
     sample_rate: int = 8000
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    # The call's context (telephony/context.py): the custom parameters the call may use, validated; and
+    # what was left out of it and why, for the stream session to count and log.
+    context: Mapping[str, str] = field(default_factory=empty_context)
+    context_dropped: tuple[Dropped, ...] = ()
     # The audio on the wire both ways, once the stream accepts this start.
     encoding: AudioEncoding = "pcm16"
     # The rate the start message itself stated, when it differs from `sample_rate` (the one in force).

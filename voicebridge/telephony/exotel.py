@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from voicebridge.server.bodies import BadInput, request_fields
 from voicebridge.server.keys import GATE, METRICS, REGISTRY
 from voicebridge.telephony.auth import AuthFailure, check_basic, check_ip, check_token
 from voicebridge.telephony.base import StreamTranslator, Translator
+from voicebridge.telephony.context import call_context
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS
 from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
@@ -33,6 +35,8 @@ from voicebridge.telephony.wire import sample_rate as parse_rate
 logger = logging.getLogger("voicebridge.webhooks")
 
 EXOTEL_RATES = (8000, 16000, 24000)
+# The stream URL's query parameters that are the daemon's own, never the call's context.
+EXOTEL_OWN_PARAMETERS = frozenset({"sample-rate"})
 
 
 class ExotelTranslator(StreamTranslator):
@@ -49,9 +53,11 @@ class ExotelTranslator(StreamTranslator):
     sid_key = "stream_sid"
     dtmf_fields = ("digit", "digits")
 
-    def __init__(self, url_rate: int | None = None) -> None:
+    def __init__(self, url_rate: int | None = None, url_parameters: Mapping[str, str] | None = None) -> None:
         super().__init__()
         self._url_rate = url_rate
+        # The stream URL's query: the Voicebot URL's custom parameters, which the start may not repeat.
+        self._url_parameters = url_parameters or {}
         self.sample_rate = url_rate or 8000
         self._mulaw = False
 
@@ -92,6 +98,9 @@ class ExotelTranslator(StreamTranslator):
         stream_sid, call_sid = start_sids(
             message, body, ("stream_sid", "streamSid"), ("call_sid", "callSid", "CallSid")
         )
+        parameters = string_map(body.get("custom_parameters") or body.get("customParameters"))
+        # The URL's first: it is what the operator configured, and Exotel may strip the start's copy.
+        context, dropped = call_context((self._url_parameters, parameters), own=EXOTEL_OWN_PARAMETERS)
         return Start(
             provider="exotel",
             stream_sid=stream_sid,
@@ -100,7 +109,9 @@ class ExotelTranslator(StreamTranslator):
             from_number=text(body, "from", "From", "call_from", limit=MAX_NUMBER_CHARS),
             to_number=text(body, "to", "To", "call_to", limit=MAX_NUMBER_CHARS),
             sample_rate=rate,
-            custom_parameters=string_map(body.get("custom_parameters") or body.get("customParameters")),
+            custom_parameters=parameters,
+            context=context,
+            context_dropped=dropped,
             encoding="mulaw" if mulaw else "pcm16",
             announced_rate=announced,
             rate_note=f"{note}; using {rate}" if note else "",
@@ -249,8 +260,8 @@ class ExotelProvider:
         # as strings or ints): it takes any start no other provider claims, so it is listed last.
         return True
 
-    def translator(self, url_rate: int | None) -> Translator:
-        return ExotelTranslator(url_rate)
+    def translator(self, url_rate: int | None, url_parameters: Mapping[str, str] | None = None) -> Translator:
+        return ExotelTranslator(url_rate, url_parameters)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/webhooks/exotel/incoming", exotel_incoming)

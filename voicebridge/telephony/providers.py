@@ -7,7 +7,7 @@ Adding a provider is one module under telephony/ implementing `base.Provider`, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -34,17 +34,20 @@ def provider_named(name: str, providers: Sequence[Provider] = PROVIDERS) -> Prov
 
 
 def translator_for_start(
-    message: dict[str, Any], url_rate: int | None = None, providers: Sequence[Provider] = PROVIDERS
+    message: dict[str, Any],
+    url_rate: int | None = None,
+    providers: Sequence[Provider] = PROVIDERS,
+    url_parameters: Mapping[str, str] | None = None,
 ) -> Translator:
     """A translator for the stream that this `start` message opens, from the first provider claiming its
     shape (enabled or not: the stream refuses a disabled provider's start itself); `url_rate` is the
-    stream URL's `sample-rate`, None when the URL has none."""
+    stream URL's `sample-rate`, None when the URL has none, and `url_parameters` its query."""
     for provider in providers:
         if provider.claims_start(message):
-            return provider.translator(url_rate)
+            return provider.translator(url_rate, url_parameters)
     # Unreachable with the built-in list (Exotel claims every start); a list without a catch-all still
     # gets a translator, whose parse then refuses the start in its own words.
-    return providers[-1].translator(url_rate)
+    return providers[-1].translator(url_rate, url_parameters)
 
 
 def add_routes(app: web.Application, providers: Sequence[Provider] = PROVIDERS) -> None:

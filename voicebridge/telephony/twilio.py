@@ -29,6 +29,7 @@ from voicebridge.server.bodies import FORM, parsed_body, request_fields
 from voicebridge.server.keys import GATE, METRICS, REGISTRY, SETTINGS
 from voicebridge.telephony.auth import AuthFailure, check_ip, credential_bytes
 from voicebridge.telephony.base import StreamTranslator, Translator
+from voicebridge.telephony.context import call_context
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop, UnknownEvent
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, path_segment
 from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
@@ -37,6 +38,8 @@ from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, 
 logger = logging.getLogger("voicebridge.telephony")
 
 TWILIO_RATE = 8000
+# The <Parameter>s our own TwiML adds (twilio_incoming): the call's numbers and sid, never its context.
+TWILIO_OWN_PARAMETERS = frozenset({"From", "To", "CallSid", "from", "to"})
 
 
 class TwilioTranslator(StreamTranslator):
@@ -68,6 +71,8 @@ class TwilioTranslator(StreamTranslator):
         to_number = parameters.get("To", parameters.get("to", ""))
         if len(from_number) > MAX_NUMBER_CHARS or len(to_number) > MAX_NUMBER_CHARS:
             raise ProtocolViolation("field_too_long", "a From/To parameter longer than a phone number")
+        # Twilio allows no query string on a stream URL: the <Parameter>s are the only source.
+        context, dropped = call_context((parameters,), own=TWILIO_OWN_PARAMETERS)
         return Start(
             provider="twilio",
             stream_sid=stream_sid,
@@ -78,6 +83,8 @@ class TwilioTranslator(StreamTranslator):
             to_number=to_number,
             sample_rate=TWILIO_RATE,
             custom_parameters=parameters,
+            context=context,
+            context_dropped=dropped,
             encoding="mulaw",
         )
 
@@ -288,8 +295,8 @@ class TwilioProvider:
     def claims_start(self, message: dict[str, Any]) -> bool:
         return is_twilio_start(message)
 
-    def translator(self, url_rate: int | None) -> Translator:
-        # Twilio streams are μ-law at 8 kHz whatever a URL says.
+    def translator(self, url_rate: int | None, url_parameters: Mapping[str, str] | None = None) -> Translator:
+        # Twilio streams are μ-law at 8 kHz whatever a URL says, and their URLs carry no query.
         return TwilioTranslator()
 
     def add_routes(self, app: web.Application) -> None:
