@@ -28,6 +28,8 @@ class CallInfo:
     provider: str
     from_number: str
     to_number: str
+    # The called business's system prompt for this call ("": the backend's configured one; openai only).
+    system_prompt: str = ""
 
 
 @dataclass(frozen=True, slots=True)

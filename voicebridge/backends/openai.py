@@ -62,10 +62,10 @@ class OpenAIBackend(HttpBackend):
     # during the caller's pause saves the end-of-turn wait on every turn, which a phone caller hears.
     speculative_safe = True
 
-    def _body(self, text: str, history: list[ConversationTurn]) -> dict[str, Any]:
-        messages = (
-            [{"role": "system", "content": self._config.system_prompt}] if self._config.system_prompt else []
-        )
+    def _body(self, call: CallInfo, text: str, history: list[ConversationTurn]) -> dict[str, Any]:
+        # The called business's prompt (its settings or its [numbers] table) over backend.system_prompt.
+        prompt = call.system_prompt or self._config.system_prompt
+        messages = [{"role": "system", "content": prompt}] if prompt else []
         # A bot line cut off before any of it was heard is empty; some servers refuse empty messages.
         messages += [{"role": ROLES[turn.role], "content": turn.text} for turn in history if turn.text]
         messages.append({"role": "user", "content": text})
@@ -75,7 +75,7 @@ class OpenAIBackend(HttpBackend):
         self, call: CallInfo, text: str, history: list[ConversationTurn]
     ) -> AsyncIterator[str | ReplyAction]:
         """Yield the completion's content pieces as they stream in."""
-        async with aclosing(self._complete(self._body(text, history))) as pieces:
+        async with aclosing(self._complete(self._body(call, text, history))) as pieces:
             async for piece in pieces:
                 yield piece
 
@@ -84,7 +84,7 @@ class OpenAIBackend(HttpBackend):
     ) -> AsyncIterator[str | ReplyAction]:
         """Tell the model which keys were pressed, as a user message."""
         text = f"The caller pressed the keys: {' '.join(digits)}"
-        async with aclosing(self._complete(self._body(text, history))) as pieces:
+        async with aclosing(self._complete(self._body(call, text, history))) as pieces:
             async for piece in pieces:
                 yield piece
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import tomli_w
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from voicebridge.config.schema import ENV_PREFIX, Settings
@@ -209,6 +209,8 @@ def redacted_document(settings: Settings) -> dict[str, Any]:
     """The effective config as a TOML-ready dict with every secret masked."""
     document = settings.model_dump(mode="json")
     for section_name, section in settings:
+        if not isinstance(section, BaseModel):  # [numbers]: tables of numbers, no secrets in them
+            continue
         for key, value in section:
             if isinstance(value, SecretStr):
                 document[section_name][key] = "********" if value.get_secret_value() else ""
