@@ -171,6 +171,8 @@ class Request:
     completed: bool = False
     # The task that closed the stream: the reply's own task, or a garbage collector's finaliser.
     closed_by: str = ""
+    # What the backend was told of the call (its business's system prompt among it).
+    call: CallInfo | None = None
 
 
 @dataclass
@@ -199,12 +201,12 @@ class FakeBackend:
     def reply(
         self, call: CallInfo, text: str, history: list[ConversationTurn]
     ) -> AsyncGenerator[str | ReplyAction, None]:
-        return self._stream(Request("reply", text, list(history)))
+        return self._stream(Request("reply", text, list(history), call=call))
 
     def digits(
         self, call: CallInfo, digits: str, history: list[ConversationTurn]
     ) -> AsyncGenerator[str | ReplyAction, None]:
-        return self._stream(Request("digits", digits, list(history)))
+        return self._stream(Request("digits", digits, list(history), call=call))
 
     async def _stream(self, request: Request) -> AsyncGenerator[str | ReplyAction, None]:
         self.requests.append(request)

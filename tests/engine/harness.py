@@ -98,6 +98,7 @@ async def build_services(
     phrases = PhraseCache()
     await phrases.prepare(tts, settings.prompts)
     tts.spoken.clear()
+    tts.voices.clear()
     outbox = Outbox(outbox_path, None)
     await outbox.open()
     return CallServices(

@@ -207,7 +207,8 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
 
 def redacted_document(settings: Settings) -> dict[str, Any]:
     """The effective config as a TOML-ready dict with every secret masked."""
-    document = settings.model_dump(mode="json")
+    # Unset per-number keys are None, which TOML cannot say: left out, as unset.
+    document = settings.model_dump(mode="json", exclude_none=True)
     for section_name, section in settings:
         if not isinstance(section, BaseModel):  # [numbers]: tables of numbers, no secrets in them
             continue
