@@ -62,7 +62,7 @@ class WhisperLanguages:
         on_fallback: Callable[[str], None] = lambda _language: None,
     ) -> None:
         if problem := language_problem(configured, multilingual, model_path):
-            raise SpeechEngineError(problem)
+            raise SpeechEngineError(problem if configured == AUTO else f"stt.language: {problem}")
         self.multilingual = multilingual
         self._model_path = model_path
         self._hf_tokenizer = hf_tokenizer
