@@ -7,7 +7,9 @@ engine asks of it (the prompt's language token, detection, the language given to
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -202,3 +204,45 @@ def test_the_long_path_gives_faster_whisper_the_language(
     finally:
         stt.close()
     assert cache.spy.languages == ["hi", None] and detected.language == "en"
+
+
+# --- Piper voices per call ---------------------------------------------------------------------------
+
+
+def _voice_copy(source: Path, target: Path) -> str:
+    """Another path to the shipped voice (a hard link where the filesystem allows): a voice of its own."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+    shutil.copyfile(f"{source}.json", f"{target}.json")
+    return str(target)
+
+
+async def test_piper_loads_a_calls_voice_once_and_keeps_a_bounded_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voicebridge.speech import models
+    from voicebridge.speech.models import default_piper_path
+    from voicebridge.speech.tts.piper import PiperTTS
+
+    monkeypatch.setattr(models, "PIPER_VOICES_KEPT", 1)
+    cache = ModelCache()
+    engine = PiperTTS(TtsConfig(), cache)
+    first = _voice_copy(Path(default_piper_path()), tmp_path / "a.onnx")
+    second = _voice_copy(Path(default_piper_path()), tmp_path / "b.onnx")
+
+    async def say(voice: Voice) -> int:
+        audio = b"".join([piece async for piece in engine.synthesize("Hello.", 8000, voice)])
+        assert audio
+        return cache.loads["piper"]
+
+    try:
+        assert cache.loads["piper"] == 1  # the configured voice
+        assert await say(Voice("hi-IN-SwaraNeural", "hi-IN")) == 1  # an Azure name: the configured voice
+        assert await say(Voice(first, "hi")) == 2
+        assert await say(Voice(first, "hi")) == 2  # loaded once
+        assert await say(Voice(second, "ta")) == 3  # and the first one dropped: one kept
+        assert await say(Voice(first, "hi")) == 4
+    finally:
+        engine.close()
