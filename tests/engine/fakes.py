@@ -21,7 +21,7 @@ from voicebridge.backends.base import (
     ConversationTurn,
     ReplyAction,
 )
-from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.speech.base import DEFAULT_VOICE, SpeechEngineError, Transcript, Voice
 from voicebridge.speech.scheduler import always_confirmed
 
 # The fake TTS speaks this long per character of text: short replies, so tests run in fractions of a second.
@@ -40,6 +40,8 @@ class Hearing:
     hold: asyncio.Event | None = None
     delay_s: float = 0.0
     error: str = ""
+    # The language the fake reports having decoded in ("": the one it was asked for).
+    language: str = ""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class FakeSTT:
     cancelled: int = 0
     # Each transcription's `confirmed`: whether the turn it transcribes has ended (else it is a guess).
     confirmations: list[Callable[[], bool]] = field(default_factory=list)
+    # Each transcription's language, as the call asked for it.
+    languages: list[str] = field(default_factory=list)
 
     def hear(self, text: str = "hello there", **options: Any) -> Hearing:
         """Script the next unscripted transcription; returns it (e.g. to set its hold later)."""
@@ -64,11 +68,16 @@ class FakeSTT:
         return hearing
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
         hearing = self.script.pop(0) if self.script else self.default
         self.calls.append(pcm16)
         self.confirmations.append(confirmed)
+        self.languages.append(language)
         try:
             if hearing.hold is not None:
                 await hearing.hold.wait()
@@ -83,7 +92,8 @@ class FakeSTT:
             raise SpeechEngineError(hearing.error)
         self.finished.append(hearing.text)
         seconds = len(pcm16) / 2 / sample_rate
-        return Transcript(hearing.text, seconds, hearing.delay_s, self.name)
+        heard_in = hearing.language or language
+        return Transcript(hearing.text, seconds, hearing.delay_s, self.name, language=heard_in)
 
 
 # --- text to speech ---------------------------------------------------------------------------------
@@ -108,10 +118,15 @@ class FakeTTS:
     cancel_delay_s: float = 0.0
     cancel_hold: asyncio.Event | None = None
     spoken: list[str] = field(default_factory=list)
+    # The voice of each synthesis, in the order of `spoken`.
+    voices: list[Voice] = field(default_factory=list)
     cancelled: int = 0
 
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE
+    ) -> AsyncIterator[bytes]:
         self.spoken.append(text)
+        self.voices.append(voice)
         if any(key in text for key in self.fail_on):
             raise SpeechEngineError(f"fake TTS refuses {text[:30]!r}")
         if self.delay_s:
@@ -156,6 +171,8 @@ class Request:
     completed: bool = False
     # The task that closed the stream: the reply's own task, or a garbage collector's finaliser.
     closed_by: str = ""
+    # What the backend was told of the call (its business's system prompt among it).
+    call: CallInfo | None = None
 
 
 @dataclass
@@ -184,12 +201,12 @@ class FakeBackend:
     def reply(
         self, call: CallInfo, text: str, history: list[ConversationTurn]
     ) -> AsyncGenerator[str | ReplyAction, None]:
-        return self._stream(Request("reply", text, list(history)))
+        return self._stream(Request("reply", text, list(history), call=call))
 
     def digits(
         self, call: CallInfo, digits: str, history: list[ConversationTurn]
     ) -> AsyncGenerator[str | ReplyAction, None]:
-        return self._stream(Request("digits", digits, list(history)))
+        return self._stream(Request("digits", digits, list(history), call=call))
 
     async def _stream(self, request: Request) -> AsyncGenerator[str | ReplyAction, None]:
         self.requests.append(request)

@@ -21,7 +21,7 @@ from voicebridge.admission.gate import CallGate
 from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import BudgetCheck, BusinessLookup, BusinessSettings
-from voicebridge.backends.business import BusinessDirectory
+from voicebridge.backends.business import BusinessDirectory, ConfigNumbers
 from voicebridge.call.call import Call
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
@@ -98,6 +98,7 @@ async def build_services(
     phrases = PhraseCache()
     await phrases.prepare(tts, settings.prompts)
     tts.spoken.clear()
+    tts.voices.clear()
     outbox = Outbox(outbox_path, None)
     await outbox.open()
     return CallServices(
@@ -111,7 +112,9 @@ async def build_services(
         CallGate(settings, metrics, backend if isinstance(backend, BudgetCheck) else None),
         TelephonyControl(settings),
         outbox,
-        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
+        BusinessDirectory(
+            backend if isinstance(backend, BusinessLookup) else None, local=ConfigNumbers(settings.numbers)
+        ),
         load,
     )
 

@@ -26,6 +26,7 @@ ALL_CHECKS = [
     "public url",
     "authentication",
     "stt",
+    "languages",
     "tts",
     "backend",
     "control socket",
@@ -96,6 +97,10 @@ def test_default_config_passes_every_check(
     assert str(home / "home" / ".local" / "state" / "voicebridge") in checks["state dir"]["detail"]
     assert not (home / "run" / "voicebridge").exists() and not (home / "home" / ".local").exists()
     assert checks["public url"]["status"] == "warn" and checks["public url"]["fix"]
+    assert (
+        checks["languages"]["status"] == "pass"
+        and "stt.language en: transcribed" in checks["languages"]["detail"]
+    )
 
 
 def test_default_table_shows_every_check_with_its_status(
@@ -226,3 +231,21 @@ def test_port_held_by_a_running_voicebridge_is_a_warning(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout
     check = checks_of(result)["listen port"]
     assert check["status"] == "warn" and f"port {port}" in check["detail"] and str(control) in check["detail"]
+
+
+def test_hindi_on_the_english_only_model_fails_stt_and_languages_naming_the_fix(tmp_path: Path) -> None:
+    """Issue 16, item 3: stt.language "hi" with tiny.en is a clear error; a number's Hindi is a warning
+    (those calls fall back), and each configured language gets its line."""
+    config = {
+        "server": {"port": free_port()},
+        "stt": {"language": "hi"},
+        "numbers": {"+918047491899": {"language": "ta-IN"}},
+    }
+    result = run_doctor(tmp_path, "--json", config=config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    checks = checks_of(result)
+    assert checks["stt"]["status"] == "fail" and "English-only" in checks["stt"]["detail"]
+    languages = checks["languages"]
+    assert languages["status"] == "fail" and "README" in languages["fix"]
+    assert "stt.language hi: " in languages["detail"] and "needs a multilingual" in languages["detail"]
+    assert "numbers.'+918047491899'.language ta-IN: " in languages["detail"]

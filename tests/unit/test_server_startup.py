@@ -24,7 +24,7 @@ from voicebridge.server.keys import CALL_SERVICES, LOAD, METRICS, MODELS
 from voicebridge.server.logs import MalformedRequestLog
 from voicebridge.server.serve import serve
 from voicebridge.server.systemd import SystemdNotifier
-from voicebridge.speech.base import Transcript
+from voicebridge.speech.base import DEFAULT_VOICE, Transcript, Voice
 from voicebridge.speech.factory import Engines
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.scheduler import always_confirmed
@@ -44,7 +44,11 @@ class PooledSTT:
         self.queue_depth = 2
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
         return Transcript("", len(pcm16) / 2 / sample_rate, 0.0, self.name)
 
@@ -62,7 +66,9 @@ class PooledTTS:
         self._closed = closed
         self._pool = ThreadPool(f"{THREAD_PREFIX}-tts")
 
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE
+    ) -> AsyncIterator[bytes]:
         yield bytes(sample_rate // 5)
 
     def close(self) -> None:

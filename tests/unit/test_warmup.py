@@ -13,7 +13,7 @@ from voicebridge.config.schema import PromptsConfig, Settings, TurnConfig
 from voicebridge.server import app as app_module
 from voicebridge.server.keys import MODELS_LOADED, WARM_UP
 from voicebridge.server.warmup import PHONE_RATE, SENTENCE, warm_up
-from voicebridge.speech.base import SpeechEngineError, Transcript
+from voicebridge.speech.base import DEFAULT_VOICE, SpeechEngineError, Transcript, Voice
 from voicebridge.speech.factory import Engines
 from voicebridge.speech.scheduler import always_confirmed
 
@@ -29,7 +29,11 @@ class RecordingSTT:
         self._fail = fail
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
         self.heard.append((len(pcm16), sample_rate, self._ready()))
         if self._fail:
@@ -45,7 +49,9 @@ class ToneTTS:
     def __init__(self) -> None:
         self.asked: list[tuple[str, int]] = []
 
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE
+    ) -> AsyncIterator[bytes]:
         self.asked.append((text, sample_rate))
         yield (b"\x00\x40\x00\xc0" * (sample_rate // 2))[: sample_rate * 2]
 

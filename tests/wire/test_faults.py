@@ -52,12 +52,16 @@ class FailingFirstSTT:
         self.failures = failures
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
         if self.failures > 0:
             self.failures -= 1
             raise SpeechEngineError("injected: the STT worker died")
-        return await self._real.transcribe(pcm16, sample_rate, confirmed)
+        return await self._real.transcribe(pcm16, sample_rate, confirmed, language)
 
 
 @asynccontextmanager

@@ -31,6 +31,8 @@ class CallInfo:
     to_number: str
     # The provider's custom parameters, validated (telephony/context.py); immutable, empty by default.
     context: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The called business's system prompt for this call ("": the backend's configured one; openai only).
+    system_prompt: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,9 @@ class OpenAIBackend(HttpBackend):
     speculative_safe = True
 
     def _body(self, call: CallInfo, text: str, history: list[ConversationTurn]) -> dict[str, Any]:
-        # `{placeholders}` in the prompt take the call's context (backends/placeholders.py).
-        prompt = fill_placeholders(self._config.system_prompt, call.context)
+        # The called business's prompt (its settings or its [numbers] table) over backend.system_prompt;
+        # `{placeholders}` in it take the call's context (backends/placeholders.py).
+        prompt = fill_placeholders(call.system_prompt or self._config.system_prompt, call.context)
         messages = [{"role": "system", "content": prompt}] if prompt else []
         # A bot line cut off before any of it was heard is empty; some servers refuse empty messages.
         messages += [{"role": ROLES[turn.role], "content": turn.text} for turn in history if turn.text]

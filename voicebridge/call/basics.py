@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from voicebridge.backends.base import CallInfo
 from voicebridge.call.conversation import Conversation
+from voicebridge.call.profile import CallProfile
 from voicebridge.records.costs import CallUsage
 from voicebridge.telephony.events import Start
 
@@ -19,9 +20,19 @@ class CallBasics:
     conversation: Conversation
     usage: CallUsage
     log: logging.LoggerAdapter[logging.Logger]
+    # Its language, voice and system prompt (the config's until the business settings are in).
+    profile: CallProfile
 
     @property
     def info(self) -> CallInfo:
-        """Who is calling whom, and the call's context, as the backend is told."""
+        """Who is calling whom, and the call's context, as the backend is told (read per request: the
+        profile is set after the call is built)."""
         start = self.start
-        return CallInfo(start.call_sid, start.provider, start.from_number, start.to_number, start.context)
+        return CallInfo(
+            start.call_sid,
+            start.provider,
+            start.from_number,
+            start.to_number,
+            start.context,
+            system_prompt=self.profile.system_prompt,
+        )

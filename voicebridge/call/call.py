@@ -32,6 +32,7 @@ from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
 from voicebridge.call.endpointing import judge_pause, pause_limit_ms
 from voicebridge.call.pacer import OutboundPacer
+from voicebridge.call.profile import CallProfile
 from voicebridge.call.record import CallRecords, TeardownStep
 from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
 from voicebridge.call.services import CallServices
@@ -75,7 +76,8 @@ class Call:
         self._loop = asyncio.get_running_loop()
         self.usage = CallUsage()
         self.conversation = Conversation(services.metrics, self.log)
-        basics = CallBasics(start, self.conversation, self.usage, self.log)
+        self.profile = CallProfile.from_settings(services.settings)
+        basics = CallBasics(start, self.conversation, self.usage, self.log, self.profile)
         self._records = CallRecords(services, basics)
         self._recording = self._records.recording
         self._pacer = OutboundPacer(
@@ -120,8 +122,9 @@ class Call:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def apply_business(self, business: BusinessSettings | None) -> None:
-        """The called number's settings from the backend: its transfer number and call length limit."""
+        """The called number's settings: transfer number and call length limit; language, voice, prompt."""
         self._actions.apply_business(business)
+        self.profile.apply(business, self.log)
 
     def admit(self) -> bool:
         """Take a slot in the registry; False means refuse the call. The one place a call counts as active:

@@ -8,7 +8,7 @@ from contextlib import aclosing
 
 from voicebridge.audio.resample import resample_once
 from voicebridge.config.schema import PromptsConfig
-from voicebridge.speech.base import TextToSpeech
+from voicebridge.speech.base import DEFAULT_VOICE, TextToSpeech, Voice
 
 CALL_RATES = (8000, 16000, 24000)
 # Per-business phrases (greetings from the backend) kept at most this many, oldest dropped first.
@@ -34,26 +34,27 @@ class PhraseCache:
             if text.strip():
                 await self._render(tts, name, text)
 
-    async def custom(self, tts: TextToSpeech, text: str) -> str:
-        """The name of a phrase saying `text` (a business's greeting), rendered on first use.
+    async def custom(self, tts: TextToSpeech, text: str, voice: Voice = DEFAULT_VOICE) -> str:
+        """The name of a phrase saying `text` (a business's greeting) in `voice`, rendered on first use.
 
         Raises what the TTS raised when it cannot be rendered; a later call tries again.
         """
-        name = f"custom:{text}"
+        # The voice is part of the name: two businesses with one greeting text may speak it differently.
+        name = f"custom:{text}" if voice == DEFAULT_VOICE else f"custom:{voice.name}|{voice.language}:{text}"
         if name in self._custom:
             self._custom.move_to_end(name)
             return name
         rendering = self._rendering.get(name)
         if rendering is None:
-            rendering = asyncio.ensure_future(self._render_custom(tts, name, text))
+            rendering = asyncio.ensure_future(self._render_custom(tts, name, text, voice))
             self._rendering[name] = rendering
             rendering.add_done_callback(lambda task: self._rendered(name, task))
         # Shielded: one waiting call going away must not cancel the render the others wait for.
         await asyncio.shield(rendering)
         return name
 
-    async def _render_custom(self, tts: TextToSpeech, name: str, text: str) -> None:
-        await self._render(tts, name, text)
+    async def _render_custom(self, tts: TextToSpeech, name: str, text: str, voice: Voice) -> None:
+        await self._render(tts, name, text, voice)
         self._custom[name] = None
         while len(self._custom) > CUSTOM_KEPT:
             old, _ = self._custom.popitem(last=False)
@@ -67,8 +68,8 @@ class PhraseCache:
         if not task.cancelled():
             task.exception()  # each waiter got it; this only marks it seen when every waiter went away
 
-    async def _render(self, tts: TextToSpeech, name: str, text: str) -> None:
-        async with aclosing(tts.synthesize(text, RENDER_RATE)) as pieces:
+    async def _render(self, tts: TextToSpeech, name: str, text: str, voice: Voice = DEFAULT_VOICE) -> None:
+        async with aclosing(tts.synthesize(text, RENDER_RATE, voice)) as pieces:
             pcm = b"".join([piece async for piece in pieces])
         self._text[name] = text
         for rate in CALL_RATES:

@@ -101,7 +101,7 @@ class ReplyPipeline:
         self._s = services
         self._pacer = pacer
         self._conversation = host.basics.conversation
-        self._info = host.basics.info
+        self._profile = host.basics.profile
         self._rate = host.basics.start.sample_rate
         self._usage = host.basics.usage
         self._log = host.basics.log
@@ -117,7 +117,7 @@ class ReplyPipeline:
         # A future of its own, so that a turn cut off while being transcribed can still be heard (shelve).
         # Until the turn is confirmed over, this is a guess: other callers' confirmed turns go first.
         transcription = reply.transcription = asyncio.ensure_future(
-            self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set)
+            self._s.stt.transcribe(pcm16, DETECTOR_RATE, reply.gate.is_set, self._profile.language)
         )
         # Counted once, whoever reads it: the reply, the next turn (carried) or the teardown.
         transcription.add_done_callback(self._count_transcription)
@@ -136,6 +136,8 @@ class ReplyPipeline:
             await self._finish_reply(reply)
             return
         done = time.monotonic()
+        if transcript.text:
+            self._profile.heard(transcript.language)  # "auto": the first language detected is kept
         self._s.metrics.stage_latency.labels(stage="stt").observe(done - started)
         self._s.metrics.stage_latency.labels(stage="stt_queue").observe(transcript.queued_seconds)
         self._s.load.observe_stt_wait(transcript.queued_seconds)
@@ -160,7 +162,7 @@ class ReplyPipeline:
         reply.caller_text = text
         backend_started = time.monotonic()
         self._usage.ai_requests += 1
-        deltas = self._s.backend.reply(self._info, text, self._conversation.history())
+        deltas = self._s.backend.reply(self._host.basics.info, text, self._conversation.history())
         await self._answer(reply, text, deltas, backend_started)
 
     def answer_digits(self, reply: Reply, entry: str) -> Coroutine[Any, Any, None]:
@@ -168,7 +170,7 @@ class ReplyPipeline:
         with taken, here as the call starts its reply, not when the reply's task first runs: a next entry
         may cancel that task before it does, and the cost record has always counted the entry."""
         self._usage.ai_requests += 1
-        digits = self._s.backend.digits(self._info, entry, self._conversation.history())
+        digits = self._s.backend.digits(self._host.basics.info, entry, self._conversation.history())
         return self._answer(reply, f"[keypad] {entry}", digits)
 
     def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
@@ -237,7 +239,7 @@ class ReplyPipeline:
         """Synthesise one sentence into the pacer; returns whether the reply is still to start speaking."""
         tts_started = time.monotonic()
         sentence_seconds = 0.0
-        async with aclosing(self._s.tts.synthesize(sentence, self._rate)) as audio:
+        async with aclosing(self._s.tts.synthesize(sentence, self._rate, self._profile.voice)) as audio:
             async for pcm in audio:
                 if first_audio:
                     self._s.metrics.stage_latency.labels(stage="tts_first_audio").observe(

@@ -254,7 +254,7 @@ class StreamSession:
             business = await self._s.business.settings_for(start.to_number)
             call.apply_business(business)
             if business is not None and business.greeting:
-                return await self._s.phrases.custom(self._s.tts, business.greeting)
+                return await self._s.phrases.custom(self._s.tts, business.greeting, call.profile.voice)
         except Exception as exc:  # e.g. the TTS is down with no fallback: the call must still go on
             self._s.metrics.errors.labels(kind="greeting").inc()
             call.log.warning(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import tomli_w
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from voicebridge.config.schema import ENV_PREFIX, Settings
@@ -207,8 +207,11 @@ def load_settings(explicit: Path | None = None, overrides: dict[str, Any] | None
 
 def redacted_document(settings: Settings) -> dict[str, Any]:
     """The effective config as a TOML-ready dict with every secret masked."""
-    document = settings.model_dump(mode="json")
+    # Unset per-number keys are None, which TOML cannot say: left out, as unset.
+    document = settings.model_dump(mode="json", exclude_none=True)
     for section_name, section in settings:
+        if not isinstance(section, BaseModel):  # [numbers]: tables of numbers, no secrets in them
+            continue
         for key, value in section:
             if isinstance(value, SecretStr):
                 document[section_name][key] = "********" if value.get_secret_value() else ""

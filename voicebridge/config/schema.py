@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicebridge.config import paths
 from voicebridge.config.limits import LimitsConfig
+from voicebridge.config.numbers import Language, Numbers
 from voicebridge.config.section import (
     Cidrs,
     ProviderSection,
@@ -94,7 +95,8 @@ class SttConfig(Section):
     threads: int = Field(1, ge=1, le=64)
     # Utterances decoded at once; 0 = as many as the cores allow (cores // threads).
     workers: int = Field(0, ge=0, le=64)
-    language: str = "en"
+    # A BCP-47 tag (Whisper uses its primary subtag), or "auto": detected on each call's first turn and kept.
+    language: Language = "en"
     window_seconds: float = Field(10.0, ge=5.0, le=30.0)
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
 
@@ -108,6 +110,9 @@ class TtsConfig(Section):
     azure_voice: str = "en-IN-NeerjaNeural"
     azure_style: str = ""
     azure_host: str = ""
+    # Language (BCP-47, or its primary subtag) -> voice for calls in it: an Azure voice name or a Piper
+    # model path. A language missing here is spoken by azure_voice / voice.
+    voices: dict[Language, str] = Field(default_factory=dict)
     # When Azure fails before speaking, say it with this local engine instead ("": no fallback).
     fallback_engine: Literal["", "piper"] = ""
 
@@ -290,6 +295,8 @@ class Settings(BaseSettings):
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Per called number: greeting, voice, language, system_prompt, transfer_number, max_call_minutes.
+    numbers: Numbers = Field(default_factory=dict)
 
     def provider_sections(self) -> dict[str, ProviderSection]:
         """Every telephony provider's section by provider name, found by type: a provider joins the rules

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from voicebridge.config.schema import Settings
 from voicebridge.doctor.config import check_authentication, check_config, check_public_url
 from voicebridge.doctor.host import check_control_socket, check_open_files, check_state_dir
+from voicebridge.doctor.languages import check_languages
 from voicebridge.doctor.network import check_backend, check_port
 from voicebridge.doctor.report import Check, error_text, one_line
 from voicebridge.doctor.speech import check_cpu, check_stt, check_tts
@@ -33,8 +34,10 @@ def _guard(name: str, run: Callable[[], Check]) -> Check:
 
 
 def _secrets(settings: Settings) -> list[str]:
+    # [numbers] is a table of numbers, not a section, and holds no secrets.
+    sections = [part for _, part in settings if isinstance(part, BaseModel)]
     values = {
-        value.get_secret_value() for _, part in settings for _, value in part if isinstance(value, SecretStr)
+        value.get_secret_value() for part in sections for _, value in part if isinstance(value, SecretStr)
     }
     return sorted((value for value in values if len(value) >= MIN_MASKED_SECRET), key=len, reverse=True)
 
@@ -66,6 +69,7 @@ def run_checks(config_path: Path | None, progress: Callable[[str], None] | None 
         ("public url", lambda: check_public_url(settings)),
         ("authentication", lambda: check_authentication(settings)),
         ("stt", stt),
+        ("languages", lambda: check_languages(settings)),
         ("tts", lambda: check_tts(settings)),
         ("backend", lambda: check_backend(settings)),
         ("control socket", lambda: check_control_socket(settings)),

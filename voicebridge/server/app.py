@@ -23,7 +23,7 @@ from voicebridge.admission.load_guard import OverloadGuard
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends import build_backend
 from voicebridge.backends.base import BudgetCheck, BusinessLookup, RecordSink
-from voicebridge.backends.business import BusinessDirectory
+from voicebridge.backends.business import BusinessDirectory, ConfigNumbers
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
@@ -94,7 +94,10 @@ async def speech_to_text(app: web.Application) -> AsyncIterator[None]:
     """The STT engine (its model and worker threads): handed in, or loaded from the config."""
     started = time.perf_counter()
     # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
-    stt = app[ENGINES].stt or await asyncio.to_thread(build_stt, app[SETTINGS], app[MODELS])
+    metrics = app[METRICS]
+    stt = app[ENGINES].stt or await asyncio.to_thread(
+        build_stt, app[SETTINGS], app[MODELS], lambda _language: metrics.language_fallbacks.inc()
+    )
     if isinstance(stt, SttCapacity):
         # The overload guard judges load against the workers the engine really runs; without the
         # capacity it counts one worker and exports no queue depth.
@@ -202,7 +205,9 @@ async def call_services(app: web.Application) -> AsyncIterator[None]:
         app[GATE],
         TelephonyControl(settings),
         app[OUTBOX],
-        BusinessDirectory(backend if isinstance(backend, BusinessLookup) else None),
+        BusinessDirectory(
+            backend if isinstance(backend, BusinessLookup) else None, local=ConfigNumbers(settings.numbers)
+        ),
         app[LOAD],
         stt_per_call=partial(per_call, app[MODELS]) if per_call is not None else None,
     )

@@ -59,6 +59,11 @@ class Metrics:
             ["reason"],
         )
         self.errors = counter("voicebridge_errors_total", "Errors, by kind", ["kind"])
+        # No language label: the language comes from a business's answer, and labels must stay bounded.
+        self.language_fallbacks = counter(
+            "voicebridge_stt_language_fallbacks_total",
+            "Transcriptions in the configured language because the model cannot do the call's",
+        )
         self.unhandled = counter(
             "voicebridge_unhandled_exceptions_total",
             "Exceptions that reached the event loop's handler (each one is a bug)",

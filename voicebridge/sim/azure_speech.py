@@ -77,6 +77,9 @@ class FakeAzureSpeech:
     first_audio_delay: float = 0.0
     port_wanted: int = 0
     ssml_received: list[str] = field(default_factory=list)
+    # The voice name and the `xml:lang` each SSML request asked for, in order.
+    voices_received: list[str] = field(default_factory=list)
+    languages_received: list[str] = field(default_factory=list)
     formats_received: list[str] = field(default_factory=list)
     keys_received: list[str] = field(default_factory=list)
     paths_received: list[str] = field(default_factory=list)
@@ -128,6 +131,8 @@ class FakeAzureSpeech:
                 output_format = json.loads(body)["synthesis"]["audio"]["outputFormat"]
             elif path == "ssml":
                 self.ssml_received.append(body)
+                self.voices_received.append(_attribute(body, "voice", "name"))
+                self.languages_received.append(_attribute(body, "speak", "xml:lang"))
                 self.formats_received.append(output_format)
                 if self.fail_with_close:
                     await ws.close(code=1011, message=self.fail_message.encode())
@@ -180,6 +185,12 @@ class FakeAzureSpeech:
 
             self._resampled[rate] = resample_once(self.reply_pcm, self.reply_rate, rate)
         return self._resampled[rate]
+
+
+def _attribute(ssml: str, element: str, name: str) -> str:
+    """One attribute of the first `element` in an SSML document, "" when absent."""
+    found = re.search(rf"<{element}\b[^>]*\s{re.escape(name)}=(\"[^\"]*\"|'[^']*')", ssml)
+    return found.group(1)[1:-1] if found else ""
 
 
 def ssml_text(ssml: str) -> str:

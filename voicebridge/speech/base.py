@@ -24,6 +24,8 @@ class Transcript:
     no_speech_prob: float = 0.0
     # Seconds spent waiting for a free worker, included in processing_seconds (the sign of overload).
     queued_seconds: float = 0.0
+    # The language it was decoded in (Whisper's code, e.g. "hi"); "" when the engine does not say.
+    language: str = ""
 
 
 class SpeechToText(Protocol):
@@ -32,11 +34,16 @@ class SpeechToText(Protocol):
     name: str
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
         """Transcribe a whole utterance; silence and noise give an empty text.
 
-        `confirmed` says whether the turn is known to be over (False while it is a speculative guess).
+        `confirmed` says whether the turn is known to be over (False while it is a speculative guess);
+        `language` is the call's (a BCP-47 tag, "auto" to detect, "" for the engine's configured one).
         """
         ...
 
@@ -70,11 +77,24 @@ class OwnSpeechToText(SpeechToText, Closable, Protocol):
     """An STT engine built for one call: whoever built it closes it once the call is over."""
 
 
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """The voice a call speaks with: `name` an Azure voice name or a Piper model path ("": the engine's
+    configured voice), `language` the call's BCP-47 tag ("": the voice's own). Each engine uses the names
+    of its kind and speaks other names with its configured voice."""
+
+    name: str = ""
+    language: str = ""
+
+
+DEFAULT_VOICE = Voice()
+
+
 class TextToSpeech(Protocol):
     """Turns text into PCM16 mono audio at the caller's rate, a sentence (or a network chunk) at a time."""
 
     name: str
 
-    def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
+    def synthesize(self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE) -> AsyncIterator[bytes]:
         """Yield PCM16LE mono chunks at `sample_rate` as soon as each is ready."""
         ...

@@ -23,11 +23,14 @@ class Engines:
     stt_per_call: Callable[[ModelCache], OwnSpeechToText] | None = None
 
 
-def build_stt(settings: Settings, cache: ModelCache) -> SpeechToText:
-    """The STT engine named by `stt.engine` (faster-whisper today)."""
+def build_stt(
+    settings: Settings, cache: ModelCache, on_language_fallback: Callable[[str], None] | None = None
+) -> SpeechToText:
+    """The STT engine named by `stt.engine` (faster-whisper today); `on_language_fallback` is told each
+    transcription whose call language the model cannot do."""
     from voicebridge.speech.stt import WhisperSTT
 
-    return WhisperSTT(settings.stt, cache)
+    return WhisperSTT(settings.stt, cache, on_language_fallback or (lambda _language: None))
 
 
 def build_tts(

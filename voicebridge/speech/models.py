@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +14,10 @@ from voicebridge.speech.espeak_leaks import plug_espeak_leaks
 if TYPE_CHECKING:
     from faster_whisper import WhisperModel
     from piper import PiperVoice
+
+# Piper voices named per call (a business's or a language's) kept loaded at most this many, least recently
+# used dropped first: each is 60-120 MB, and the names come from outside the config.
+PIPER_VOICES_KEPT = 4
 
 
 def default_whisper_path() -> str:
@@ -37,6 +41,7 @@ class ModelCache:
         self._lock = threading.Lock()
         self._whisper: dict[tuple[str, int, int], WhisperModel] = {}
         self._piper: dict[str, PiperVoice] = {}
+        self._piper_extra: OrderedDict[str, PiperVoice] = OrderedDict()
         self.loads: Counter[str] = Counter()
 
     def whisper(self, path: str, threads: int = 1, workers: int = 2) -> WhisperModel:
@@ -75,6 +80,28 @@ class ModelCache:
                     raise SpeechEngineError(f"cannot load the Piper voice at {path}: {exc}") from exc
                 self.loads["piper"] += 1
             return self._piper[key]
+
+    def piper_voice(self, path: str) -> PiperVoice:
+        """A Piper voice named for a call: the shared one when it is loaded already, else loaded once and
+        kept among the PIPER_VOICES_KEPT most recently used."""
+        key = str(Path(path).resolve())
+        with self._lock:
+            if key in self._piper:
+                return self._piper[key]
+            if key in self._piper_extra:
+                self._piper_extra.move_to_end(key)
+                return self._piper_extra[key]
+            if not Path(path).is_file():
+                raise SpeechEngineError(f"no Piper voice at {path}")
+            try:
+                voice = load_piper_voice(key)
+            except Exception as exc:
+                raise SpeechEngineError(f"cannot load the Piper voice at {path}: {exc}") from exc
+            self.loads["piper"] += 1
+            self._piper_extra[key] = voice
+            while len(self._piper_extra) > PIPER_VOICES_KEPT:
+                self._piper_extra.popitem(last=False)
+            return voice
 
 
 def load_piper_voice(path: str) -> PiperVoice:

@@ -26,6 +26,7 @@ from voicebridge.config.schema import SttConfig
 from voicebridge.speech.base import SpeechEngineError, SttCapacity, Transcript
 from voicebridge.speech.models import ModelCache, default_whisper_path
 from voicebridge.speech.scheduler import SttScheduler, always_confirmed
+from voicebridge.speech.whisper_languages import WhisperLanguages
 
 if TYPE_CHECKING:
     from faster_whisper.vad import VadOptions
@@ -72,6 +73,7 @@ def worker_count(config: SttConfig, cores: int) -> int:
 class _Decoded(NamedTuple):
     text: str
     no_speech_prob: float
+    language: str = ""
 
 
 class WhisperSTT(SttCapacity):
@@ -79,8 +81,12 @@ class WhisperSTT(SttCapacity):
 
     name = "whisper"
 
-    def __init__(self, config: SttConfig, cache: ModelCache) -> None:
-        from faster_whisper.tokenizer import Tokenizer
+    def __init__(
+        self,
+        config: SttConfig,
+        cache: ModelCache,
+        on_language_fallback: Callable[[str], None] = lambda _language: None,
+    ) -> None:
         from faster_whisper.transcribe import get_suppressed_tokens
         from faster_whisper.vad import VadOptions, get_vad_model
 
@@ -95,16 +101,15 @@ class WhisperSTT(SttCapacity):
                 cores,
                 self.workers,
             )
-        self._model = cache.whisper(config.model_path or default_whisper_path(), config.threads, self.workers)
+        path = config.model_path or default_whisper_path()
+        self._model = cache.whisper(path, config.threads, self.workers)
         self._multilingual: bool = self._model.model.is_multilingual
-        self._tokenizer = Tokenizer(
-            self._model.hf_tokenizer,
-            self._multilingual,
-            task="transcribe",
-            language=config.language if self._multilingual else None,
+        # Raises at start-up when stt.language is one the model cannot do (an English-only model and "hi").
+        self.languages = WhisperLanguages(
+            self._model.hf_tokenizer, self._multilingual, config.language, path, on_language_fallback
         )
-        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
-        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        tokenizer = self.languages.tokenizer(self.languages.default or "en")
+        self._suppress = list(get_suppressed_tokens(tokenizer, [-1]))
         # Threshold 0.25 (Silero's default is 0.5) with silence around the clip: over 200 renders of
         # one-word answers that missed none, where 0.5 unpadded missed 35; white noise to 3000 RMS,
         # brown noise, hum, clicks, tones and DTMF still gave no speech.
@@ -130,9 +135,14 @@ class WhisperSTT(SttCapacity):
         return self._running
 
     async def transcribe(
-        self, pcm16: bytes, sample_rate: int, confirmed: Callable[[], bool] = always_confirmed
+        self,
+        pcm16: bytes,
+        sample_rate: int,
+        confirmed: Callable[[], bool] = always_confirmed,
+        language: str = "",
     ) -> Transcript:
-        """Transcribe one utterance off the event loop; silence and noise give ""."""
+        """Transcribe one utterance off the event loop in the call's language; silence and noise give ""."""
+        code = self.languages.resolve(language)  # None: detect it
         if sample_rate <= 0:
             raise SpeechEngineError(f"Whisper STT needs a positive sample rate, not {sample_rate}")
         started = time.perf_counter()
@@ -143,7 +153,7 @@ class WhisperSTT(SttCapacity):
         queued = await scheduler.acquire(confirmed)
         self._running += 1
         try:
-            work = loop.run_in_executor(self._executor, self._transcribe_blocking, pcm16, sample_rate)
+            work = loop.run_in_executor(self._executor, self._transcribe_blocking, pcm16, sample_rate, code)
         except RuntimeError as exc:  # the executor was shut down by close()
             self._running -= 1
             scheduler.release()
@@ -158,6 +168,7 @@ class WhisperSTT(SttCapacity):
             engine=self.name,
             no_speech_prob=decoded.no_speech_prob,
             queued_seconds=queued,
+            language=decoded.language,
         )
 
     def _release(self, scheduler: SttScheduler, done: asyncio.Future[_Decoded]) -> None:
@@ -166,12 +177,12 @@ class WhisperSTT(SttCapacity):
         if not done.cancelled():
             done.exception()  # retrieved here so an abandoned (cancelled) caller's error is not logged
 
-    def _transcribe_blocking(self, pcm16: bytes, sample_rate: int) -> _Decoded:
+    def _transcribe_blocking(self, pcm16: bytes, sample_rate: int, code: str | None) -> _Decoded:
         try:
             audio = pcm16_to_float32(resample_once(pcm16[: len(pcm16) & ~1], sample_rate, WHISPER_RATE))
             spans = self._speech_spans(audio)
             if not spans:
-                return _Decoded("", 1.0)
+                return _Decoded("", 1.0, code or "")
             speech_seconds = sum(span["end"] - span["start"] for span in spans) / WHISPER_RATE
             fits = self._config.window_seconds - WINDOW_MARGIN_S
             onset = spans[0]["start"]
@@ -187,10 +198,10 @@ class WhisperSTT(SttCapacity):
             if lead_in > 0:
                 audio = np.concatenate([np.zeros(lead_in, dtype=np.float32), audio])
             if len(audio) / WHISPER_RATE <= fits:
-                decoded = self._decode_window(audio, speech_seconds)
+                decoded = self._decode_window(audio, speech_seconds, code)
                 if decoded is not None:
                     return decoded
-            return self._decode_full(audio)
+            return self._decode_full(audio, code)
         except Exception as exc:
             detail = " ".join(str(exc).split()) or type(exc).__name__
             raise SpeechEngineError(f"Whisper STT failed: {detail[:300]}") from exc
@@ -209,8 +220,10 @@ class WhisperSTT(SttCapacity):
             for span in spans
         ]
 
-    def _decode_window(self, audio: np.ndarray, speech_seconds: float) -> _Decoded | None:
-        """Encode one fixed short window; None when decoding hit its length bound (a loop)."""
+    def _decode_window(self, audio: np.ndarray, speech_seconds: float, code: str | None) -> _Decoded | None:
+        """Encode one fixed short window; None when decoding hit its length bound (a loop).
+
+        `code` None: the language is detected from this window's encoding (one decoder step)."""
         from faster_whisper.transcribe import get_ctranslate2_storage
 
         frames = int(self._config.window_seconds * FRAMES_PER_SECOND)
@@ -218,19 +231,23 @@ class WhisperSTT(SttCapacity):
         padded = np.pad(audio, (0, max(0, frames * WHISPER_RATE // FRAMES_PER_SECOND - len(audio))))
         features = self._model.feature_extractor(padded)[:, :frames]
         encoded = self._model.model.encode(get_ctranslate2_storage(features[None]), to_cpu=False)
+        if code is None:
+            code = self.languages.detected(self._model.model.detect_language(encoded)[0][0][0])
+        tokenizer = self.languages.tokenizer(code)
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         budget = int(TOKENS_PER_SECOND * speech_seconds) + TOKEN_SLACK
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [prompt],
             beam_size=self._config.beam_size,
-            max_length=len(self._prompt) + budget,
+            max_length=len(prompt) + budget,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
             suppress_tokens=self._suppress,
         )[0]
-        tokens = [token for token in result.sequences_ids[0] if token < self._tokenizer.eot]
-        text = clean_text(self._tokenizer.decode(tokens))
+        tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
+        text = clean_text(tokenizer.decode(tokens))
         # A short window sometimes doubles a lone word ("Nine." -> "9 9", 1 in 5) or loops; the 30 s
         # path got those right. A genuine "bye bye" only costs the slower path.
         if len(tokens) >= budget or _repeats(text):
@@ -238,15 +255,16 @@ class WhisperSTT(SttCapacity):
         # CTranslate2 scores are length-normalised; this is faster-whisper's avg_logprob.
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
         if self._is_silence(result.no_speech_prob, avg_logprob):
-            return _Decoded("", result.no_speech_prob)
-        return _Decoded(text, result.no_speech_prob)
+            return _Decoded("", result.no_speech_prob, code)
+        return _Decoded(text, result.no_speech_prob, code)
 
-    def _decode_full(self, audio: np.ndarray) -> _Decoded:
+    def _decode_full(self, audio: np.ndarray, code: str | None) -> _Decoded:
         """faster-whisper's own 30 s-window path, for speech longer than the short window."""
-        segments, _info = self._model.transcribe(
+        segments, info = self._model.transcribe(
             audio,
             beam_size=self._config.beam_size,
-            language=self._config.language if self._multilingual else None,
+            # None detects (faster-whisper reports it as info.language); an English-only model takes none.
+            language=code if self._multilingual else None,
             condition_on_previous_text=False,
             without_timestamps=True,
             vad_filter=False,
@@ -258,7 +276,7 @@ class WhisperSTT(SttCapacity):
             worst = max(worst, segment.no_speech_prob)
             if not self._is_silence(segment.no_speech_prob, segment.avg_logprob):
                 kept.append(segment.text)
-        return _Decoded(clean_text(" ".join(kept)), worst)
+        return _Decoded(clean_text(" ".join(kept)), worst, code or info.language)
 
     def _is_silence(self, no_speech_prob: float, avg_logprob: float) -> bool:
         return no_speech_prob > self._config.no_speech_threshold and avg_logprob < LOW_LOGPROB

@@ -17,7 +17,8 @@ from xml.sax.saxutils import escape, quoteattr
 import azure.cognitiveservices.speech as speechsdk
 
 from voicebridge.config.schema import TtsConfig
-from voicebridge.speech.base import SpeechEngineError
+from voicebridge.speech.base import DEFAULT_VOICE, SpeechEngineError, Voice
+from voicebridge.speech.languages import is_azure_voice, is_piper_voice, ssml_language
 
 FORMATS = {
     8000: speechsdk.SpeechSynthesisOutputFormat.Raw8Khz16BitMonoPcm,
@@ -49,16 +50,24 @@ def _stop(live: _Live) -> None:
         synthesizer.stop_speaking_async().get()
 
 
-def build_ssml(text: str, config: TtsConfig) -> str:
-    """SSML for one utterance: voice, optional speaking style, speaking rate; the text XML-escaped."""
-    language = "-".join(config.azure_voice.split("-")[:2]) or "en-US"
+def azure_voice_name(voice: Voice, config: TtsConfig) -> str:
+    """The Azure voice for a call's `Voice`: its name when that is an Azure voice name, else azure_voice."""
+    name = voice.name
+    return name if name and not is_piper_voice(name) and is_azure_voice(name) else config.azure_voice
+
+
+def build_ssml(text: str, config: TtsConfig, voice: Voice = DEFAULT_VOICE) -> str:
+    """SSML for one utterance: the call's voice (else azure_voice) and language as `xml:lang` (else the
+    voice's locale), optional speaking style, speaking rate; the text XML-escaped."""
+    name = azure_voice_name(voice, config)
+    language = ssml_language(voice.language, name)
     body = f"<prosody rate={quoteattr(f'{round((config.rate - 1) * 100):+d}%')}>{escape(text)}</prosody>"
     if config.azure_style:
         body = f"<mstts:express-as style={quoteattr(config.azure_style)}>{body}</mstts:express-as>"
     return (
         '<speak version="1.0" xmlns="http://www.w3.org/2001/10/synthesis" '
         f'xmlns:mstts="https://www.w3.org/2001/mstts" xml:lang={quoteattr(language)}>'
-        f"<voice name={quoteattr(config.azure_voice)}>{body}</voice></speak>"
+        f"<voice name={quoteattr(name)}>{body}</voice></speak>"
     )
 
 
@@ -92,8 +101,11 @@ class AzureTTS:
             self._speech_configs[sample_rate] = speech_config
         return self._speech_configs[sample_rate]
 
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        """Yield PCM16 at `sample_rate` as the service streams it, in chunks of at least 20 ms."""
+    async def synthesize(
+        self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE
+    ) -> AsyncIterator[bytes]:
+        """Yield PCM16 at `sample_rate` as the service streams it, in chunks of at least 20 ms, in the
+        call's voice and language (the voice is named in the SSML, so one SpeechConfig serves them all)."""
         if sample_rate not in FORMATS:
             raise SpeechEngineError(f"Azure TTS cannot produce {sample_rate} Hz (8000, 16000 or 24000)")
         if not text.strip():
@@ -120,7 +132,7 @@ class AzureTTS:
                     if live.closed:  # closed before a worker was free: don't start at all
                         return
                     live.synthesizer = synthesizer
-                result = synthesizer.speak_ssml_async(build_ssml(text, self._config)).get()
+                result = synthesizer.speak_ssml_async(build_ssml(text, self._config, voice)).get()
                 if result.reason == speechsdk.ResultReason.Canceled and not live.closed:
                     details = result.cancellation_details
                     error = self._error(f"{details.reason}: {details.error_details}")

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
-from voicebridge.speech.base import Closable, SpeechEngineError, TextToSpeech
+from voicebridge.speech.base import DEFAULT_VOICE, Closable, SpeechEngineError, TextToSpeech, Voice
 
 logger = logging.getLogger("voicebridge.tts")
 
@@ -37,12 +37,15 @@ class FallbackTTS:
         # Which engines hold something to release is known now; close() need not ask them again.
         self._closable = [engine for engine in (primary, fallback) if isinstance(engine, Closable)]
 
-    async def synthesize(self, text: str, sample_rate: int) -> AsyncIterator[bytes]:
-        """Yield PCM16 from the primary, or from the fallback when the primary cannot start."""
+    async def synthesize(
+        self, text: str, sample_rate: int, voice: Voice = DEFAULT_VOICE
+    ) -> AsyncIterator[bytes]:
+        """Yield PCM16 from the primary, or from the fallback when the primary cannot start; both are given
+        the call's voice, and each speaks a name not of its kind in its configured voice."""
         if time.monotonic() >= self._primary_down_until:
             started = False
             try:
-                async with aclosing(self._primary.synthesize(text, sample_rate)) as audio:
+                async with aclosing(self._primary.synthesize(text, sample_rate, voice)) as audio:
                     async for pcm in audio:
                         started = True
                         yield pcm
@@ -61,7 +64,7 @@ class FallbackTTS:
                 self._on_fallback("error")
         else:
             self._on_fallback("cooling_down")
-        async with aclosing(self._fallback.synthesize(text, sample_rate)) as audio:
+        async with aclosing(self._fallback.synthesize(text, sample_rate, voice)) as audio:
             async for pcm in audio:
                 yield pcm
 
