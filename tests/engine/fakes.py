@@ -153,11 +153,13 @@ class FakeTTS:
 
 @dataclass
 class Answer:
-    """One scripted backend reply: deltas (and an action), an optional hold after the first, an error."""
+    """One scripted backend reply: deltas (and an action), an optional hold after the first, an error;
+    `delay_s` before the first delta (a backend slow to start answering)."""
 
     deltas: list[str | ReplyAction] | None = None
     hold: asyncio.Event | None = None
     error: str = ""
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -215,6 +217,8 @@ class FakeBackend:
         self.open_streams += 1
         self.most_open = max(self.most_open, self.open_streams)
         try:
+            if answer.delay_s:
+                await asyncio.sleep(answer.delay_s)
             for index, delta in enumerate(deltas):
                 if index == 1 and answer.hold is not None:
                     await answer.hold.wait()

@@ -42,6 +42,8 @@ TURN = {
     "min_speech_ms": 100,
     "barge_in_min_ms": 100,
     "max_utterance_s": 1.0,
+    # Off unless a test is about them (test_dead_air.py): a slow machine must not re-prompt other tests.
+    "reprompt_after_s": 0,
 }
 PROMPTS = {
     "greeting": "Hi.",
@@ -81,6 +83,7 @@ def engine_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
         "turn": dict(TURN),
         "prompts": dict(PROMPTS),
         "calls": {"overload_stt_wait_ms": 0, "overload_loop_lag_ms": 0, "overload_stt_utilisation": 0},
+        "backend": {"filler_after_ms": 0},
     }
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from pydantic import ValidationError
 
 from voicebridge.audio.levels import trim_trailing_quiet
 from voicebridge.audio.resample import resample_once
@@ -18,6 +19,7 @@ from voicebridge.audio.turn import (
     detector_ingress,
 )
 from voicebridge.call.digits import DigitCollector
+from voicebridge.call.resume import FalseInterruptions
 from voicebridge.call.sentences import SentenceSplitter, heard_text
 from voicebridge.config.schema import TurnConfig
 from voicebridge.records.provider_facts import FACTS_KEPT, ProviderFacts
@@ -184,3 +186,13 @@ def test_the_first_clause_goes_out_while_its_sentence_still_streams_in() -> None
     whole = SentenceSplitter()
     assert whole.feed("Sure thing, I have booked you in for ten tomorrow morning with Doctor Rao") == []
     assert whole.flush() == ["Sure thing, I have booked you in for ten tomorrow morning with Doctor Rao"]
+
+
+def test_backchannel_words_are_single_words_matched_without_case_or_punctuation() -> None:
+    judge = FalseInterruptions(TurnConfig(backchannel_words=["Haan", "ok"]))
+    assert judge.says_nothing("") and judge.says_nothing("Haan... OK!") and judge.says_nothing("  ")
+    assert not judge.says_nothing("ok, wait") and not judge.says_nothing("hmm")
+    with pytest.raises(ValidationError):
+        TurnConfig(backchannel_words=["uh huh"])
+    with pytest.raises(ValidationError):
+        TurnConfig(reprompt_after_s=-1)

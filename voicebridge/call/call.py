@@ -35,6 +35,7 @@ from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.profile import CallProfile
 from voicebridge.call.record import CallRecords, TeardownStep
 from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
+from voicebridge.call.reprompt import Reprompter
 from voicebridge.call.services import CallServices
 from voicebridge.call.tasks import CallTasks
 from voicebridge.records.costs import CallUsage
@@ -117,6 +118,13 @@ class Call:
         self._actions = CallActions(
             ending, services, self._replies, self._keypad.collector, close_socket, max_minutes
         )
+        self._reprompt = Reprompter(
+            services,
+            basics,
+            self._idle,
+            self._play_phrase,
+            lambda: self._tasks.spawn(self._actions.goodbye("no_input"), "no_input"),
+        )
         self._admitted = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -147,6 +155,8 @@ class Call:
             if audio := self._s.phrases.audio(greeting, self._rate):
                 self._play_phrase(greeting, audio)
             self._actions.start_time_limit()
+            if self._reprompt.enabled:
+                self._tasks.spawn(self._reprompt.run(), "reprompt")
         await self._records.started()
 
     @property
@@ -236,7 +246,7 @@ class Call:
         for event in self._detector.feed(self._ingress.process(pcm16)):
             match event:
                 case SpeechSustained() if self.state is not CallState.LISTENING:
-                    await self._barge_in()
+                    await self._barge_in(by_speech=True)
                 case PauseStarted() if self._reply is None:
                     self._answer_turn(event.pcm16, committed=False)
                 case SpeechResumed() if self._reply is not None and not self._reply.gate.is_set():
@@ -258,6 +268,7 @@ class Call:
             self._on_turn_ended(ended)
 
     def _on_turn_ended(self, event: TurnEnded) -> None:
+        self._reprompt.answered()
         self._replies.turn_ended_at = time.monotonic()
         self._replies.turn_silence_s = event.silence_ms / 1000
         if self._reply is not None and not self._reply.gate.is_set():
@@ -272,6 +283,8 @@ class Call:
         if self.ended:
             return
         self.conversation.keypress(digit)
+        self._reprompt.answered()
+        self._replies.resume.forget()  # a keypress is never a false interruption
         if self.closing:
             return  # logged, but the transfer or goodbye line is not interrupted nor answered
         if self.state is CallState.SPEAKING:
@@ -326,8 +339,9 @@ class Call:
 
     def _begin_speaking(self, reply: Reply, caller_text: str) -> None:
         """The reply's first audio goes out: the caller's turn is answered, the bot's line opens."""
-        self._s.metrics.turns_total.inc()
-        reply.line = self.conversation.answering(caller_text)
+        if reply.line is None:  # else a reply resumed after a false interruption, in the line it was cut in
+            self._s.metrics.turns_total.inc()
+            reply.line = self.conversation.answering(caller_text)
         self._pacer.new_reply()
         self.state = CallState.SPEAKING
 
@@ -354,12 +368,16 @@ class Call:
             if not self.ended:
                 self.state = CallState.LISTENING
 
-    async def _barge_in(self) -> None:
-        """The caller talked over the bot: stop the reply, drop queued audio, keep only what was heard."""
-        if self._reply is None:
+    async def _barge_in(self, by_speech: bool = False) -> None:
+        """The caller talked over the bot: stop the reply, drop queued audio, keep only what was heard.
+        Speech that turns out to say nothing resumes it (call/resume.py)."""
+        if (reply := self._reply) is None:
             return
         self._s.metrics.barge_ins.inc()
+        speaking = self.state is CallState.SPEAKING
         heard = await self._interrupt_reply(barge_in=True)
+        if by_speech and speaking:
+            self._replies.resume.interrupted(reply, heard)
         self.log.info("barge-in after %.2fs of the reply", heard)
 
     async def _interrupt_reply(self, barge_in: bool = False) -> float:
@@ -383,6 +401,11 @@ class Call:
         if reply.task is not None and reply.task is not asyncio.current_task():
             reply.task.cancel()
             await asyncio.gather(reply.task, return_exceptions=True)
+
+    def _idle(self) -> bool:
+        """Listening with nothing under way: no reply, no caller speech, no way out (call/reprompt.py)."""
+        listening = self.state is CallState.LISTENING and self._reply is None
+        return listening and not self._detector.in_utterance and not self.closing
 
     def _on_first_frame(self) -> None:
         if self.state is CallState.SPEAKING and self._reply is not None:

@@ -85,6 +85,24 @@ class Conversation:
         if barge_in:
             self.entries.append({"role": "bot", "heard": said, "at": time.time(), "barge_in": True})
 
+    def note_filler(self, line: Entry, filler: str) -> None:
+        """The filler line played before this line's words: the record says so; history never has it."""
+        line["filler"] = filler
+
+    def resumed(self, line: Entry, words: str) -> None:
+        """The caller's barge-in on `line` said nothing (`words`: none, or only back-channel words) and the
+        line goes on from the sentence it was cut in: it is no longer cut short. Its barge-in note goes, or
+        the record would fold it back in as `heard`; the line keeps what the caller said over it instead."""
+        at = next((index for index, entry in enumerate(self.entries) if entry is line), None)
+        if at is None:
+            return
+        for index in range(len(self.entries) - 1, at, -1):
+            if self.entries[index].get("barge_in"):
+                del self.entries[index]
+                break
+        line.pop("heard", None)
+        line.setdefault("false_interruptions", []).append(words)
+
     def shelve(self, words: str, transcription: asyncio.Future[Transcript] | None) -> None:
         """A finished turn cut off before its answer started playing is not lost: its words (or, while
         still being transcribed, their transcription) prefix the caller's next turn."""

@@ -100,6 +100,15 @@ class OutboundPacer:
             self._enqueue(chunk)
         self._queue.put_nowait(_Mark(mark_name))
 
+    def flush(self) -> float:
+        """Queue the held partial chunk now, zero-padded, with no mark: a line that must be heard before the
+        rest of its reply exists (the filler). Returns the seconds of padding added."""
+        held = self._chunker.buffered_bytes
+        chunks = self._chunker.flush()
+        for chunk in chunks:
+            self._enqueue(chunk)
+        return (sum(len(chunk) for chunk in chunks) - held) / 2 / self._rate
+
     def _enqueue(self, chunk: bytes) -> None:
         self._queued_bytes += len(chunk)
         self._queue.put_nowait(_Audio(chunk))

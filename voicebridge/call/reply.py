@@ -13,14 +13,17 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from voicebridge.audio.turn import DETECTOR_RATE
 from voicebridge.backends.base import BackendError, ReplyAction
 from voicebridge.call.basics import CallBasics
-from voicebridge.call.conversation import UNRECOGNISED, Conversation, Entry
+from voicebridge.call.conversation import UNRECOGNISED
+from voicebridge.call.filler import Filler
 from voicebridge.call.pacer import OutboundPacer
+from voicebridge.call.reply_state import Reply
+from voicebridge.call.resume import FalseInterruptions, Interrupted, remainder
 from voicebridge.call.sentences import SentenceSplitter
 from voicebridge.call.services import CallServices
 from voicebridge.speech.base import SpeechEngineError, Transcript
@@ -32,45 +35,6 @@ MARK_GRACE_S = 1.5
 def mark_name(kind: str) -> str:
     """A mark name no one can guess: only the provider's echo of the mark we sent can match it."""
     return f"{kind}-{secrets.token_hex(16)}"
-
-
-@dataclass(slots=True)
-class Reply:
-    """The reply task of one turn and what is known of what it said."""
-
-    # Set by the call right after the reply is built; None only until then.
-    task: asyncio.Task[None] | None
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    played: asyncio.Event = field(default_factory=asyncio.Event)
-    sentences: list[tuple[str, float]] = field(default_factory=list)
-    mark: str = ""
-    caller_text: str = ""
-    action: ReplyAction | None = None
-    # This reply's bot line in the conversation, once it plays.
-    line: Entry | None = None
-    transcription: asyncio.Future[Transcript] | None = None
-
-    def shelve(self, conversation: Conversation) -> None:
-        """A finished turn whose answer has not started playing keeps its words for the caller's next turn;
-        not a guess the caller spoke on from (it is re-transcribed whole), nor a reply already heard."""
-        if self.gate.is_set() and self.line is None:
-            conversation.shelve(self.caller_text, self.transcription)
-
-    def settle(self, conversation: Conversation, heard_seconds: float | None) -> None:
-        """The call ended: what was said stays said. The line being played keeps what was heard (when it
-        was playing: `heard_seconds`); the words of a turn not yet answered (even a guess, since the call's
-        end ends the turn) stay, transcribed or still being."""
-        if heard_seconds is not None:
-            self.keep_heard(conversation, heard_seconds, barge_in=False)
-        self.gate.set()  # no one speaks on after the end: a speculative turn is the caller's last
-        self.shelve(conversation)
-        # Whoever waits for this reply to be heard (a transfer or goodbye line) stops waiting now.
-        self.played.set()
-
-    def keep_heard(self, conversation: Conversation, heard_seconds: float, barge_in: bool) -> None:
-        """Cut short: the reply's line keeps what the caller heard of it."""
-        if self.line is not None:
-            conversation.keep_heard(self.line, self.sentences, heard_seconds, barge_in)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +71,9 @@ class ReplyPipeline:
         self._log = host.basics.log
         self._loop = asyncio.get_running_loop()
         self._backend_failures = 0
+        self._filler = Filler(services, host.basics, pacer, self.start_speaking, host.ended)
+        # The reply the caller's speech last cut, until the turn that cut it says something or nothing.
+        self.resume = FalseInterruptions(services.settings.turn)
         # When the last turn ended (monotonic), for the latency stages measured from it; 0 once measured.
         self.turn_ended_at = 0.0
         # The pause that ended it: the caller waited through it too.
@@ -144,7 +111,9 @@ class ReplyPipeline:
         self._s.load.observe_stt_work(max(0.0, transcript.processing_seconds - transcript.queued_seconds))
         if not reply.gate.is_set():
             self._host.guessed(reply, transcript.text)
-        if not self._s.backend.speculative_safe or not transcript.text:
+        # Words that may be a false interruption are judged only once the turn is known to be over.
+        maybe_false = self.resume.pending and self.resume.says_nothing(transcript.text)
+        if not self._s.backend.speculative_safe or not transcript.text or maybe_false:
             await reply.gate.wait()
         if reply.gate.is_set():
             self._s.metrics.stage_latency.labels(stage="eot_to_stt_done").observe(
@@ -152,6 +121,11 @@ class ReplyPipeline:
             )
         await self._conversation.take_carried()
         text = f"{self._conversation.unanswered} {transcript.text}".strip()
+        # Taken here, gate open or real words: the turn after a barge-in resumes or drops the cut reply.
+        cut = self.resume.take()
+        if cut is not None and not self._conversation.unanswered and self.resume.says_nothing(text):
+            await self._resume(reply, cut, transcript.text)
+            return
         if not text:
             self._log.info("turn had no words (%.1fs of audio)", transcript.audio_seconds)
             self.turn_ended_at = 0.0
@@ -171,7 +145,26 @@ class ReplyPipeline:
         may cancel that task before it does, and the cost record has always counted the entry."""
         self._usage.ai_requests += 1
         digits = self._s.backend.digits(self._host.basics.info, entry, self._conversation.history())
-        return self._answer(reply, f"[keypad] {entry}", digits)
+        return self._answer(reply, f"[keypad] {entry}", digits, time.monotonic())
+
+    async def _resume(self, reply: Reply, cut: Interrupted, words: str) -> None:
+        """The barge-in said nothing: the cut reply goes on in its line, from the sentence it was cut in."""
+        self._s.metrics.false_interruptions.inc()
+        self.turn_ended_at = 0.0  # no caller turn is answered: no voice-to-voice sample
+        before, rest = remainder(cut)
+        self._log.info("false interruption (%r): resuming %d sentence(s)", words, len(rest))
+        if not rest or cut.reply.line is None:  # it had all been heard
+            self._host.played(reply)
+            return
+        reply.line, reply.before, reply.action = cut.reply.line, before, cut.reply.action
+        self._conversation.resumed(reply.line, words)
+        await self._answer(reply, "", _say_again(rest), None)
+
+    def start_speaking(self, reply: Reply, caller_text: str) -> None:
+        """The reply's first audio (or its filler) goes out; once per reply."""
+        if not reply.started:
+            reply.started = True
+            self._host.begin_speaking(reply, caller_text)
 
     def _count_transcription(self, transcription: asyncio.Future[Transcript]) -> None:
         if not transcription.cancelled() and transcription.exception() is None:
@@ -182,14 +175,16 @@ class ReplyPipeline:
         reply: Reply,
         caller_text: str,
         deltas: AsyncGenerator[str | ReplyAction, None],
-        started: float | None = None,
+        started: float | None,
     ) -> None:
-        """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out."""
+        """Speak the backend's reply sentence by sentence; only after the gate opens does anything go out.
+        `started`: when the backend was asked (None: no backend, a resumed reply)."""
+        filler = self._filler.arm(reply, caller_text)
         try:
             # Closed here, by this task, when the reply ends or is cancelled (barge-in, hangup): the
             # backend's response stream is released at once, not whenever the garbage collector gets to it.
             async with aclosing(deltas):
-                await self._speak_reply(reply, caller_text, deltas, started or time.monotonic())
+                await self._speak_reply(reply, caller_text, deltas, started)
             self._backend_failures = 0
         except BackendError as exc:
             self._backend_failures += 1
@@ -205,14 +200,17 @@ class ReplyPipeline:
             self._s.metrics.errors.labels(kind="tts").inc()
             self._log.warning("speech synthesis failed: %s", exc)
             await self._apologise(reply, caller_text)
+        finally:
+            if filler is not None:
+                filler.cancel()
         await self._finish_reply(reply)
 
     async def _apologise(self, reply: Reply, caller_text: str) -> None:
         """Say prompts.apology as (the rest of) this reply; the call goes on listening afterwards."""
         apology = self._s.phrases.audio("apology", self._rate)
         await reply.gate.wait()
-        if reply.line is None:  # nothing of the reply played yet
-            self._host.begin_speaking(reply, caller_text)
+        self.start_speaking(reply, caller_text)
+        reply.unspoken.clear()  # the apology stands in for them: a resumed reply does not say them
         if apology:
             self._pacer.play(apology)
             text = self._s.phrases.text("apology")
@@ -221,19 +219,19 @@ class ReplyPipeline:
             self._usage.tts_seconds += len(apology) / 2 / self._rate
 
     async def _speak_reply(
-        self, reply: Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float
+        self, reply: Reply, caller_text: str, deltas: AsyncIterator[str | ReplyAction], started: float | None
     ) -> None:
         first_sentence = first_audio = True
         async with aclosing(self._sentences(deltas, SentenceSplitter(), reply)) as batches:
             async for sentences in batches:
-                if first_sentence:
+                if first_sentence and started is not None:
                     self._s.metrics.stage_latency.labels(stage="backend").observe(time.monotonic() - started)
                     first_sentence = False
+                reply.unspoken.extend(sentences)
                 for sentence in sentences:
                     first_audio = await self._speak_sentence(reply, caller_text, sentence, first_audio)
         await reply.gate.wait()
-        if first_audio:  # the backend said nothing
-            self._host.begin_speaking(reply, caller_text)
+        self.start_speaking(reply, caller_text)  # when the backend said nothing
 
     async def _speak_sentence(self, reply: Reply, caller_text: str, sentence: str, first_audio: bool) -> bool:
         """Synthesise one sentence into the pacer; returns whether the reply is still to start speaking."""
@@ -247,17 +245,20 @@ class ReplyPipeline:
                     )
                     # Everything up to here may have run speculatively; nothing goes out before this.
                     await reply.gate.wait()
-                    self._host.begin_speaking(reply, caller_text)
+                    self.start_speaking(reply, caller_text)
                     first_audio = False
                 await self._pacer.wait_below(self._s.settings.limits.max_pending_audio_s)
                 self._pacer.play(pcm)
                 if not sentence_seconds:
                     reply.sentences.append((sentence, 0.0))
+                    _said(reply, sentence)
                 sentence_seconds += len(pcm) / 2 / self._rate
                 # The line grows as audio is queued, so an interruption knows what was heard.
                 reply.sentences[-1] = (sentence, sentence_seconds)
                 self._extend_line(reply)
         self._usage.tts_seconds += sentence_seconds
+        if not sentence_seconds:
+            _said(reply, sentence)  # no audio for it: nothing to say again either
         return first_audio
 
     async def _sentences(
@@ -267,6 +268,7 @@ class ReplyPipeline:
             if isinstance(delta, ReplyAction):
                 reply.action = delta
                 continue
+            reply.first_text = reply.first_text or bool(delta.strip())
             if done := splitter.feed(delta):
                 yield done
         if rest := splitter.flush():
@@ -274,7 +276,7 @@ class ReplyPipeline:
 
     def _extend_line(self, reply: Reply) -> None:
         if reply.line is not None:
-            self._conversation.extend_line(reply.line, reply.sentences)
+            self._conversation.extend_line(reply.line, reply.spoken())
 
     async def _finish_reply(self, reply: Reply) -> None:
         reply.mark = mark_name("reply")
@@ -291,6 +293,8 @@ class ReplyPipeline:
             task=None, sentences=[(text, len(pcm) / 2 / self._rate)], mark=mark_name(name.split(":")[0])
         )
         reply.gate.set()
+        reply.started = True
+        self.resume.forget()  # the phrase is said instead: a cut reply is not resumed after it
         self._pacer.new_reply()
         self._pacer.play(pcm)
         self._usage.tts_seconds += len(pcm) / 2 / self._rate
@@ -317,3 +321,14 @@ class ReplyPipeline:
                 time.monotonic() - self.turn_ended_at + self.turn_silence_s
             )
             self.turn_ended_at = 0.0
+
+
+def _said(reply: Reply, sentence: str) -> None:
+    """`sentence` is queued as audio (or has none): it is no longer unspoken."""
+    if reply.unspoken and reply.unspoken[0] == sentence:
+        reply.unspoken.pop(0)
+
+
+async def _say_again(sentences: list[str]) -> AsyncGenerator[str | ReplyAction, None]:
+    """A cut reply's remaining text, as a backend's reply stream (re-split into sentences as it was)."""
+    yield " ".join(sentences)

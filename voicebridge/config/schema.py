@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicebridge.config import paths
@@ -26,6 +26,8 @@ from voicebridge.config.section import (
 )
 
 ENV_PREFIX = "VOICEBRIDGE_"
+# What a caller says over the bot to show they listen, in English and the Hindi heard on Indian lines.
+DEFAULT_BACKCHANNEL_WORDS = tuple("hmm hm mm mhm uh huh um haan ok okay yeah right".split())
 
 
 class ServerConfig(Section):
@@ -139,6 +141,10 @@ class BackendConfig(Section):
     # Attempts, the first included, for requests safe to repeat (reads, the budget check); a caller
     # message is sent once.
     retries: int = Field(3, ge=1, le=10)
+    # No dead air while the backend thinks: a turn whose backend has yielded no text this long after the
+    # turn ended (or after the request, for a turn answered only once it ended) hears prompts.filler once,
+    # then the reply. 0 turns it off.
+    filler_after_ms: int = Field(1200, ge=0, le=60_000)
 
     @model_validator(mode="after")
     def _url_fits_kind(self) -> BackendConfig:
@@ -170,6 +176,24 @@ class TurnConfig(Section):
     end_of_turn: Literal["fixed", "adaptive"] = "fixed"
     complete_turn_ms: int = Field(250, ge=100, le=5000)
     incomplete_turn_ms: int = Field(1000, ge=100, le=5000)
+    # No dead air: after this many seconds of the caller's silence while the call listens (nothing
+    # playing, no reply pending, no speech in progress) the bot says prompts.reprompt; after max_reprompts
+    # of them unanswered it says goodbye and the call ends `no_input`. 0 turns it off.
+    reprompt_after_s: float = Field(7.0, ge=0, le=600)
+    max_reprompts: int = Field(2, ge=0, le=20)
+    # A barge-in whose words are none, or only these (case and punctuation aside), was no interruption:
+    # the cut reply resumes from the sentence it was cut in (call/resume.py).
+    backchannel_words: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BACKCHANNEL_WORDS), max_length=200
+    )
+
+    @field_validator("backchannel_words")
+    @classmethod
+    def _words_are_words(cls, words: list[str]) -> list[str]:
+        kept = [word.strip().lower() for word in words]
+        if any(not word or len(word) > 40 or len(word.split()) != 1 for word in kept):
+            raise ValueError("turn.backchannel_words must be single words of 1-40 characters")
+        return kept
 
     @model_validator(mode="after")
     def _adaptive_needs_a_guess(self) -> TurnConfig:
@@ -188,6 +212,10 @@ class PromptsConfig(Section):
     goodbye: str = "Thank you for calling. Goodbye."
     transfer: str = "Please hold while I transfer your call."
     apology: str = "Sorry, I could not get an answer just now. Could you say that again?"
+    # Said after turn.reprompt_after_s of the caller's silence.
+    reprompt: str = "Are you still there?"
+    # Said once in a turn whose backend has not answered after backend.filler_after_ms.
+    filler: str = "One moment, please."
 
 
 class CallsConfig(Section):

@@ -38,6 +38,12 @@ class Metrics:
         )
         self.turns_total = counter("voicebridge_turns_total", "Caller turns answered")
         self.barge_ins = counter("voicebridge_barge_ins_total", "Replies interrupted by the caller")
+        self.false_interruptions = counter(
+            "voicebridge_false_interruptions_total",
+            "Barge-ins with no words or only back-channel words: the cut reply resumed",
+        )
+        self.reprompts = counter("voicebridge_reprompts_total", "Re-prompts said to a silent caller")
+        self.fillers = counter("voicebridge_fillers_total", "Filler lines said while the backend thought")
         self.speculation = counter(
             "voicebridge_speculative_transcriptions_total",
             "Transcriptions started during the end-of-turn pause, by fate (used, discarded)",
