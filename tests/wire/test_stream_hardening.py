@@ -302,6 +302,29 @@ async def test_a_websocket_that_never_starts_is_closed(wire: DaemonProcess) -> N
     assert await counter(wire, "voicebridge_calls_rejected_total", reason="no_start") == before + 1
 
 
+async def test_a_websocket_key_that_is_not_base64_is_a_counted_400(wire: DaemonProcess) -> None:
+    # aiohttp base64-decodes Sec-WebSocket-Key in ws.prepare(): a non-ASCII key raised UnicodeEncodeError
+    # there, an unauthenticated 500 with aiohttp's full traceback in the log (issue 14, item 19's class).
+    before = await counter(
+        wire, "voicebridge_http_rejections_total", surface="stream", reason="bad_websocket_key"
+    )
+    for key in (b"\xff", b"not base64 at all", b"AAAA"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", wire.port)
+        writer.write(
+            b"GET /ws/stream/CA-badkey HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        async with asyncio.timeout(10):
+            status = await reader.readline()
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 400"), (key, status)
+    after = await counter(
+        wire, "voicebridge_http_rejections_total", surface="stream", reason="bad_websocket_key"
+    )
+    assert after == before + 3
+    assert "Traceback" not in wire.log()
+
+
 async def _trickle(port: int, request: bytes, pause: float, at_once: bytes = b"") -> bytes:
     """Send `at_once`, then `request` a byte at a time until the server answers or closes; return what it
     answered. Reading as we go: a reset caused by writing after its close would discard the answer."""

@@ -16,6 +16,9 @@ from voicebridge.telephony.sids import is_valid_sid
 logger = logging.getLogger("voicebridge.stream")
 
 SUPPORTED_RATES = (8000, 16000, 24000)
+# RFC 6455 4.1: the key is 16 random bytes, base64-encoded (24 ASCII characters). aiohttp decodes it inside
+# ws.prepare(), where a non-ASCII key raises UnicodeEncodeError: a 500 with its traceback, before any check.
+WEBSOCKET_KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
@@ -32,6 +35,11 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         request.app[METRICS].calls_rejected.labels(reason="bad_sample_rate").inc()
         logger.warning("refusing a stream URL: %s", exc)
         raise web.HTTPBadRequest(text=str(exc)) from None
+    key = request.headers.get("Sec-WebSocket-Key")
+    if key is not None and not WEBSOCKET_KEY.fullmatch(key):
+        request.app[METRICS].http_rejections.labels(surface="stream", reason="bad_websocket_key").inc()
+        logger.warning("refusing a stream upgrade with a malformed Sec-WebSocket-Key %r", key[:40])
+        raise web.HTTPBadRequest(text="malformed Sec-WebSocket-Key\n")
     limits = request.app[SETTINGS].limits
     # Pings find a dead peer while the line is quiet (aiohttp pings only after `heartbeat` s without a
     # message, and cuts a peer whose pong is not back within half of it).
