@@ -33,6 +33,8 @@ class CallInfo:
     context: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     # The called business's system prompt for this call ("": the backend's configured one; openai only).
     system_prompt: str = ""
+    # "outbound" for a call the daemon placed (voicebridge/outbound/), answered by the person called.
+    direction: Literal["inbound", "outbound"] = "inbound"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Calls the daemon places: dialling one number (dialer.py), and what a campaign needs from it."""
