@@ -1,6 +1,7 @@
 """A call's context over the wire (issue 16, item 1): an Exotel call whose stream URL carries
 `?order_id=A17&lang=hi` reaches the node backend with `context.order_id == "A17"` on its message,
-`calls show` lists the context while the call is live and after it ended, and the records carry it.
+`calls show` lists the context while the call is live and after it ended, and the records and the signed
+post-call report carry it.
 
 Real processes: `voicebridge serve`, the CLI, a simulated Exotel caller; the business API is the
 in-process fake (tests/fakes/node_api.py)."""
@@ -22,12 +23,14 @@ import aiohttp
 import pytest
 
 from tests.fakes.node_api import FakeNodeApi
+from tests.fakes.report_receiver import ReportReceiver, documented_python_verifier
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
 
 pytestmark = pytest.mark.e2e
 
 CALL_SID = "CA-context-1"
+REPORT_SECRET = "context-report-secret-0123"
 
 
 def calls_show(daemon: DaemonProcess, call_sid: str) -> dict[str, Any]:
@@ -70,10 +73,11 @@ def records_of(backend: FakeNodeApi, call_sid: str) -> dict[str, dict[str, Any]]
 async def test_an_exotel_url_query_becomes_the_call_context_end_to_end(
     tmp_path: Path, speak: Callable[[str, int], bytes]
 ) -> None:
-    async with FakeNodeApi(api_key="k") as backend:
+    async with FakeNodeApi(api_key="k") as backend, ReportReceiver() as receiver:
         overrides: dict[str, dict[str, Any]] = {
             "prompts": {"greeting": "Hello."},
             "backend": {"kind": "node", "url": backend.url, "api_key": "k"},
+            "report": {"url": receiver.url, "secret": REPORT_SECRET},
             "outbox": {"retry_base_s": 0.2, "retry_cap_s": 1.0},
         }
         # start_daemon polls synchronously: in a thread, so this loop keeps serving the fake.
@@ -107,6 +111,21 @@ async def test_an_exotel_url_query_becomes_the_call_context_end_to_end(
             assert records["event:started"]["context"] == expected
             assert records["event:ended"]["context"] == expected
             assert records["conversation"]["context"] == expected
+
+            deadline = time.monotonic() + 30
+            while not receiver.delivered():
+                assert time.monotonic() < deadline, daemon.log()
+                await asyncio.sleep(0.2)
+            (report,) = receiver.delivered()
+            verify = documented_python_verifier()
+            assert verify(
+                REPORT_SECRET,
+                report.headers["X-Voicebridge-Timestamp"],
+                report.headers["X-Voicebridge-Signature"],
+                report.body,
+            )
+            payload = json.loads(report.body)
+            assert payload["call_sid"] == CALL_SID and payload["context"] == expected
 
             ended = await asyncio.to_thread(calls_show, daemon, CALL_SID)
             assert ended["state"] == "ended" and ended["context"] == expected
