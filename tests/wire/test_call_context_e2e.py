@@ -136,3 +136,39 @@ async def test_an_exotel_url_query_becomes_the_call_context_end_to_end(
             assert 'context={"campaign": "diwali", "lang": "hi", "order_id": "A17"}' in log
         finally:
             daemon.terminate()
+
+
+async def test_an_exotel_dynamic_url_hands_its_own_query_on_as_the_call_context(tmp_path: Path) -> None:
+    """A dynamic Voicebot URL (`…/webhooks/exotel/incoming?order_id=A17&lang=hi`): Exotel's GET adds its
+    call fields to that query; the stream URL we answer carries the business's parameters and none of
+    Exotel's, so the call's context is the same as with a static URL."""
+    daemon = await asyncio.to_thread(start_daemon, tmp_path, {"prompts": {"greeting": "Hello."}})
+    try:
+        query = {
+            "CallSid": "CA-dynamic-1",
+            "CallFrom": "09800000001",
+            "CallTo": "08047491899",
+            "Direction": "incoming",
+            "CustomField": "exotel-own",
+            "order_id": "A17",
+            "lang": "hi",
+            "bad key": "x",
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{daemon.http}/webhooks/exotel/incoming", params=query) as response,
+        ):
+            assert response.status == 200, await response.text()
+            url = (await response.json())["url"]
+        assert "order_id=A17" in url and "lang=hi" in url
+        assert "CallFrom" not in url and "CustomField" not in url and "bad" not in url
+        async with SimulatedCaller(url, call_sid="CA-dynamic-1") as caller:
+            await caller.listen_until_mark(timeout=30)
+            live = await asyncio.to_thread(calls_show, daemon, "CA-dynamic-1")
+            assert live["context"] == {"order_id": "A17", "lang": "hi"}
+            await caller.stop()
+        assert await metric(daemon.http, r'voicebridge_context_dropped_total\{reason="bad_key"\}') == 1
+        log = daemon.log()
+        assert '"bad key" (bad_key)' in log and "Traceback" not in log
+    finally:
+        daemon.terminate()

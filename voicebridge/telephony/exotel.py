@@ -25,7 +25,7 @@ from voicebridge.server.bodies import BadInput, request_fields
 from voicebridge.server.keys import GATE, METRICS, REGISTRY
 from voicebridge.telephony.auth import AuthFailure, check_basic, check_ip, check_token
 from voicebridge.telephony.base import StreamTranslator, Translator
-from voicebridge.telephony.context import call_context
+from voicebridge.telephony.context import call_context, first_values
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS
 from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
@@ -37,6 +37,17 @@ logger = logging.getLogger("voicebridge.webhooks")
 EXOTEL_RATES = (8000, 16000, 24000)
 # The stream URL's query parameters that are the daemon's own, never the call's context.
 EXOTEL_OWN_PARAMETERS = frozenset({"sample-rate"})
+# What Exotel itself puts in the query of a dynamic URL request (its documented call fields, lower-cased):
+# the rest of the query is what the business wrote on the URL in its flow (`…/incoming?order_id=A17`),
+# which is handed on in the stream URL and so becomes the call's context like a static URL's query.
+EXOTEL_CALL_FIELDS = frozenset(
+    name.lower()
+    for name in (
+        "CallSid CallFrom CallTo From To Direction Created DialCallDuration DialCallStatus StartTime "
+        "CurrentTime EndTime CallType digits RecordingUrl DialWhomNumber CustomField flow_id tenant_id "
+        "ForwardedFrom ProcessStatus OutgoingPhoneNumber AccountSid CallStatus"
+    ).split()
+)
 
 
 class ExotelTranslator(StreamTranslator):
@@ -167,8 +178,29 @@ async def exotel_incoming(request: web.Request) -> web.Response:
         )
     )
     query = {"sample-rate": fields["sample-rate"]} if "sample-rate" in fields else {}
+    query.update(flow_parameters(request))
     count_webhook(request, "exotel_incoming", "ok")
     return web.json_response({"url": stream_url(request, base, call_sid, query)})
+
+
+def flow_parameters(request: web.Request) -> dict[str, str]:
+    """The business's own parameters on the dynamic URL, bounded as a context is; a parameter that could
+    not be context is left out here, counted and named in one log line (its value never)."""
+    written = {
+        key: value
+        for key, value in first_values(request.query.items()).items()
+        if key.lower() not in EXOTEL_CALL_FIELDS
+    }
+    context, dropped = call_context((written,), own=EXOTEL_OWN_PARAMETERS | {"token"})
+    if dropped:
+        metrics = request.app[METRICS]
+        for reason, _ in dropped:
+            metrics.context_dropped.labels(reason=reason).inc()
+        logger.warning(
+            "exotel dynamic URL: parameters left out of the call's context: %s",
+            ", ".join(f"{key} ({reason})" for reason, key in dropped),
+        )
+    return dict(context)
 
 
 async def exotel_passthru(request: web.Request) -> web.Response:
