@@ -4,6 +4,7 @@ conversation keeps the bot's line as the caller heard it."""
 
 from __future__ import annotations
 
+from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import TTS_SECONDS_PER_CHAR, FakeBackend, FakeSTT, FakeTTS, tts_pcm
 from tests.engine.harness import RATE, Engine, quiet, voice
 
@@ -119,3 +120,26 @@ async def test_a_second_false_interruption_in_the_resumed_reply_resumes_again(
     await engine.call.finish("completed")
     line = (await engine.records())["conversation"]["turns"][-1]
     assert line["heard"] == FULL and line["false_interruptions"] == ["", "mm"]
+
+
+async def test_a_reply_cut_before_its_last_sentence_was_split_off_resumes_with_it(
+    open_engine: OpenEngine, backend: FakeBackend, stt: FakeSTT, tts: FakeTTS
+) -> None:
+    """The whole reply came in one delta, but its last sentence was still in the splitter (it is split off
+    only when the stream ends, and the stream is read only as the pacer has room): the resumed reply
+    says it too. Found over the wire with Piper, where the third sentence was lost."""
+    long_sentences = [f"{word} " * 60 + "end." for word in ("alpha", "bravo", "charlie")]  # ~1.4 s each
+    engine = await open_engine({"limits": {"max_pending_audio_s": 1.0}})
+    await engine.listening()
+    stt.hear("tell me everything")
+    backend.answer(" ".join(long_sentences))
+    await engine.say()
+    await engine.until(lambda: engine.call.state == "speaking", "the reply playing")
+    await engine.until(lambda: engine.heard_seconds() >= 0.1, "the reply heard")
+    assert len(tts.spoken) < 3  # the pacer is full: the last sentence waits in the splitter
+    stt.hear("")
+    await noise(engine)
+    await engine.listening()
+    assert engine.metric("voicebridge_false_interruptions_total") == 1
+    assert tts.spoken[-3:] == long_sentences  # resumed from the first, and the last is not lost
+    assert engine.history[-1] == ("bot", " ".join(long_sentences))

@@ -42,6 +42,7 @@ class FakeNodeApi:
     stream: bool = True  # answer NDJSON when the request accepts it
     end_stream: bool = True  # send the final {"done": true} line
     delay: float = 0.0  # before answering anything
+    reply_delay: float = 0.0  # before answering a message (a slow model), after everything else
     gate: asyncio.Event | None = None  # when set, the stream waits for it before its second line
     statuses: list[int] = field(default_factory=list)
     record_status: int = 200
@@ -118,6 +119,7 @@ class FakeNodeApi:
         return web.json_response(self.budget)
 
     async def _message(self, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(self.reply_delay)
         if not (self.stream and NDJSON in request.headers.get("Accept", "")):
             return web.json_response({"reply": "".join(self.deltas), "action": self.action})
         response = web.StreamResponse(headers={"Content-Type": NDJSON})

@@ -269,8 +269,11 @@ class ReplyPipeline:
                 reply.action = delta
                 continue
             reply.first_text = reply.first_text or bool(delta.strip())
-            if done := splitter.feed(delta):
+            done = splitter.feed(delta)
+            reply.unsplit = splitter.pending
+            if done:
                 yield done
+        reply.unsplit = ""
         if rest := splitter.flush():
             yield rest
 

@@ -33,6 +33,9 @@ class Reply:
     first_text: bool = False
     # Sentences received but not yet queued as audio, in order (a resumed reply says them too).
     unspoken: list[str] = field(default_factory=list)
+    # Text received after them that is not yet a whole sentence: the splitter keeps the last sentence
+    # until the backend's stream ends, and the stream is read only as the pacer has room.
+    unsplit: str = ""
     # The line's sentences heard in full before this reply's audio (a reply resumed after a false
     # interruption goes on from them), and the seconds of audio before its own words (the filler).
     before: list[tuple[str, float]] = field(default_factory=list)

@@ -8,8 +8,8 @@ transcribed as any turn is: when it is confirmed over and its words are none or 
 the reply pipeline speaks the kept remainder (call/reply.py) and its line in the conversation goes on
 (conversation.py: `resumed`). Real words drop what was kept, and the backend answers them as before.
 
-Only the text the reply had received by the cut can be resumed: its backend stream was closed then, so
-what it had not yet sent is not asked for again.
+Only the text the reply had received by the cut can be resumed (including a last sentence the splitter
+still held): its backend stream was closed then, so what it had not yet sent is not asked for again.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def remainder(cut: Interrupted) -> tuple[list[tuple[str, float]], list[str]]:
         elapsed += seconds
         whole += 1
     rest = [text for text, _ in reply.sentences[whole:]] + list(reply.unspoken)
+    if reply.unsplit:
+        rest.append(reply.unsplit)
     return [*reply.before, *reply.sentences[:whole]], rest
 
 

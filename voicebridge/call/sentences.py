@@ -39,6 +39,11 @@ class SentenceSplitter:
             self._first = not done
         return done
 
+    @property
+    def pending(self) -> str:
+        """Text received that is not yet a whole sentence (the last one, until the reply ends)."""
+        return self._buffer.strip()
+
     def flush(self) -> list[str]:
         """Whatever is left once the reply is complete."""
         rest, self._buffer = self._buffer.strip(), ""
