@@ -115,6 +115,10 @@ class TurnDetector:
         """True while an utterance is open (speech started and the turn has not ended)."""
         return self._in_utterance
 
+    def open_utterance_audio(self) -> bytes | None:
+        """The open utterance's audio so far (for a transcription while it goes on); None when none is."""
+        return self._utterance_audio() if self._in_utterance else None
+
     def feed(self, pcm16: bytes) -> list[TurnEvent]:
         """Consume audio at 16 kHz; return the events it caused, in order."""
         data = self._pending + pcm16

@@ -31,6 +31,7 @@ from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
 from voicebridge.call.endpointing import judge_pause, pause_limit_ms
+from voicebridge.call.overlap import WordsBeforeBargeIn
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.profile import CallProfile
 from voicebridge.call.record import CallRecords, TeardownStep
@@ -124,6 +125,13 @@ class Call:
             self._idle,
             self._play_phrase,
             lambda: self._tasks.spawn(self._actions.goodbye("no_input"), "no_input"),
+        )
+        self._overlap = WordsBeforeBargeIn(
+            services,
+            basics,
+            self._detector.open_utterance_audio,
+            partial(self._barge_in, by_speech=True),
+            self._tasks.spawn,
         )
         self._admitted = False
 
@@ -245,6 +253,8 @@ class Call:
             return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
         for event in self._detector.feed(self._ingress.process(pcm16)):
             match event:
+                case SpeechSustained() if self.state is CallState.SPEAKING and self._overlap.enabled:
+                    self._overlap.watch()  # its words decide (call/overlap.py)
                 case SpeechSustained() if self.state is not CallState.LISTENING:
                     await self._barge_in(by_speech=True)
                 case PauseStarted() if self._reply is None:
@@ -276,6 +286,8 @@ class Call:
             self._commit()
         elif self._reply is None:
             self._answer_turn(event.pcm16, committed=True)
+        elif self._overlap.watching:
+            self._overlap.turn_ended(event.pcm16, partial(self._answer_turn, event.pcm16, committed=True))
         # Otherwise the bot is talking and this short turn never reached barge-in length: a backchannel.
 
     async def on_dtmf(self, digit: str) -> None:

@@ -187,6 +187,10 @@ class TurnConfig(Section):
         default_factory=lambda: list(DEFAULT_BACKCHANNEL_WORDS), max_length=200
     )
 
+    # Words (back-channel ones aside) that speech over the bot must say before it cancels the reply,
+    # transcribed while it goes on (call/overlap.py); 0: barge_in_min_ms of speech is enough.
+    barge_in_min_words: int = Field(0, ge=0, le=10)
+
     @field_validator("backchannel_words")
     @classmethod
     def _words_are_words(cls, words: list[str]) -> list[str]:

@@ -38,6 +38,10 @@ class Metrics:
         )
         self.turns_total = counter("voicebridge_turns_total", "Caller turns answered")
         self.barge_ins = counter("voicebridge_barge_ins_total", "Replies interrupted by the caller")
+        self.overlaps_ignored = counter(
+            "voicebridge_overlaps_ignored_total",
+            "Speech over the bot with fewer than turn.barge_in_min_words words: the reply played on",
+        )
         self.false_interruptions = counter(
             "voicebridge_false_interruptions_total",
             "Barge-ins with no words or only back-channel words: the cut reply resumed",
