@@ -62,6 +62,12 @@ async def test_the_node_business_voice_and_language_reach_azure_and_stt(tmp_path
             "hi-IN-SwaraNeural"
         }
         assert set(azure.languages_received[at_start:]) == {"hi-IN"}
+        # The fixed phrases in the call's voice too: the greeting first (the caller heard it in that voice),
+        # then the others (re-prompt, goodbye, ...) for whatever the call says later.
+        in_call_voice = azure.ssml_received[at_start:]
+        assert "Hello." in in_call_voice[0], in_call_voice[0]
+        for phrase in ("Are you still there?", "Thank you for calling. Goodbye.", "One moment, please."):
+            assert any(phrase in ssml for ssml in in_call_voice), phrase
         # tiny.en cannot do Hindi: the turn was transcribed in English, logged once and counted.
         assert await metric(daemon.http, "voicebridge_stt_language_fallbacks_total") >= 1
         assert daemon.log().count("'hi-IN' needs a multilingual Whisper model") == 1

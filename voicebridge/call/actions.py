@@ -52,6 +52,7 @@ class CallActions:
         self._call = call
         self._s = services
         self._start = call.basics.start
+        self._profile = call.basics.profile
         self._replies = replies
         self._conversation = call.basics.conversation
         self._digits = digits
@@ -165,6 +166,6 @@ class CallActions:
     async def _say(self, phrase: str) -> None:
         """Stop the reply (its line keeps what was heard) and play the closing line to its end."""
         await self._call.interrupt_reply()
-        pcm = self._s.phrases.audio(phrase, self._start.sample_rate)
+        pcm = self._s.phrases.audio(phrase, self._start.sample_rate, self._profile.voice)
         if pcm and not self._call.ended():
             await self._replies.wait_played(self._call.play_phrase(phrase, pcm))

@@ -160,7 +160,7 @@ class Call:
             self.log.info("the call ended before its greeting; not starting it")
         else:
             self._tasks.spawn(self._pacer.run(), "pacer")
-            if audio := self._s.phrases.audio(greeting, self._rate):
+            if audio := self._s.phrases.audio(greeting, self._rate, self.profile.voice):
                 self._play_phrase(greeting, audio)
             self._actions.start_time_limit()
             if self._reprompt.enabled:

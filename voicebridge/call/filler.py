@@ -35,6 +35,7 @@ class Filler:
         self._s = services
         self._after_s = services.settings.backend.filler_after_ms / 1000
         self._rate = basics.start.sample_rate
+        self._profile = basics.profile  # read per phrase: the business's voice is applied after this
         self._usage = basics.usage
         self._conversation = basics.conversation
         self._pacer = pacer
@@ -43,7 +44,7 @@ class Filler:
 
     def arm(self, reply: Reply, caller_text: str) -> asyncio.Task[None] | None:
         """The filler's wait for this reply, or None when fillers are off; the reply cancels it when done."""
-        if not self._after_s or not self._s.phrases.audio("filler", self._rate):
+        if not self._after_s or not self._s.phrases.audio("filler", self._rate, self._profile.voice):
             return None
         return asyncio.ensure_future(self._wait(reply, caller_text))
 
@@ -52,7 +53,7 @@ class Filler:
         await asyncio.sleep(self._after_s)
         if reply.first_text or reply.started or self._ended():
             return
-        pcm = self._s.phrases.audio("filler", self._rate)
+        pcm = self._s.phrases.audio("filler", self._rate, self._profile.voice)
         self._start_speaking(reply, caller_text)
         seconds = len(pcm) / 2 / self._rate
         self._pacer.play(pcm)

@@ -207,7 +207,7 @@ class ReplyPipeline:
 
     async def _apologise(self, reply: Reply, caller_text: str) -> None:
         """Say prompts.apology as (the rest of) this reply; the call goes on listening afterwards."""
-        apology = self._s.phrases.audio("apology", self._rate)
+        apology = self._s.phrases.audio("apology", self._rate, self._profile.voice)
         await reply.gate.wait()
         self.start_speaking(reply, caller_text)
         reply.unspoken.clear()  # the apology stands in for them: a resumed reply does not say them

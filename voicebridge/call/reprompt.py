@@ -35,6 +35,7 @@ class Reprompter:
         self._max = turn.max_reprompts
         self._s = services
         self._rate = basics.start.sample_rate
+        self._profile = basics.profile  # read per phrase: the business's voice is applied after this
         self._log = basics.log
         self._idle = idle
         self._play_phrase = play_phrase
@@ -71,5 +72,5 @@ class Reprompter:
             self._s.metrics.reprompts.inc()
             self._log.info("caller silent for %.1fs: re-prompt %d", self._after_s, self.unanswered)
             # An empty prompt is not said; the silence still counts towards the goodbye.
-            if audio := self._s.phrases.audio("reprompt", self._rate):
+            if audio := self._s.phrases.audio("reprompt", self._rate, self._profile.voice):
                 self._play_phrase("reprompt", audio)

@@ -253,6 +253,8 @@ class StreamSession:
         try:
             business = await self._s.business.settings_for(start.to_number)
             call.apply_business(business)
+            # The call's own voice says the fixed phrases too (rendered once per voice, greeting first).
+            await self._s.phrases.in_voice(self._s.tts, call.profile.voice)
             if business is not None and business.greeting:
                 return await self._s.phrases.custom(self._s.tts, business.greeting, call.profile.voice)
         except Exception as exc:  # e.g. the TTS is down with no fallback: the call must still go on
