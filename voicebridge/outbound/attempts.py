@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from voicebridge.outbound.dialer import AttemptListener, CallAttemptEnded
+from voicebridge.outbound.dialer import AnsweredBy, AttemptListener, CallAttemptEnded
 
 logger = logging.getLogger("voicebridge.outbound")
 
@@ -21,6 +21,25 @@ class AttemptTracker:
     def __init__(self) -> None:
         self._listeners: list[AttemptListener] = []
         self._ended: OrderedDict[str, None] = OrderedDict()
+        # Calls we placed, not yet ended -> who answered, as far as the provider said.
+        self._placed: OrderedDict[str, AnsweredBy] = OrderedDict()
+
+    def started(self, call_sid: str) -> None:
+        """A call we placed: its callbacks are ours to tell."""
+        self._placed[call_sid] = "unknown"
+        while len(self._placed) > REMEMBERED_ENDS:
+            self._placed.popitem(last=False)
+
+    def placed(self, call_sid: str) -> bool:
+        return call_sid in self._placed
+
+    def answered(self, call_sid: str, who: AnsweredBy) -> None:
+        """The provider's AMD said who answered (Twilio's AnsweredBy)."""
+        if call_sid in self._placed:
+            self._placed[call_sid] = who
+
+    def answered_by(self, call_sid: str) -> AnsweredBy:
+        return self._placed.get(call_sid, "unknown")
 
     def subscribe(self, listener: AttemptListener) -> None:
         self._listeners.append(listener)
@@ -30,6 +49,7 @@ class AttemptTracker:
         if event.call_sid in self._ended:
             return False
         self._ended[event.call_sid] = None
+        self._placed.pop(event.call_sid, None)
         while len(self._ended) > REMEMBERED_ENDS:
             self._ended.popitem(last=False)
         for listener in list(self._listeners):

@@ -31,6 +31,8 @@ class PendingDial:
     expires: float
     # The provider's sid, once its create request answered ("" until then).
     call_sid: str = ""
+    # The caller id the provider shows (the request's, else the provider's configured one).
+    caller_id: str = ""
 
 
 def is_dial_id(value: str) -> bool:
@@ -47,12 +49,13 @@ class PendingDials:
         self._pending: dict[str, PendingDial] = {}
 
     def open(
-        self, request: DialRequest, provider: ProviderName, now: float | None = None
+        self, request: DialRequest, provider: ProviderName, now: float | None = None, caller_id: str = ""
     ) -> tuple[PendingDial, str]:
         """A new dial and the token its stream URL carries."""
         moment = now if now is not None else time.time()
         self._forget_expired(moment)
-        dial = PendingDial(f"{DIAL_ID_PREFIX}{secrets.token_hex(12)}", request, provider, moment + self._ttl)
+        dial_id = f"{DIAL_ID_PREFIX}{secrets.token_hex(12)}"
+        dial = PendingDial(dial_id, request, provider, moment + self._ttl, caller_id=caller_id)
         self._pending[dial.dial_id] = dial
         return dial, self._tokens.issue(dial.dial_id, now=moment)
 
@@ -83,6 +86,12 @@ class PendingDials:
         self._tokens.redeem(dial_id, token, now)
         del self._pending[dial_id]
         return dial
+
+    def take(self, dial_id: str, now: float | None = None) -> PendingDial | None:
+        """Close the dial whose stream was admitted by the access door (which spent its token); None when
+        there is no such open dial (never placed, expired, or taken already)."""
+        self._forget_expired(now if now is not None else time.time())
+        return self._pending.pop(dial_id, None)
 
     def by_call_sid(self, call_sid: str) -> PendingDial | None:
         """The open dial the provider named `call_sid` (its status callback before any stream)."""

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.config.schema import Settings
+from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.dialer import DialFailed, DialRefused, DialRequest, DialResult
 from voicebridge.outbound.numbers import checked_e164
 from voicebridge.outbound.pending import PendingDial, PendingDials
@@ -62,10 +63,17 @@ PLACERS: dict[ProviderName, PlaceCall] = {"exotel": place_exotel, "twilio": plac
 class OutboundDialer:
     """Places outbound calls through the configured providers (the `Dialer` Protocol)."""
 
-    def __init__(self, settings: Settings, registry: CallRegistry, pending: PendingDials) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CallRegistry,
+        pending: PendingDials,
+        attempts: AttemptTracker | None = None,
+    ) -> None:
         self._settings = settings
         self._registry = registry
         self.pending = pending
+        self.attempts = attempts if attempts is not None else AttemptTracker()
 
     def refusal(self) -> str:
         """Why one more dial would be refused now ("" when it may go): a dial holds a line from the
@@ -91,7 +99,7 @@ class OutboundDialer:
             checked_e164(caller_id, "from")
         if refusal := self.refusal():
             raise DialRefused(refusal)
-        dial, token = self.pending.open(request, provider)
+        dial, token = self.pending.open(request, provider, caller_id=caller_id)
         base = public_base(settings)
         stream = f"{ws_base(base)}/ws/stream/{dial.dial_id}/{token}"
         status = f"{base}/webhooks/{provider}/status"
@@ -103,5 +111,6 @@ class OutboundDialer:
                 raise
             raise DialRefused("bad_request", str(exc)) from None
         self.pending.placed(dial.dial_id, call_sid)
+        self.attempts.started(call_sid)
         logger.info("dialled %s via %s: %s (%s)", request.to_number, provider, call_sid, request.origin)
         return DialResult(call_sid=call_sid, provider=provider)

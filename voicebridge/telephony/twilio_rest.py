@@ -17,13 +17,15 @@ import aiohttp
 from voicebridge.config.schema import OutboundConfig, TwilioConfig
 from voicebridge.outbound.dialer import DialFailed
 from voicebridge.telephony.sids import path_segment
-from voicebridge.telephony.twilio import ACCOUNT_SID, REST_TIMEOUT
 
 logger = logging.getLogger("voicebridge.outbound")
 
 # The <Parameter> carrying the dial id: the stream's start names which dial it answers (its customParameters).
 DIAL_PARAMETER = "DialId"
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+# As telephony/twilio.py's; not imported from it, so that this module needs nothing of the webhook side.
+ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+REST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
