@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, get_args
+from typing import Any
 
 from voicebridge.outbound.dialer import DialRefused, DialRequest
 from voicebridge.outbound.numbers import checked_e164
 from voicebridge.telephony.context import call_context
-from voicebridge.telephony.events import ProviderName
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS
 
 FIELDS = frozenset({"to", "from", "context", "provider"})
+# The providers that can place calls (outbound/service.py's PLACERS).
+DIALLING_PROVIDERS = ("exotel", "twilio")
 
 
 def _text(body: Mapping[str, Any], key: str) -> str:
@@ -31,7 +32,7 @@ def dial_request(body: Mapping[str, Any], origin: str) -> DialRequest:
     to_number = checked_e164(_text(body, "to"))
     from_number = _text(body, "from")
     provider = body.get("provider")
-    if provider is not None and provider not in get_args(ProviderName):
+    if provider is not None and provider not in DIALLING_PROVIDERS:
         raise DialRefused("bad_request", "provider must be 'exotel' or 'twilio'")
     raw = body.get("context", {})
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):

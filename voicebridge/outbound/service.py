@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote, urlencode
 
 from voicebridge.admission.registry import CallRegistry
 from voicebridge.config.schema import Settings
@@ -25,6 +26,22 @@ def public_base(settings: Settings) -> str:
     """Where the provider reaches us: server.public_url, else the listening address (local fakes only)."""
     public = settings.server.public_url.rstrip("/")
     return public or f"http://{settings.server.host}:{settings.server.port}"
+
+
+def status_callback(settings: Settings, provider: ProviderName, base: str) -> str:
+    """Our status webhook for `provider`, carrying the credentials its webhook auth asks for: Exotel signs
+    nothing, so a token mode's token goes in the query and a basic mode's credentials in the URL, as they
+    do in the webhook URLs configured at Exotel (the form is sent to Exotel only, never logged)."""
+    url = f"{base}/webhooks/{provider}/status"
+    exotel = settings.exotel
+    if provider == "exotel" and exotel.webhook_auth == "token":
+        return f"{url}?{urlencode({'token': exotel.webhook_token.get_secret_value()})}"
+    if provider == "exotel" and exotel.webhook_auth == "basic":
+        user = quote(exotel.webhook_username, safe="")
+        password = quote(exotel.webhook_password.get_secret_value(), safe="")
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{user}:{password}@{rest}"
+    return url
 
 
 def ws_base(http_base: str) -> str:
@@ -102,7 +119,7 @@ class OutboundDialer:
         dial, token = self.pending.open(request, provider, caller_id=caller_id)
         base = public_base(settings)
         stream = f"{ws_base(base)}/ws/stream/{dial.dial_id}/{token}"
-        status = f"{base}/webhooks/{provider}/status"
+        status = status_callback(settings, provider, base)
         try:
             call_sid = await PLACERS[provider](settings, dial, caller_id, stream, status)
         except (DialFailed, ValueError) as exc:
