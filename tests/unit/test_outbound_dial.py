@@ -17,7 +17,10 @@ from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.dialer import CallAttemptEnded, DialFailed, DialRefused, DialRequest
 from voicebridge.outbound.numbers import checked_e164, is_e164
 from voicebridge.outbound.pending import PendingDials, is_dial_id
+from voicebridge.outbound.requests import dial_request
 from voicebridge.outbound.service import OutboundDialer
+from voicebridge.outbound.status import answered_by, note_status
+from voicebridge.server.keys import ATTEMPTS, DIALER, REGISTRY
 from voicebridge.telephony import exotel_rest, twilio_rest
 from voicebridge.telephony.auth import AuthFailure
 from voicebridge.telephony.stream_tokens import StreamTokens
@@ -256,3 +259,75 @@ async def test_dialer_refusals_and_failures() -> None:
         with pytest.raises(DialFailed) as failed:
             await placing.dial(DialRequest("+919800000001"))
         assert failed.value.retryable and len(placing.pending) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"to": "+91 98000"}, "bad_number"),
+        ({"to": 919800000001}, "bad_request"),
+        ({"to": "+919800000001", "from": "x" * 100}, "bad_request"),
+        ({"to": "+919800000001", "provider": "plivo"}, "bad_request"),
+        ({"to": "+919800000001", "context": ["a"]}, "bad_request"),
+        ({"to": "+919800000001", "context": {"k": 1}}, "bad_request"),
+        ({"to": "+919800000001", "context": {"api_key": "s"}}, "bad_request"),
+        ({"to": "+919800000001", "context": {"k": "line\nforged"}}, "bad_request"),
+        ({"to": "+919800000001", "Url": "http://evil.example"}, "bad_request"),
+    ],
+)
+def test_hostile_dial_bodies_are_refused(body: dict[str, object], reason: str) -> None:
+    with pytest.raises(DialRefused) as refused:
+        dial_request(body, origin="api")
+    assert refused.value.reason == reason
+
+
+def test_a_good_dial_body() -> None:
+    request = dial_request(
+        {"to": "+919800000001", "from": "0801", "context": {"order_id": "A17"}, "provider": "twilio"}, "api"
+    )
+    assert (
+        request.to_number,
+        request.from_number,
+        dict(request.context),
+        request.provider,
+        request.origin,
+    ) == (
+        "+919800000001",
+        "0801",
+        {"order_id": "A17"},
+        "twilio",
+        "api",
+    )
+
+
+def status_app(settings: Settings) -> tuple[web.Application, OutboundDialer, list[CallAttemptEnded]]:
+    app = web.Application()
+    registry = app[REGISTRY] = CallRegistry(4)
+    tracker = app[ATTEMPTS] = AttemptTracker()
+    placing = app[DIALER] = OutboundDialer(settings, registry, PendingDials(StreamTokens(), 180), tracker)
+    heard: list[CallAttemptEnded] = []
+    tracker.subscribe(heard.append)
+    return app, placing, heard
+
+
+def test_a_terminal_status_ends_the_attempt_once_and_inbound_callbacks_are_not_attempts() -> None:
+    app, placing, heard = status_app(Settings())
+    dial, _ = placing.pending.open(DialRequest("+919800000001"), "twilio")
+    placing.pending.placed(dial.dial_id, TWILIO_CALL)
+    placing.attempts.started(TWILIO_CALL)
+    note_status(app, "twilio", TWILIO_CALL, {"CallStatus": "ringing"})
+    note_status(app, "twilio", TWILIO_CALL, {"AnsweredBy": "machine_end_beep"})
+    assert heard == [] and len(placing.pending) == 1
+    note_status(app, "twilio", TWILIO_CALL, {"CallStatus": "no-answer"})
+    note_status(app, "twilio", TWILIO_CALL, {"CallStatus": "no-answer"})  # the provider's retry
+    assert heard == [CallAttemptEnded(TWILIO_CALL, "twilio", "no-answer", "machine")]
+    assert len(placing.pending) == 0  # it will never stream: its dial is closed
+    note_status(app, "exotel", "inbound1", {"Status": "completed"})
+    assert len(heard) == 1
+    assert [answered_by(raw) for raw in ("human", "machine_start", "fax", "unknown", "")] == [
+        "human",
+        "machine",
+        "machine",
+        "unknown",
+        "unknown",
+    ]
