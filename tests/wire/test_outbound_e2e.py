@@ -179,6 +179,14 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             started = records_of(backend, created["call_sid"])["event:started"]
             assert started["direction"] == "outbound" and started["context"] == {"order_id": "T1"}
 
+            # --- a busy number: no stream, the status callback (with its webhook token) is taken -----------
+            exotel.script("+919800000007", Answer(outcome="busy", ring_s=0.1))
+            status, text = await post_call(daemon, json.dumps({"to": "+919800000007"}))
+            assert status == 201, text
+            busy = await exotel.wait(json.loads(text)["call_sid"], timeout=30)
+            assert busy.status == "busy" and busy.close_code is None and not busy.turns
+            assert exotel.status_answers == [200, 200]
+
             # --- hostile dial requests: counted 4xx, never a 500 -----------------------------------------
             refusals = {
                 "bad_number": json.dumps({"to": "98000 00001"}),
@@ -200,10 +208,10 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             )
             assert (await post_call(daemon, json.dumps({"to": "+919800000002"}), token="wrong"))[0] == 401
             assert (
-                len(exotel.requests) == 1 and len(twilio.requests) == 1
+                len(exotel.requests) == 2 and len(twilio.requests) == 1
             )  # nothing hostile reached a provider
 
             log = daemon.log()
-            assert "Traceback" not in log and "MARKER" not in log
+            assert "Traceback" not in log and "MARKER" not in log and WEBHOOK_TOKEN not in log
         finally:
             daemon.terminate()
