@@ -124,6 +124,12 @@ def test_twilio_form_escapes_context_in_twiml() -> None:
     )
 
 
+def test_twilio_twiml_over_its_limit_is_refused() -> None:
+    context = {f"k{i}": "v" * 200 for i in range(25)}
+    with pytest.raises(ValueError, match="at most 4000"):
+        twilio_rest.create_form(TwilioConfig(), OutboundConfig(), "+1", "+2", "wss://x/s", "s", context)
+
+
 def test_dial_token_admits_once_and_refuses_forged_reused_and_expired() -> None:
     pending = PendingDials(StreamTokens(b"k" * 32), ttl_s=60)
     dial, token = pending.open(DialRequest("+919800000001", context={"order_id": "A17"}), "exotel", now=1000)

@@ -23,6 +23,8 @@ logger = logging.getLogger("voicebridge.outbound")
 # The <Parameter> carrying the dial id: the stream's start names which dial it answers (its customParameters).
 DIAL_PARAMETER = "DialId"
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
+# Twilio's limit on inline TwiML (error 32018, twilio.com/docs/api/errors/32018): refused before sending.
+MAX_TWIML = 4000
 # As telephony/twilio.py's; not imported from it, so that this module needs nothing of the webhook side.
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
 REST_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -47,10 +49,13 @@ def create_form(
     parameters: Mapping[str, str],
 ) -> dict[str, str]:
     """The form of Twilio's create-call request."""
+    twiml = connect_twiml(stream_url, parameters)
+    if len(twiml) > MAX_TWIML:
+        raise ValueError(f"the call's TwiML is {len(twiml)} characters; Twilio takes at most {MAX_TWIML}")
     form = {
         "To": to_number,
         "From": caller_id,
-        "Twiml": connect_twiml(stream_url, parameters),
+        "Twiml": twiml,
         "StatusCallback": status_callback,
         # Only the end matters to the attempt's listeners; Twilio's default event is "completed" anyway.
         "StatusCallbackEvent": "completed",
