@@ -12,17 +12,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from voicebridge.admission.registry import CallRegistry
+from voicebridge.call.outbound_start import business_number, outbound_start
 from voicebridge.config.schema import ExotelConfig, OutboundConfig, Settings, TwilioConfig
 from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.dialer import CallAttemptEnded, DialFailed, DialRefused, DialRequest
 from voicebridge.outbound.numbers import checked_e164, is_e164
-from voicebridge.outbound.pending import PendingDials, is_dial_id
+from voicebridge.outbound.pending import PendingDial, PendingDials, is_dial_id
 from voicebridge.outbound.requests import dial_request
 from voicebridge.outbound.service import OutboundDialer
 from voicebridge.outbound.status import answered_by, note_status
 from voicebridge.server.keys import ATTEMPTS, DIALER, REGISTRY
 from voicebridge.telephony import exotel_rest, twilio_rest
 from voicebridge.telephony.auth import AuthFailure
+from voicebridge.telephony.events import Start
 from voicebridge.telephony.stream_tokens import StreamTokens
 
 TWILIO_ACCOUNT = "AC" + "a" * 32
@@ -337,3 +339,29 @@ def test_a_terminal_status_ends_the_attempt_once_and_inbound_callbacks_are_not_a
         "unknown",
         "unknown",
     ]
+
+
+def test_a_dialled_start_becomes_the_call_the_dial_described() -> None:
+    # The wire's own context (Twilio's <Parameter>s include our DialId) gives way to the request's.
+    wire = Start(
+        "twilio", "MZ1", TWILIO_CALL, from_number="", to_number="", context={"DialId": "DLx", "a": "b"}
+    )
+    dial = PendingDial(
+        "DL" + "0" * 24,
+        DialRequest("+919800000001", context={"order_id": "A17"}),
+        "twilio",
+        expires=0,
+        call_sid=TWILIO_CALL,
+        caller_id="+14155550199",
+    )
+    start = outbound_start(wire, dial)
+    assert (start.call_sid, start.from_number, start.to_number, start.direction) == (
+        TWILIO_CALL,
+        "+14155550199",
+        "+919800000001",
+        "outbound",
+    )
+    assert dict(start.context) == {"order_id": "A17"}
+    # The business answering an outbound call is ours (the caller id), an inbound one's the number called.
+    assert business_number(start) == "+14155550199"
+    assert business_number(wire) == ""
