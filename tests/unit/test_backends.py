@@ -113,6 +113,7 @@ async def test_reply_streams_deltas_as_they_arrive_with_the_contract_headers_and
         "from": "+919800000001",
         "to": "+918047491899",
         "context": {"order_id": "A17", "lang": "hi"},
+        "direction": "inbound",
         "history": [{"role": "bot", "text": "Welcome to Sunrise Clinic."}, {"role": "caller", "text": "Hi."}],
     }
 

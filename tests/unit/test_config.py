@@ -247,38 +247,27 @@ def test_an_infinite_cost_rate_is_refused() -> None:
 
 # --- retired keys: an older release's config still starts the daemon -------------------------------------
 
-RETIRED_VALUES = {
-    "account_sid": "MARKER-RETIRED-SID",
-    "api_key": "MARKER-RETIRED-KEY",
-    "api_token": "MARKER-RETIRED-TOKEN",
-    "subdomain": "api.in.exotel.com",
-}
-RETIRED_ENV = {"VOICEBRIDGE_EXOTEL__API_TOKEN": "MARKER-RETIRED-ENV"}
+RETIRED_ENV = {"VOICEBRIDGE_STT__MODEL_PER_CALL": "true"}
 
 
 def old_style_config(tmp_path: Path) -> Path:
-    """A config as the old `config init` wrote it (every default) plus the keys it had that are gone."""
+    """A config as the old `config init` wrote it (every default) plus the key it had that is gone."""
     document = Settings().model_dump(mode="json")
     for section in document.values():
         for key, value in section.items():
             if value == "**********":
                 section[key] = ""
-    document["exotel"].update(RETIRED_VALUES)
     document["stt"]["model_per_call"] = False  # before the benchmark built its own per-call engine
     path = tmp_path / "old.toml"
     path.write_text(tomli_w.dumps(document))
     return path
 
 
-def assert_no_retired_value(text: str) -> None:
-    assert "MARKER-RETIRED" not in text and "api.in.exotel.com" not in text, text
-
-
 def test_a_config_with_retired_keys_loads_and_names_each_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Review: dropping the dead exotel REST keys made every older config (and the README's env example) an
-    # "unknown key": `serve` exited 2 under systemd's restart loop.
+    # Review: dropping dead keys made every older config an "unknown key": `serve` exited 2 under
+    # systemd's restart loop.
     path = old_style_config(tmp_path)
     defaults = Settings()
     for name, value in RETIRED_ENV.items():
@@ -287,30 +276,41 @@ def test_a_config_with_retired_keys_loads_and_names_each_once(
         settings = load_settings(path)
     assert settings == defaults
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert [line.split(" ")[0] for line in warnings] == [
-        "exotel.account_sid",
-        "exotel.api_key",
-        "exotel.api_token",
-        "exotel.subdomain",
-        "stt.model_per_call",
-    ]
+    assert [line.split(" ")[0] for line in warnings] == ["stt.model_per_call"]
     assert all(line.endswith("; remove it") and "no longer used" in line for line in warnings)
-    assert_no_retired_value(caplog.text)
-    shown = render_toml(settings)
-    assert_no_retired_value(shown)
-    assert not set(tomllib.loads(shown)["exotel"]) & set(RETIRED_VALUES)
+    assert "model_per_call" not in render_toml(settings)
 
 
 def test_a_retired_key_from_the_environment_alone_loads(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-RETIRED-ENV")
+    monkeypatch.setenv("VOICEBRIDGE_STT__MODEL_PER_CALL", "true")
     loaded = load_config(None)
-    assert [key.name for key in loaded.retired] == ["exotel.api_token"]
+    assert [key.name for key in loaded.retired] == ["stt.model_per_call"]
     with caplog.at_level(logging.WARNING):
         load_settings(None)
-    assert "exotel.api_token is no longer used" in caplog.text
-    assert_no_retired_value(caplog.text)
+    assert "stt.model_per_call is no longer used" in caplog.text
+
+
+def test_the_exotel_rest_keys_are_live_again_and_their_secret_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 17: outbound calls use them; an older config that still has them keeps its values.
+    path = tmp_path / "c.toml"
+    path.write_text('[exotel]\naccount_sid = "acme1"\napi_key = "key1"\nsubdomain = "api.in.exotel.com"\n')
+    monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-EXOTEL-TOKEN")
+    with caplog.at_level(logging.WARNING):
+        loaded = load_config(path)
+    exotel = loaded.settings.exotel
+    assert not loaded.retired and "no longer used" not in caplog.text
+    assert (exotel.account_sid, exotel.api_key, exotel.rest_base) == (
+        "acme1",
+        "key1",
+        "https://api.in.exotel.com",
+    )
+    assert exotel.api_token.get_secret_value() == "MARKER-EXOTEL-TOKEN"
+    shown = render_toml(loaded.settings)
+    assert "MARKER" not in shown and tomllib.loads(shown)["exotel"]["api_token"] == "********"
 
 
 def test_retired_keys_stay_out_of_the_schema_and_unknown_keys_stay_errors(tmp_path: Path) -> None:
@@ -329,9 +329,8 @@ def test_cli_config_show_with_retired_keys(tmp_path: Path) -> None:
     path = old_style_config(tmp_path)
     shown = run_cli("config", "show", "--config", str(path), cwd=tmp_path, env=RETIRED_ENV)
     assert shown.returncode == 0, shown.stderr
-    assert "api_token" not in shown.stdout and "subdomain" not in shown.stdout
-    assert_no_retired_value(shown.stdout + shown.stderr)
-    assert "exotel.api_token is no longer used" in shown.stderr
+    assert "model_per_call" not in shown.stdout
+    assert "stt.model_per_call is no longer used" in shown.stderr
 
 
 def test_serve_logs_one_line_per_retired_key_in_its_log_format(
@@ -339,7 +338,6 @@ def test_serve_logs_one_line_per_retired_key_in_its_log_format(
 ) -> None:
     path = old_style_config(tmp_path)
     defaults = Settings()
-    monkeypatch.setenv("VOICEBRIDGE_EXOTEL__API_TOKEN", "MARKER-RETIRED-ENV")
     root = logging.getLogger()
     # serve configures the root logger: give it copies to replace, restored afterwards.
     monkeypatch.setattr(root, "handlers", list(root.handlers))
@@ -348,15 +346,13 @@ def test_serve_logs_one_line_per_retired_key_in_its_log_format(
         update={"server": defaults.server.model_copy(update={"port": 9123})}
     )
     lines = [line for line in capsys.readouterr().err.splitlines() if "no longer used" in line]
-    assert len(lines) == 5 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
-    assert_no_retired_value("\n".join(lines))
+    assert len(lines) == 1 and all(" WARNING voicebridge.config.load " in line for line in lines), lines
 
 
 def test_doctor_warns_of_retired_keys_without_their_values(tmp_path: Path) -> None:
     check, settings = check_config(old_style_config(tmp_path))
     assert settings is not None and check.status == "warn", check
-    assert "exotel.api_token" in check.detail and "exotel.api_token" in check.fix
-    assert_no_retired_value(check.detail + check.fix)
+    assert "stt.model_per_call" in check.detail and "stt.model_per_call" in check.fix
     clean = tmp_path / "clean.toml"
     clean.write_text("[server]\nport = 9000\n")
     assert check_config(clean)[0].status == "pass"
@@ -382,7 +378,7 @@ def test_a_section_of_the_wrong_shape_is_refused_without_its_values(tmp_path: Pa
     with pytest.raises(ConfigError) as refused:
         load_settings(path)
     assert "exotel" in str(refused.value)
-    assert_no_retired_value(str(refused.value))
+    assert "MARKER" not in str(refused.value)
 
 
 @pytest.mark.parametrize("speculative_ms", [0, 500, 800])

@@ -156,7 +156,7 @@ def test_a_disabled_provider_registers_no_routes() -> None:
     no_twilio = webhook_paths(door_app(Settings(twilio={"enabled": False}), PROVIDERS))
     assert no_twilio and not any(path.startswith("/webhooks/twilio/") for path in no_twilio)
     no_exotel = webhook_paths(door_app(Settings(exotel={"enabled": False}), PROVIDERS))
-    assert no_exotel == {"/webhooks/twilio/incoming"}
+    assert no_exotel == {"/webhooks/twilio/incoming", "/webhooks/twilio/status"}
 
 
 async def test_a_disabled_providers_door_is_a_404_before_any_auth(client_for: Any) -> None:

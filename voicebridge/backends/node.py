@@ -99,6 +99,8 @@ class NodeBackend(HttpBackend):
             "to": call.to_number,
             # The call's context (contract version 1, an optional field): {} when the call has none.
             "context": dict(call.context),
+            # "outbound" when the daemon placed the call (contract version 1, optional; "inbound" else).
+            "direction": call.direction,
             "history": [{"role": turn.role, "text": turn.text} for turn in history],
         }
         async with aclosing(self._http.stream_ndjson(path, body)) as items:

@@ -76,6 +76,7 @@ class CallRecords:
             "last_caller_text": self._conversation.last_caller_text,
             "sample_rate": self._start.sample_rate,
             "context": dict(self._start.context),
+            "direction": self._start.direction,
         }
 
     def open(self) -> None:
@@ -141,6 +142,7 @@ class CallRecords:
             from_number=self._start.from_number,
             to_number=self._start.to_number,
             context=dict(self._start.context),
+            direction=self._start.direction,
             started_at=self.started_at,
             ended_at=time.time(),
             duration_s=round(self._usage.duration_s, 3),

@@ -16,9 +16,11 @@ from aiohttp import WSMessage, WSMsgType, web
 from voicebridge.call.call import Call
 from voicebridge.call.context_drops import count_dropped_context
 from voicebridge.call.inbound_limits import InboundLimits
+from voicebridge.call.outbound_start import business_number, outbound_start
 from voicebridge.call.pacer import OutboundPacer
 from voicebridge.call.playback_acks import PlaybackAcks
 from voicebridge.call.services import CallServices
+from voicebridge.outbound.pending import PendingDial
 from voicebridge.speech.base import OwnSpeechToText
 from voicebridge.telephony.base import Translator
 from voicebridge.telephony.context import context_for_log
@@ -54,6 +56,7 @@ class StreamSession:
         abort: Callable[[], None] = lambda: None,
         send_timeout_s: float = SEND_TIMEOUT_S,
         url_parameters: Mapping[str, str] | None = None,
+        dial: PendingDial | None = None,
     ) -> None:
         self._s = services
         self._ws = ws
@@ -63,6 +66,9 @@ class StreamSession:
         self._url_parameters = url_parameters
         # The URL's token was issued for path_sid: the stream may only be that call.
         self._token_bound = token_bound
+        # The dial this stream answers (outbound/pending.py), when its URL named one: its token was our dial
+        # id's, so the stream is bound to the dial, not to a provider sid known in advance.
+        self._dial = dial
         self._abort = abort
         self._send_timeout = send_timeout_s
         self._translator: PlaybackAcks | None = None
@@ -115,6 +121,11 @@ class StreamSession:
                 await self._close(code=1001)
             if self._own_stt is not None:  # built for this call (CallServices.stt_per_call): ours to close
                 self._own_stt.close()
+
+    @property
+    def call_sid(self) -> str:
+        """The call this stream carried ("" when none was admitted)."""
+        return self._call.start.call_sid if self._call is not None else ""
 
     async def _on_text(self, text: str) -> None:
         try:
@@ -191,6 +202,8 @@ class StreamSession:
             self.log.warning(
                 "stream URL names %s but start says %s; using start's", self._path_sid, start.call_sid
             )
+        if self._dial is not None:
+            return outbound_start(start, self._dial)
         if self._token_bound and start.call_sid != self._path_sid:
             # Refused in _begin: it must not consume that other call's webhook record (its budget).
             return start
@@ -209,7 +222,7 @@ class StreamSession:
 
     async def _begin(self, start: Start, translator: Translator) -> None:
         self.log = logging.LoggerAdapter(logger, {"call_sid": start.call_sid})
-        if self._token_bound and start.call_sid != self._path_sid:
+        if self._token_bound and self._dial is None and start.call_sid != self._path_sid:
             self._s.metrics.auth_failures.labels(surface="stream", reason="token for another call").inc()
             self.log.warning("refusing stream: its token was issued for %s", self._path_sid)
             await self._ws.close(code=1008, message=b"token for another call")
@@ -251,12 +264,15 @@ class StreamSession:
     async def _greeting_for(self, call: Call, start: Start) -> str:
         """The called business's settings applied, and the name of the greeting phrase to play."""
         try:
-            business = await self._s.business.settings_for(start.to_number)
+            business = await self._s.business.settings_for(business_number(start))
             call.apply_business(business)
             # The call's own voice says the fixed phrases too (rendered once per voice, greeting first).
             await self._s.phrases.in_voice(self._s.tts, call.profile.voice)
             if business is not None and business.greeting:
                 return await self._s.phrases.custom(self._s.tts, business.greeting, call.profile.voice)
+            if start.direction == "outbound":
+                outbound = self._s.settings.prompts.outbound_greeting
+                return await self._s.phrases.custom(self._s.tts, outbound, call.profile.voice)
         except Exception as exc:  # e.g. the TTS is down with no fallback: the call must still go on
             self._s.metrics.errors.labels(kind="greeting").inc()
             call.log.warning(

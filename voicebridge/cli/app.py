@@ -10,6 +10,7 @@ import typer
 from voicebridge import __version__
 from voicebridge.cli.calls import calls_app
 from voicebridge.cli.config import config_app
+from voicebridge.cli.dial import dial
 from voicebridge.cli.doctor import doctor
 from voicebridge.cli.errors import CliError
 from voicebridge.cli.outbox import outbox_app
@@ -45,6 +46,7 @@ def root(
 app.command("simulate")(simulate)
 app.command("doctor")(doctor)
 app.command("serve")(serve)
+app.command("dial")(dial)
 app.command("tts")(tts)
 app.command("stt")(stt)
 app.add_typer(config_app, name="config")

@@ -51,12 +51,9 @@ class RetiredKey(NamedTuple):
         return f"{self.name} is no longer used ({self.why}); remove it"
 
 
-_NO_EXOTEL_REST = "voicebridge makes no Exotel REST call: closing the stream moves the call flow on"
+# exotel.account_sid/api_key/api_token/subdomain were retired once and are live again: outbound calls
+# use them (issue 17).
 RETIRED_KEYS: tuple[RetiredKey, ...] = (
-    RetiredKey("exotel", "account_sid", _NO_EXOTEL_REST),
-    RetiredKey("exotel", "api_key", _NO_EXOTEL_REST),
-    RetiredKey("exotel", "api_token", _NO_EXOTEL_REST),
-    RetiredKey("exotel", "subdomain", _NO_EXOTEL_REST),
     RetiredKey("stt", "model_per_call", "the benchmark that compares it builds its own per-call engine"),
 )
 

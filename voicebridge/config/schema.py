@@ -56,7 +56,21 @@ class ServerConfig(Section):
 
 
 class ExotelConfig(ProviderSection):
-    # No REST credentials: Exotel needs none, since closing the stream moves its call flow on.
+    # REST credentials, used only to place outbound calls (inbound calls need none: closing the stream
+    # moves Exotel's flow on). Basic auth is api_key:api_token (docs/outbound.md).
+    account_sid: str = ""
+    api_key: str = ""
+    api_token: SecretStr = SecretStr("")
+    # "api.exotel.com" (Singapore) or "api.in.exotel.com" (Mumbai): the cluster the account lives in.
+    subdomain: str = "api.exotel.com"
+    # Where REST requests go; "": https://<subdomain>. Tests point it at a local fake.
+    api_base: str = ""
+    # The ExoPhone shown to the person called, unless the dial request names another.
+    caller_id: str = ""
+    # "stream": Connect Voice AI (StreamUrl straight to us); "flow": dial into outbound_flow_url, an ExoML
+    # app whose Voicebot applet streams to us.
+    outbound_mode: Literal["stream", "flow"] = "stream"
+    outbound_flow_url: str = ""
     webhook_auth: Literal["none", "basic", "token", "ip"] = "none"
     webhook_username: str = ""
     webhook_password: SecretStr = SecretStr("")
@@ -72,13 +86,26 @@ class ExotelConfig(ProviderSection):
         if self.webhook_auth == "token" and len(self.webhook_token.get_secret_value()) < 16:
             raise ValueError("webhook_auth 'token' needs a webhook_token of at least 16 characters")
         ip_auth_needs_cidrs(self.webhook_auth, self.allowed_cidrs)
+        if self.outbound_mode == "flow" and http_url_fault(self.outbound_flow_url):
+            raise ValueError('exotel.outbound_mode "flow" needs outbound_flow_url, an http(s) ExoML app URL')
         return self
+
+    @property
+    def rest_base(self) -> str:
+        """Where Exotel's REST API is reached: api_base when set, else https://<subdomain>."""
+        return (self.api_base or f"https://{self.subdomain}").rstrip("/")
 
 
 class TwilioConfig(ProviderSection):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
     api_base: str = "https://api.twilio.com"
+    # The number of the account outbound calls show, unless the dial request names another.
+    caller_id: str = ""
+    # Twilio's answering-machine detection on outbound calls: "" (off), "Enable" or "DetectMessageEnd";
+    # async_amd: the call connects at once and AnsweredBy arrives by callback.
+    machine_detection: Literal["", "Enable", "DetectMessageEnd"] = ""
+    async_amd: bool = True
     webhook_auth: Literal["none", "signature", "ip"] = "none"
     allowed_cidrs: Cidrs = Field(default_factory=list)
 
@@ -220,6 +247,8 @@ class PromptsConfig(Section):
     reprompt: str = "Are you still there?"
     # Said once in a turn whose backend has not answered after backend.filler_after_ms.
     filler: str = "One moment, please."
+    # Said to the person who answers an outbound call (the business's own greeting still wins).
+    outbound_greeting: str = "Hello! This is an automated call. Is this a good time to talk?"
 
 
 class CallsConfig(Section):
@@ -242,6 +271,20 @@ class CallsConfig(Section):
     # Refuse a call that would push the STT workers past this share of their time, judged by what the
     # last minute's calls cost; it stops a burst of arrivals before their turns queue. 0 turns it off.
     overload_stt_utilisation: float = Field(0.85, ge=0, le=1)
+
+
+class OutboundConfig(Section):
+    # Which provider places a dial that names none.
+    default_provider: Literal["exotel", "twilio"] = "exotel"
+    # How long the called number may ring before the provider gives up (no-answer).
+    ring_timeout_s: int = Field(30, ge=5, le=120)
+    # A dialled call's limit (Exotel's TimeLimit; Twilio's TimeLimit), in seconds.
+    time_limit_s: int = Field(3600, ge=60, le=14_400)
+    # Ask the provider to record outbound calls.
+    record: bool = False
+    # How long a placed call may take to open its stream before its dial token and entry expire.
+    # At most the stream tokens' own lifetime (telephony/stream_tokens.py), which would refuse it anyway.
+    answer_within_s: float = Field(180.0, ge=10, le=300)
 
 
 class CostsConfig(Section):
@@ -320,6 +363,7 @@ class Settings(BaseSettings):
     turn: TurnConfig = Field(default_factory=TurnConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     costs: CostsConfig = Field(default_factory=CostsConfig)
+    outbound: OutboundConfig = Field(default_factory=OutboundConfig)
     calls: CallsConfig = Field(default_factory=CallsConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)

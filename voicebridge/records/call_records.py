@@ -40,6 +40,8 @@ class CallRecord:
     transfer_to: str = ""
     local_recording: str = ""
     context: dict[str, str] = field(default_factory=dict)
+    # "outbound" for a call the daemon placed.
+    direction: str = "inbound"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +93,7 @@ class CallRecorder:
                 "to": self._info.to_number,
                 "provider": self._info.provider,
                 "context": dict(self._info.context),
+                "direction": self._info.direction,
             },
         )
 
@@ -115,16 +118,23 @@ class CallRecorder:
                 "duration_s": round(usage.duration_s, 3),
                 "at": time.time(),
                 "context": dict(self._info.context),
+                "direction": self._info.direction,
             },
         )
-        cost = call_cost(usage, self._settings.costs)
+        # Outbound minutes are billed at their own rate by the providers: the record says which it was.
+        cost = {**call_cost(usage, self._settings.costs), "direction": self._info.direction}
         turns = conversation_turns(transcript)
         await self._put("cost", "cost", "cost", cost)
         await self._put(
             "conversation",
             "conversation",
             "conversation",
-            {"turns": turns, "outcome": outcome, "context": dict(self._info.context)},
+            {
+                "turns": turns,
+                "outcome": outcome,
+                "context": dict(self._info.context),
+                "direction": self._info.direction,
+            },
         )
         if self._settings.report.url:
             report = call_report(

@@ -64,6 +64,7 @@ def call_report(
         "from": info.from_number,
         "to": info.to_number,
         "context": call_context(info),
+        "direction": info.direction,
         "outcome": outcome,
         "started_at": round(started_at, 3),
         "ended_at": round(started_at + duration_s, 3),

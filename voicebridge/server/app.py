@@ -27,14 +27,19 @@ from voicebridge.backends.business import BusinessDirectory, ConfigNumbers
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
+from voicebridge.outbound.attempts import AttemptTracker
+from voicebridge.outbound.pending import PendingDials
+from voicebridge.outbound.service import OutboundDialer
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.report import REPORT_KIND, ReportSink
-from voicebridge.server import management
+from voicebridge.server import management, outbound_api
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
 from voicebridge.server.keys import (
+    ATTEMPTS,
     BACKEND,
     CALL_SERVICES,
+    DIALER,
     ENGINES,
     GATE,
     IDLE_MEMORY,
@@ -243,6 +248,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
         settings.calls.overload_stt_utilisation,
     )
     registry = app[REGISTRY] = CallRegistry(settings.server.max_concurrent_calls, app[LOAD].refusal)
+    attempts = app[ATTEMPTS] = AttemptTracker()
+    pending = PendingDials(app[STREAM_TOKENS], settings.outbound.answer_within_s)
+    app[DIALER] = OutboundDialer(settings, registry, pending, attempts)
     app[LOAD].count_calls(lambda: registry.active_count)
     app[MODELS] = ModelCache()
     app[IDLE_MEMORY] = IdleMemoryReturner(registry, glibc_malloc_trim())
@@ -264,6 +272,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     )
     providers.add_routes(app)
     management.add_routes(app)
+    outbound_api.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)

@@ -22,7 +22,9 @@ from typing import Any
 
 from voicebridge.admission.registry import CallRegistry, InvalidNumber, UnknownCall
 from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
+from voicebridge.outbound.dialer import Dialer
 from voicebridge.records.outbox import Outbox
+from voicebridge.server.control_dial import dial_operation
 from voicebridge.server.control_outbox import OUTBOX_OPERATIONS, outbox_operation
 from voicebridge.server.control_protocol import (
     PROTOCOL_VERSION,
@@ -37,7 +39,7 @@ from voicebridge.telephony.sids import SID_RULE, is_valid_sid
 
 # A request is a sid and a phone number; anything near this is not an operator typing.
 MAX_REQUEST_BYTES = 64 * 1024
-OPERATIONS = ("list", "show", "hangup", "transfer", "status", *OUTBOX_OPERATIONS)
+OPERATIONS = ("list", "show", "hangup", "transfer", "status", "dial", *OUTBOX_OPERATIONS)
 
 logger = logging.getLogger("voicebridge.control")
 
@@ -57,8 +59,10 @@ class ControlServer:
         group: str = "",
         outbox: Outbox | None = None,
         metrics: Metrics | None = None,
+        dialer: Dialer | None = None,
     ) -> None:
         self._registry = registry
+        self._dialer = dialer
         self._metrics = metrics
         self._outbox = outbox
         self._path = path
@@ -236,6 +240,8 @@ class ControlServer:
             raise RequestError("unknown_op", f"unknown op {brief(op)}; one of {', '.join(OPERATIONS)}")
         if op in OUTBOX_OPERATIONS:
             return await outbox_operation(self._outbox, op, request)
+        if op == "dial":
+            return await dial_operation(self._dialer, request)
         call_sid = string_param(request, "call_sid")
         if not is_valid_sid(call_sid):
             raise RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")

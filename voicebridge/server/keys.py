@@ -11,6 +11,8 @@ from voicebridge.backends.base import Backend
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.config.schema import Settings
+from voicebridge.outbound.attempts import AttemptTracker
+from voicebridge.outbound.service import OutboundDialer
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.report import ReportSink
 from voicebridge.server.memory import IdleMemoryReturner
@@ -30,6 +32,10 @@ LOAD = web.AppKey("load", OverloadGuard)
 REGISTRY = web.AppKey("registry", CallRegistry)
 MODELS = web.AppKey("models", ModelCache)
 IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
+# Outbound calls (issue 17): the Dialer (its pending dials inside) and the AttemptEvents a campaign
+# subscribes to. Nothing to close: each REST request has its own short session.
+DIALER = web.AppKey("dialer", OutboundDialer)
+ATTEMPTS = web.AppKey("attempts", AttemptTracker)
 
 # The resources, in start order: each is set by its own cleanup context (server/app.py), which closes it.
 STT = web.AppKey("stt", SpeechToText)

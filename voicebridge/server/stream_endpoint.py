@@ -8,8 +8,10 @@ import re
 from aiohttp import WSCloseCode, web
 
 from voicebridge.call.session import StreamSession
+from voicebridge.outbound.pending import is_dial_id
+from voicebridge.outbound.status import note_stream_end
 from voicebridge.server.access import spend_stream_token
-from voicebridge.server.keys import CALL_SERVICES, METRICS, SETTINGS
+from voicebridge.server.keys import CALL_SERVICES, DIALER, METRICS, SETTINGS
 from voicebridge.telephony.context import first_values
 from voicebridge.telephony.sids import is_valid_sid
 
@@ -49,6 +51,16 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         # Spent only once the upgrade succeeded: a refused upgrade must not burn the caller's token.
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refusal.encode())
         return ws
+    dial = None
+    if path_sid is not None and is_dial_id(path_sid):
+        # A stream URL we handed a provider with a dial (outbound/pending.py); one stream per dial.
+        if (dial := request.app[DIALER].pending.take(path_sid)) is None:
+            request.app[METRICS].auth_failures.labels(surface="stream", reason="no open dial").inc()
+            logger.warning(
+                "refusing a stream for dial %s: not open (never placed, expired or used)", path_sid
+            )
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no open dial")
+            return ws
     session = StreamSession(
         request.app[CALL_SERVICES],
         ws,
@@ -58,8 +70,11 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         # The query as given (bounded by the request line's limit): the translator takes the context from it.
         url_parameters=first_values(request.query.items()),
         abort=lambda: request.transport.abort() if request.transport is not None else None,
+        dial=dial,
     )
     await session.run()
+    if dial is not None and session.call_sid:
+        note_stream_end(request.app, dial.provider, session.call_sid)
     return ws
 
 

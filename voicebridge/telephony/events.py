@@ -47,6 +47,9 @@ class Start:
     announced_rate: int | None = None
     # One line saying why the rate in force is not what the URL or the start asked for; "" when they agree.
     rate_note: str = ""
+    # "outbound" for a call the daemon placed (voicebridge/outbound/): set by the stream session from the
+    # dial its URL named, never from the wire.
+    direction: Literal["inbound", "outbound"] = "inbound"
 
 
 @dataclass(frozen=True, slots=True)

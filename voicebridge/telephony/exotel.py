@@ -20,6 +20,7 @@ from voicebridge.admission.gate import PendingCall
 from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.config.schema import Settings
+from voicebridge.outbound.status import note_status
 from voicebridge.records.callbacks import callback_key, report_key, store_callback, stream_report
 from voicebridge.server.bodies import BadInput, request_fields
 from voicebridge.server.keys import GATE, METRICS, REGISTRY
@@ -241,6 +242,8 @@ async def _callback(request: web.Request, kind: str) -> web.Response:
     # Stored durably before Exotel hears 200; the key makes its retries the same record.
     key = callback_key(call_sid, kind, fields)
     stored = await store_callback(request, f"exotel_{kind}", kind, call_sid, key, fields)
+    if kind == "status":
+        note_status(request.app, "exotel", call_sid, fields)  # a dialled call's end (outbound/status.py)
     return web.json_response({"ok": True, "duplicate": not stored})
 
 

@@ -32,6 +32,7 @@ from voicebridge.telephony.base import StreamTranslator, Translator
 from voicebridge.telephony.context import call_context
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop, UnknownEvent
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, path_segment
+from voicebridge.telephony.twilio_status import twilio_status
 from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
 from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, string_map, text
 
@@ -301,6 +302,7 @@ class TwilioProvider:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/webhooks/twilio/incoming", twilio_incoming)
+        app.router.add_post("/webhooks/twilio/status", twilio_status)
 
     async def check_webhook(self, request: web.Request, settings: Settings, address: str) -> None:
         twilio = settings.twilio
