@@ -35,4 +35,5 @@ class CallBasics:
             start.to_number,
             start.context,
             system_prompt=self.profile.system_prompt,
+            direction=start.direction,
         )

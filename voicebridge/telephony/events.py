@@ -47,6 +47,9 @@ class Start:
     announced_rate: int | None = None
     # One line saying why the rate in force is not what the URL or the start asked for; "" when they agree.
     rate_note: str = ""
+    # "outbound" for a call the daemon dialled (set by whoever matches the stream to its dial request):
+    # the call then runs answering-machine detection before it greets (call/answering.py).
+    direction: Literal["inbound", "outbound"] = "inbound"
 
 
 @dataclass(frozen=True, slots=True)
