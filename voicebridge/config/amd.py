@@ -14,8 +14,9 @@ from voicebridge.config.section import Section
 
 
 class AmdConfig(Section):
-    # Outbound calls only: while it listens the bot does not greet; inbound calls never run it.
-    enabled: bool = True
+    # Outbound calls only: while it listens the bot does not greet; inbound calls never run it. (Not
+    # `enabled`: that key marks a provider section, see Settings.provider_sections.)
+    detect: bool = True
     # No verdict by then (audio seconds from the answer): "unknown", and the callee is greeted as a person.
     decision_timeout_s: float = Field(4.0, ge=1.0, le=30.0)
     # A greeting that ends within this, followed by a reply pause, is a person's "Hello?".
