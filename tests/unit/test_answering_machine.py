@@ -137,3 +137,20 @@ def test_rates_webrtcvad_cannot_take_are_refused() -> None:
 def test_config_bounds(values: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         AmdConfig(**values)  # type: ignore[arg-type]
+
+
+def test_still_talking_at_the_timeout_past_a_persons_greeting_is_a_machine() -> None:
+    # The greeting began late: 2 s in, it has not reached machine_min_greeting_ms by the timeout.
+    detector, _ = run(pcm(quiet(2.0), voice(4.0)))
+    assert detector.verdict == AmdVerdict("machine", 4.0, "no_pause")
+
+
+def test_a_tone_is_no_pause_for_a_reply() -> None:
+    # A short greeting, then a long beep: the silence rule must not call it a person before the beep ends.
+    detector, _ = run(pcm(voice(1.0), quiet(0.2), tone(1.0, 1000), quiet(2)))
+    assert detector.verdict is not None and detector.verdict.reason == "beep"
+
+
+def test_a_click_before_the_greeting_is_not_taken_for_a_short_hello() -> None:
+    detector, _ = run(pcm(voice(0.1), quiet(1.0), voice(3.5), quiet(1)))
+    assert detector.verdict is not None and detector.verdict.answered_by == "machine"

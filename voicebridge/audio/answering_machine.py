@@ -29,6 +29,8 @@ ONSET_FRAMES = 3
 # Tone frames must keep within this of the run's first frequency: a beep is steady, a vowel glides.
 TONE_DRIFT_HZ = 60.0
 VAD_RATES = (8000, 16000, 32000, 48000)
+# Less voiced time than this before a pause is no greeting ("Hi" is ~250 ms): noise on the line.
+MIN_WORD_MS = 200
 
 CueReason = Literal["beep_end", "silence", "cap"]
 
@@ -182,6 +184,12 @@ class AnsweringMachineDetector:
         if self._greeting_start is not None:
             self._silence_run += 1
 
+    def _forget_greeting(self) -> None:
+        self._greeting_start = None
+        self._speech_ms = 0
+        self._silence_run = 0
+        self._last_voiced = -1
+
     def _decide(self, index: int, events: list[AmdEvent]) -> None:
         c = self._c
         if self._greeting_start is not None:
@@ -190,14 +198,25 @@ class AnsweringMachineDetector:
             if span_ms >= c.machine_min_greeting_ms:
                 self._set_verdict("machine", index, "long_greeting", events)
                 return
-            if self._silence_run * FRAME_MS >= c.reply_pause_ms:
+            # A tone under way is no pause for a reply: it may be the beep, known only at its end.
+            if self._silence_run * FRAME_MS >= c.reply_pause_ms and not self._tone_frames:
+                if self._speech_ms < MIN_WORD_MS:
+                    self._forget_greeting()  # a click or a burst of line noise, not a word
+                    return
                 # A pause for a reply: a short greeting is a person; a middling one too, since a machine
                 # rarely pauses that long before its greeting is done.
                 kind: AnsweredBy = "human" if span_ms <= c.human_max_greeting_ms else "unknown"
                 self._set_verdict(kind, index, "short_greeting" if kind == "human" else "pause", events)
                 return
         if (index + 1) * FRAME_MS >= c.decision_timeout_s * 1000:
-            self._set_verdict("unknown", index, "timeout", events)
+            # Still talking at the timeout, past a person's greeting and with no pause for a reply yet:
+            # nobody waiting to be answered talks like that (a greeting that began late, or is slow).
+            talking = self._greeting_start is not None and self._silence_run * FRAME_MS < c.reply_pause_ms
+            span_ms = (self._last_voiced - (self._greeting_start or 0) + 1) * FRAME_MS
+            if talking and span_ms > c.human_max_greeting_ms:
+                self._set_verdict("machine", index, "no_pause", events)
+            else:
+                self._set_verdict("unknown", index, "timeout", events)
 
     def _set_verdict(self, kind: AnsweredBy, index: int, reason: str, events: list[AmdEvent]) -> None:
         self.verdict = AmdVerdict(kind, self._seconds(index + 1), reason)

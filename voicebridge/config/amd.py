@@ -25,10 +25,11 @@ class AmdConfig(Section):
     machine_min_greeting_ms: int = Field(3000, ge=1000, le=20_000)
     # Silence this long after speech is a pause for a reply (a machine's sentence gaps are shorter).
     reply_pause_ms: int = Field(800, ge=200, le=5000)
-    # The beep: a steady tone this long, in this band, with this share of its energy in one peak.
-    beep_min_ms: int = Field(120, ge=40, le=2000)
+    # The beep: a steady tone this long, in this band, with this share of its energy in one peak. A low
+    # voice's vowel can hold one harmonic for 120-140 ms at 300-400 Hz (bench/amd.py found it): hence 180.
+    beep_min_ms: int = Field(180, ge=40, le=2000)
     beep_max_ms: int = Field(2000, ge=100, le=10_000)
-    beep_min_hz: float = Field(300.0, ge=100.0, le=4000.0)
+    beep_min_hz: float = Field(350.0, ge=100.0, le=4000.0)
     beep_max_hz: float = Field(2500.0, ge=100.0, le=4000.0)
     beep_purity: float = Field(0.8, gt=0.3, lt=1.0)
     # No beep: the message starts after the machine's greeting and this much silence, or the cap below.
