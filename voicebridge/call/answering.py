@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from voicebridge.audio.answering_machine import AmdVerdict, AnsweringMachineDetector, MessageCue
 from voicebridge.audio.turn import DETECTOR_RATE
+from voicebridge.call.actions import CallActions
 from voicebridge.call.phrases import PhraseCache
+from voicebridge.call.record import CallRecords
+from voicebridge.call.services import CallServices
 from voicebridge.config.amd import AmdConfig
 from voicebridge.outbound.dialer import AnsweredBy
 from voicebridge.server.metrics import Metrics
@@ -71,16 +75,23 @@ class AnsweringMachineStep:
     @classmethod
     def for_call(
         cls,
-        config: AmdConfig,
+        services: CallServices,
         start: Start,
-        metrics: Metrics,
         log: logging.LoggerAdapter[logging.Logger],
-        host: AnsweringHost,
+        actions: CallActions,
+        records: CallRecords,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any] | None],
     ) -> AnsweringMachineStep | None:
-        """The step for an outbound call with detection enabled; None for every other call."""
-        if start.direction != "outbound" or not config.detect:
+        """The step for an outbound call with detection on; None for every other call. Its ways out are the
+        call's own (actions.py), run as the call's tasks."""
+        if start.direction != "outbound" or not services.settings.amd.detect:
             return None
-        return cls(config, metrics, log, host)
+        host = AnsweringHost(
+            leave_message=lambda: spawn(actions.leave_voicemail(), "voicemail"),
+            hang_up=lambda: spawn(actions.hangup("machine"), "machine"),
+            answered=records.answered,
+        )
+        return cls(services.settings.amd, services.metrics, log, host)
 
     def start(self, greet: Callable[[], None]) -> None:
         """Listen from now on, and `greet` once the callee is judged a person (or unknown); the watchdog

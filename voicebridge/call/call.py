@@ -27,7 +27,7 @@ from voicebridge.audio.turn import (
 )
 from voicebridge.backends.base import BusinessSettings
 from voicebridge.call.actions import CallActions, EndingCall
-from voicebridge.call.answering import AnsweringHost, AnsweringMachineStep, outbound_greeting
+from voicebridge.call.answering import AnsweringMachineStep, outbound_greeting
 from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
@@ -130,15 +130,7 @@ class Call:
         self._admitted = False
         # Outbound calls only: who answered decides whether the bot greets or leaves a message.
         self._amd = AnsweringMachineStep.for_call(
-            services.settings.amd,
-            start,
-            services.metrics,
-            self.log,
-            AnsweringHost(
-                leave_message=lambda: self._tasks.spawn(self._actions.leave_voicemail(), "voicemail"),
-                hang_up=lambda: self._tasks.spawn(self._actions.hangup("machine"), "machine"),
-                answered=self._records.answered,
-            ),
+            services, start, self.log, self._actions, self._records, self._tasks.spawn
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -183,8 +175,7 @@ class Call:
             self._tasks.spawn(self._reprompt.run(), "reprompt")
 
     def provider_answered(self, answered_by: AnsweredBy) -> None:
-        """The provider's answering-machine verdict (Twilio's AnsweredBy), told by the dialler: it
-        overrides our detector's while that still listens, and corrects the records after."""
+        """The provider's AMD verdict (Twilio's AnsweredBy), told by the dialler: it overrides ours."""
         if self._amd is not None and not self.ended:
             self._amd.provider_answered(answered_by)
 
