@@ -138,3 +138,10 @@ async def test_inbound_calls_greet_at_once_and_run_no_detection(
     await engine.call.finish("completed")
     records = await engine.records()
     assert "event:answered" not in records and "answered_by" not in records["event:ended"]
+
+
+async def test_a_provider_verdict_that_is_none_of_ours_counts_as_unknown(open_engine: OpenEngine) -> None:
+    engine = await outbound(open_engine)
+    engine.call.provider_answered("robot")  # type: ignore[arg-type]  # from outside: untyped at run time
+    await engine.feed(voice(0.6) + quiet(1.0))  # our detector goes on, and hears a person
+    await engine.until(lambda: bot_lines(engine) == [PROMPTS["outbound_greeting"]], "the greeting")

@@ -11,6 +11,7 @@ from voicebridge.audio.answering_machine import (
     BeepHeard,
     MessageCue,
 )
+from voicebridge.call.answering import twilio_answered_by
 from voicebridge.config.amd import AmdConfig
 
 RATE = 8000
@@ -154,3 +155,21 @@ def test_a_tone_is_no_pause_for_a_reply() -> None:
 def test_a_click_before_the_greeting_is_not_taken_for_a_short_hello() -> None:
     detector, _ = run(pcm(voice(0.1), quiet(1.0), voice(3.5), quiet(1)))
     assert detector.verdict is not None and detector.verdict.answered_by == "machine"
+
+
+@pytest.mark.parametrize(
+    ("twilio", "ours"),
+    [
+        ("human", "human"),
+        ("machine_start", "machine"),
+        ("machine_end_beep", "machine"),
+        ("machine_end_silence", "machine"),
+        ("machine_end_other", "machine"),
+        ("fax", "machine"),
+        ("unknown", "unknown"),
+        ("", "unknown"),
+        ("HUMAN<script>", "unknown"),
+    ],
+)
+def test_twilio_answered_by_maps_onto_ours(twilio: str, ours: str) -> None:
+    assert twilio_answered_by(twilio) == ours

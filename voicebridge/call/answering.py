@@ -30,6 +30,17 @@ from voicebridge.telephony.events import Start
 
 # Wall-clock slack over the audio-time limits: audio arrives in real time, give or take the network.
 WATCHDOG_GRACE_S = 1.0
+ANSWERED_BY: tuple[AnsweredBy, ...] = ("human", "machine", "unknown")
+
+
+def twilio_answered_by(value: str) -> AnsweredBy:
+    """Twilio's `AnsweredBy` (human, machine_start, machine_end_beep, machine_end_silence,
+    machine_end_other, fax, unknown: docs/answering-machine.md) as ours; anything else is "unknown"."""
+    if value == "human":
+        return "human"
+    if value.startswith("machine_") or value == "fax":
+        return "machine"
+    return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +131,10 @@ class AnsweringMachineStep:
 
     def provider_answered(self, answered_by: AnsweredBy) -> None:
         """The provider's verdict replaces ours; after the call was handed on it only corrects the records
-        (a person already greeted is not hung up on, nor a message cut short)."""
+        (a person already greeted is not hung up on, nor a message cut short). A value that is none of
+        ours (from outside, untyped at run time) counts as "unknown"."""
+        if answered_by not in ANSWERED_BY:
+            answered_by = "unknown"
         if not self.listening:
             if self.verdict is not None and answered_by != self.verdict.answered_by:
                 ours = self.verdict.answered_by
