@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -178,8 +178,9 @@ class Engine:
         return {record.key.split(":", 2)[2]: record.payload for record in stored}
 
 
-def start_event(call_sid: str = "CA-engine") -> Start:
+def start_event(call_sid: str = "CA-engine", direction: Literal["inbound", "outbound"] = "inbound") -> Start:
     return Start(
+        direction=direction,
         provider="exotel",
         stream_sid="SS-engine",
         call_sid=call_sid,
@@ -198,11 +199,12 @@ async def open_call(
     max_minutes: float | None = None,
     greeting: str = "greeting",
     business: BusinessSettings | None = None,
+    direction: Literal["inbound", "outbound"] = "inbound",
 ) -> Engine:
     """Admit and begin a call the way the stream handler does."""
     wire = Wire()
     call = Call(
-        start_event(call_sid),
+        start_event(call_sid, direction),
         services,
         FakeTranslator(),  # type: ignore[arg-type]
         wire.send_text,

@@ -12,8 +12,9 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from voicebridge.outbound.dialer import AnsweredBy
 from voicebridge.records.call_records import CallRecord
 from voicebridge.records.provider_facts import ProviderFacts
 
@@ -42,6 +43,13 @@ class LiveCall(Protocol):
     async def transfer(self, number: str) -> None: ...
 
     async def end_for_shutdown(self) -> None: ...
+
+
+@runtime_checkable
+class AnsweredCall(Protocol):
+    """A live call that can take the provider's answering-machine verdict (call/answering.py)."""
+
+    def provider_answered(self, answered_by: AnsweredBy) -> None: ...
 
 
 class CallRegistry:
@@ -119,6 +127,15 @@ class CallRegistry:
     def list_active(self) -> list[dict[str, Any]]:
         """A snapshot of every live call."""
         return [call.snapshot() for call in self._active.values()]
+
+    def provider_answered(self, call_sid: str, answered_by: AnsweredBy) -> bool:
+        """The provider's AnsweredBy ("human" | "machine" | "unknown") for a live outbound call, from the
+        dialler's webhook: it overrides our detector's verdict. False when no live call has that sid."""
+        call = self._active.get(call_sid)
+        if not isinstance(call, AnsweredCall):
+            return False
+        call.provider_answered(answered_by)
+        return True
 
     def show(self, call_sid: str) -> dict[str, Any]:
         """One call, live or recently finished."""

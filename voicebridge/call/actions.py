@@ -108,6 +108,10 @@ class CallActions:
         """Say goodbye, then end the call (or wait for the transfer or goodbye already under way)."""
         await self._close(self._say_goodbye_and_end(outcome))
 
+    async def leave_voicemail(self) -> None:
+        """An answering machine's beep has ended: say prompts.voicemail_message, then end with `machine`."""
+        await self._close(self._say_and_end("voicemail_message", "machine"))
+
     async def act(self, action: ReplyAction) -> None:
         """Carry out what the backend asked for once its reply has been heard."""
         self._log.info("backend action: %s", action.kind)
@@ -158,7 +162,10 @@ class CallActions:
 
     async def _say_goodbye_and_end(self, outcome: str) -> None:
         self._log.info("ending the call politely: %s", outcome)
-        await self._say("goodbye")
+        await self._say_and_end("goodbye", outcome)
+
+    async def _say_and_end(self, phrase: str, outcome: str) -> None:
+        await self._say(phrase)
         if await self._call.finish(outcome):  # else the caller hung up during the goodbye
             await self._s.telephony.hang_up(self._start)
         await self._close_socket()

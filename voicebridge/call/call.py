@@ -27,6 +27,7 @@ from voicebridge.audio.turn import (
 )
 from voicebridge.backends.base import BusinessSettings
 from voicebridge.call.actions import CallActions, EndingCall
+from voicebridge.call.answering import AnsweringMachineStep, outbound_greeting
 from voicebridge.call.basics import CallBasics
 from voicebridge.call.conversation import Conversation
 from voicebridge.call.digits import Keypad
@@ -39,6 +40,7 @@ from voicebridge.call.reply import Reply, ReplyHost, ReplyPipeline
 from voicebridge.call.reprompt import Reprompter
 from voicebridge.call.services import CallServices
 from voicebridge.call.tasks import CallTasks
+from voicebridge.outbound.dialer import AnsweredBy
 from voicebridge.records.costs import CallUsage
 from voicebridge.telephony.base import Translator
 from voicebridge.telephony.events import Start
@@ -134,6 +136,10 @@ class Call:
             self._tasks.spawn,
         )
         self._admitted = False
+        # Outbound calls only: who answered decides whether the bot greets or leaves a message.
+        self._amd = AnsweringMachineStep.for_call(
+            services, start, self.log, self._actions, self._records, self._tasks.spawn
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -160,12 +166,26 @@ class Call:
             self.log.info("the call ended before its greeting; not starting it")
         else:
             self._tasks.spawn(self._pacer.run(), "pacer")
-            if audio := self._s.phrases.audio(greeting, self._rate, self.profile.voice):
-                self._play_phrase(greeting, audio)
+            greeting = outbound_greeting(self.start, self._s.phrases, greeting)
+            if self._amd is not None:
+                self._amd.start(partial(self._greet, greeting))  # greets once a person is heard
+            else:
+                self._greet(greeting)
             self._actions.start_time_limit()
-            if self._reprompt.enabled:
-                self._tasks.spawn(self._reprompt.run(), "reprompt")
         await self._records.started()
+
+    def _greet(self, greeting: str) -> None:
+        if self.ended or self.closing:
+            return
+        if audio := self._s.phrases.audio(greeting, self._rate, self.profile.voice):
+            self._play_phrase(greeting, audio)
+        if self._reprompt.enabled:
+            self._tasks.spawn(self._reprompt.run(), "reprompt")
+
+    def provider_answered(self, answered_by: AnsweredBy) -> None:
+        """The provider's AMD verdict (Twilio's AnsweredBy), told by the dialler: it overrides ours."""
+        if self._amd is not None and not self.ended:
+            self._amd.provider_answered(answered_by)
 
     @property
     def ended(self) -> bool:
@@ -226,6 +246,8 @@ class Call:
         self.state = CallState.ENDED
         self._keypad.stop()
         self._actions.stop_time_limit()
+        if self._amd is not None:
+            self._amd.stop()
         steps: list[TeardownStep] = [
             ("stopping the call's tasks", partial(self._tasks.stop, requester)),
             ("keeping the caller's last words", self.conversation.settle_unanswered),
@@ -251,7 +273,11 @@ class Call:
             self._recording.caller(pcm16, self._loop.time())
         if self.closing:
             return  # the transfer or goodbye line plays to its end; nothing the caller says is answered now
-        for event in self._detector.feed(self._ingress.process(pcm16)):
+        audio = self._ingress.process(pcm16)
+        if self._amd is not None and self._amd.listening:
+            self._amd.feed(audio)  # no turns while it listens: a machine's greeting is not one to answer
+            return
+        for event in self._detector.feed(audio):
             match event:
                 case SpeechSustained() if self.state is CallState.SPEAKING and self._overlap.enabled:
                     self._overlap.watch()  # its words decide (call/overlap.py)

@@ -58,6 +58,9 @@ class CallRecords:
         )
         self._started: asyncio.Future[None] | None = None
         self._local_recording = ""
+        # Outbound calls: who answered, set by the answering-machine step (call/answering.py).
+        self.answered_by = ""
+        self._answered: asyncio.Future[None] | None = None
 
     def seconds(self) -> float:
         """How long the call has lasted so far."""
@@ -84,6 +87,18 @@ class CallRecords:
         so `started` always precedes `ended` even when the call ends while its greeting is being rendered."""
         self._started = asyncio.ensure_future(self._recorder.started())
 
+    def answered(self, answered_by: str, decision_s: float, reason: str) -> None:
+        """The verdict is in: kept for the `ended` records, and its `answered` event written after `started`
+        (teardown waits for it, so it always precedes `ended`)."""
+        self.answered_by = answered_by
+
+        async def write() -> None:
+            await self.started()
+            await self._recorder.answered(answered_by, decision_s, reason)
+
+        if self._answered is None:
+            self._answered = asyncio.ensure_future(write())
+
     async def started(self) -> None:
         """Wait for the call's `started` event (written from admission) to be durably in the outbox."""
         if self._started is not None:
@@ -107,6 +122,7 @@ class CallRecords:
                     self._entries(),
                     started_at=self.started_at,
                     recording_path=self._local_recording,
+                    answered_by=self.answered_by,
                 ),
             ),
         ]
@@ -150,6 +166,7 @@ class CallRecords:
             outcome=outcome,
             transcript=self._entries(),
             local_recording=self._local_recording,
+            answered_by=self.answered_by,
         )
         self._s.registry.finish(call, record)
 
@@ -159,6 +176,8 @@ class CallRecords:
     async def _timed_start(self) -> None:
         self._usage.duration_s = self.seconds()
         await self.started()  # `ended` never goes in before `started`
+        if self._answered is not None:  # nor before `answered`
+            await asyncio.shield(self._answered)
 
     async def _save_recording(self) -> None:
         if self.recording is None:

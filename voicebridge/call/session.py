@@ -270,9 +270,6 @@ class StreamSession:
             await self._s.phrases.in_voice(self._s.tts, call.profile.voice)
             if business is not None and business.greeting:
                 return await self._s.phrases.custom(self._s.tts, business.greeting, call.profile.voice)
-            if start.direction == "outbound":
-                outbound = self._s.settings.prompts.outbound_greeting
-                return await self._s.phrases.custom(self._s.tts, outbound, call.profile.voice)
         except Exception as exc:  # e.g. the TTS is down with no fallback: the call must still go on
             self._s.metrics.errors.labels(kind="greeting").inc()
             call.log.warning(

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicebridge.config import paths
+from voicebridge.config.amd import AmdConfig
 from voicebridge.config.limits import LimitsConfig
 from voicebridge.config.numbers import Language, Numbers
 from voicebridge.config.section import (
@@ -247,8 +248,10 @@ class PromptsConfig(Section):
     reprompt: str = "Are you still there?"
     # Said once in a turn whose backend has not answered after backend.filler_after_ms.
     filler: str = "One moment, please."
-    # Said to the person who answers an outbound call (the business's own greeting still wins).
+    # The first line of an outbound call, once the callee is judged a person (or unknown); "": `greeting`.
     outbound_greeting: str = "Hello! This is an automated call. Is this a good time to talk?"
+    # Left on an answering machine after its beep (amd.on_machine = "voicemail").
+    voicemail_message: str = "Hello, this is an automated call. Please call us back when you can. Thank you."
 
 
 class CallsConfig(Section):
@@ -368,6 +371,7 @@ class Settings(BaseSettings):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    amd: AmdConfig = Field(default_factory=AmdConfig)
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

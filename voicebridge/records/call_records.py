@@ -42,6 +42,8 @@ class CallRecord:
     context: dict[str, str] = field(default_factory=dict)
     # "outbound" for a call the daemon placed.
     direction: str = "inbound"
+    # Outbound calls: who answered (human, machine, unknown); "" for an inbound call.
+    answered_by: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +99,23 @@ class CallRecorder:
             },
         )
 
+    async def answered(self, answered_by: str, decision_s: float, reason: str) -> None:
+        """The `answered` event of an outbound call: who answered, after how many seconds of its audio, and
+        why (short_greeting, long_greeting, beep, timeout, pause, provider)."""
+        await self._put(
+            "event",
+            "event:answered",
+            "events",
+            {
+                "event": "answered",
+                "at": time.time(),
+                "answered_by": answered_by,
+                "decision_s": round(decision_s, 3),
+                "reason": reason,
+                "context": dict(self._info.context),
+            },
+        )
+
     async def ended(
         self,
         outcome: str,
@@ -105,9 +124,13 @@ class CallRecorder:
         *,
         started_at: float | None = None,
         recording_path: str = "",
+        answered_by: str = "",
     ) -> None:
         """The `ended` event, the cost record and the conversation log; and the post-call report when
-        `[report] url` is set (for every backend kind: the outbox routes it to the report's own sink)."""
+        `[report] url` is set (for every backend kind: the outbox routes it to the report's own sink).
+        `answered_by` (outbound calls only) goes into the `ended` event, the conversation and the report."""
+        # Only on outbound calls: an inbound call's records stay exactly as they were.
+        answered = {"answered_by": answered_by} if answered_by else {}
         await self._put(
             "event",
             "event:ended",
@@ -119,6 +142,7 @@ class CallRecorder:
                 "at": time.time(),
                 "context": dict(self._info.context),
                 "direction": self._info.direction,
+                **answered,
             },
         )
         # Outbound minutes are billed at their own rate by the providers: the record says which it was.
@@ -134,6 +158,7 @@ class CallRecorder:
                 "outcome": outcome,
                 "context": dict(self._info.context),
                 "direction": self._info.direction,
+                **answered,
             },
         )
         if self._settings.report.url:
@@ -148,6 +173,7 @@ class CallRecorder:
                 cost=cost,
                 recording_path=recording_path,
             )
+            report.update(answered)
             await self._put(REPORT_KIND, REPORT_KIND, REPORT_KIND, report, path=REPORT_KIND)
 
     def _key(self, suffix: str) -> str:

@@ -53,6 +53,19 @@ class Metrics:
             "Transcriptions started during the end-of-turn pause, by fate (used, discarded)",
             ["fate"],
         )
+        # Outbound calls: who answered (our detector's verdict, or the provider's when it gave one).
+        self.answering_machine = counter(
+            "voicebridge_answering_machine_total",
+            "Outbound calls by who answered (human, machine, unknown)",
+            ["answered_by"],
+        )
+        self.amd_decision = Histogram(
+            "voicebridge_answering_machine_decision_seconds",
+            "Audio seconds from the answer to the answering-machine verdict, by verdict",
+            ["answered_by"],
+            buckets=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0),
+            registry=self.registry,
+        )
 
         # Media frames each way; a late one is a gap the caller heard.
         self.frames_in = counter("voicebridge_frames_in_total", "Media frames received")

@@ -48,7 +48,8 @@ class Start:
     # One line saying why the rate in force is not what the URL or the start asked for; "" when they agree.
     rate_note: str = ""
     # "outbound" for a call the daemon placed (voicebridge/outbound/): set by the stream session from the
-    # dial its URL named, never from the wire.
+    # dial its URL named, never from the wire; the call then runs answering-machine detection before it
+    # greets (call/answering.py).
     direction: Literal["inbound", "outbound"] = "inbound"
 
 
