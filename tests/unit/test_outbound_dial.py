@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from voicebridge.admission.registry import CallRegistry
+from voicebridge.call.answering import twilio_answered_by
 from voicebridge.call.outbound_start import business_number, outbound_start
 from voicebridge.config.schema import ExotelConfig, OutboundConfig, Settings, TwilioConfig
 from voicebridge.outbound.attempts import AttemptTracker
@@ -20,7 +21,7 @@ from voicebridge.outbound.numbers import checked_e164, is_e164
 from voicebridge.outbound.pending import PendingDial, PendingDials, is_dial_id
 from voicebridge.outbound.requests import dial_request
 from voicebridge.outbound.service import OutboundDialer
-from voicebridge.outbound.status import answered_by, note_status
+from voicebridge.outbound.status import note_status
 from voicebridge.server.keys import ATTEMPTS, DIALER, REGISTRY
 from voicebridge.telephony import exotel_rest, twilio_rest
 from voicebridge.telephony.auth import AuthFailure
@@ -332,7 +333,7 @@ def test_a_terminal_status_ends_the_attempt_once_and_inbound_callbacks_are_not_a
     assert len(placing.pending) == 0  # it will never stream: its dial is closed
     note_status(app, "exotel", "inbound1", {"Status": "completed"})
     assert len(heard) == 1
-    assert [answered_by(raw) for raw in ("human", "machine_start", "fax", "unknown", "")] == [
+    assert [twilio_answered_by(raw) for raw in ("human", "machine_start", "fax", "unknown", "")] == [
         "human",
         "machine",
         "machine",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from voicebridge.call.answering import twilio_answered_by
 from voicebridge.outbound.dialer import AnsweredBy, CallAttemptEnded, DialStatus
 from voicebridge.server.keys import ATTEMPTS, DIALER, REGISTRY
 from voicebridge.telephony.events import ProviderName
@@ -19,13 +20,8 @@ TERMINAL: dict[str, DialStatus] = {
 }
 
 
-def answered_by(raw: str) -> AnsweredBy:
-    """Twilio's AnsweredBy (human, machine_start, machine_end_beep, fax, unknown, …) as ours."""
-    if raw == "human":
-        return "human"
-    if raw.startswith("machine") or raw == "fax":
-        return "machine"
-    return "unknown"
+# A call record's answered_by, as the attempt's.
+ANSWERS: dict[str, AnsweredBy] = {"human": "human", "machine": "machine", "unknown": "unknown"}
 
 
 def note_status(app: web.Application, provider: ProviderName, call_sid: str, fields: dict[str, str]) -> None:
@@ -33,7 +29,10 @@ def note_status(app: web.Application, provider: ProviderName, call_sid: str, fie
     is still live (then the stream's teardown tells it, with the call's outcome)."""
     tracker = app[ATTEMPTS]
     if raw_answer := fields.get("AnsweredBy", ""):
-        tracker.answered(call_sid, answered_by(raw_answer))
+        verdict = twilio_answered_by(raw_answer)
+        tracker.answered(call_sid, verdict)
+        # A live call's own detector gives way to the provider's verdict (call/answering.py).
+        app[REGISTRY].provider_answered(call_sid, verdict)
     status = TERMINAL.get(fields.get("Status", fields.get("CallStatus", "")).strip().lower())
     if status is None:
         return
@@ -53,4 +52,7 @@ def note_stream_end(app: web.Application, provider: ProviderName, call_sid: str)
     tracker = app[ATTEMPTS]
     record = app[REGISTRY].finished(call_sid)
     outcome = record.outcome if record is not None else ""
-    tracker.ended(CallAttemptEnded(call_sid, provider, "completed", tracker.answered_by(call_sid), outcome))
+    # The call's own verdict (our detector, or the provider's that replaced it) before a callback's.
+    found = record.answered_by if record is not None else ""
+    answered = ANSWERS.get(found) or tracker.answered_by(call_sid)
+    tracker.ended(CallAttemptEnded(call_sid, provider, "completed", answered, outcome))
