@@ -3,8 +3,9 @@ Twilio's REST APIs (voicebridge/sim/provider_rest.py) and the in-process node ba
 
 `voicebridge dial +919800000001 --context order_id=A17` places a call through the Exotel fake, which
 streams back to the daemon with the URL it was given and plays a person answering ("Hello? Yes,
-speaking.") and a second turn: the backend sees both turns as an outbound call with the dial's context,
-and the records say `direction: "outbound"`. POST /api/calls places a Twilio call through to its stream's
+speaking.", judged human by the answering-machine detector before the bot greets) and two turns: the backend sees both turns as an outbound call with the dial's context,
+and the records say `direction: "outbound"`. A machine's greeting and beep get the voicemail message and
+the outcome `machine`. POST /api/calls places a Twilio call through to its stream's
 start. Hostile dial requests are counted 4xx; a forged or reused dial token is refused at the upgrade."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
 from tests.fakes.node_api import FakeNodeApi
@@ -33,6 +35,7 @@ MANAGEMENT = "management-token-17"
 WEBHOOK_TOKEN = "exotel-webhook-token-17"
 TWILIO_ACCOUNT = "AC" + "1" * 32
 EXOPHONE = "+918047491899"
+VOICEMAIL = "This is Sunrise Clinic. Please call us back about your appointment."
 
 
 def dial_cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,19 +88,34 @@ async def upgrade_status(url: str) -> int:
             return refused.status
 
 
+def machine_greeting(speak: Callable[[str, int], bytes]) -> bytes:
+    """An answering machine: its greeting (about six seconds, no pause a person would leave for a reply),
+    a 1 kHz beep of half a second, then the silence it records."""
+    greeting = speak(
+        "Hi, you have reached the Sharma family. We cannot take your call right now. "
+        "Please leave a message after the tone.",
+        8000,
+    )
+    t = np.arange(4000) / 8000
+    beep = (np.sin(2 * np.pi * 1000 * t) * 12000).astype("<i2").tobytes()
+    return greeting + bytes(1600) + beep
+
+
 async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refused(
-    tmp_path: Path, speak: Callable[[str, int], bytes]
+    tmp_path: Path, speak: Callable[[str, int], bytes], transcribe: Callable[[bytes, int], str]
 ) -> None:
     hello, second = speak("Hello? Yes, speaking.", 8000), speak("Yes, I want to confirm my order.", 8000)
+    third = speak("Thank you, that is all.", 8000)
     async with (
         FakeNodeApi(api_key="k") as backend,
-        FakeProviderRest("exotel", Answer(turns=(hello, second))) as exotel,
+        FakeProviderRest("exotel", Answer(pick_up=hello, turns=(second, third))) as exotel,
         FakeProviderRest("twilio", Answer(turns=())) as twilio,
     ):
         overrides: dict[str, dict[str, Any]] = {
             "prompts": {
                 "greeting": "Thanks for calling.",
                 "outbound_greeting": "Hello, this is Sunrise Clinic.",
+                "voicemail_message": VOICEMAIL,
             },
             "backend": {"kind": "node", "url": backend.url, "api_key": "k"},
             "outbox": {"retry_base_s": 0.2, "retry_cap_s": 1.0},
@@ -150,6 +168,26 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
                 assert records[kind]["direction"] == "outbound", (kind, records[kind])
             assert records["conversation"]["context"] == {"order_id": "A17"}
             assert records["conversation"]["turns"][0]["text"] == "Hello, this is Sunrise Clinic."
+            # The person's "Hello? Yes, speaking." was judged by the answering-machine detector, not answered.
+            assert records["event:ended"]["answered_by"] == "human"
+            assert "speaking" not in " ".join(m.body["text"].lower() for m in messages)
+
+            # --- a machine answers: its greeting, a beep, then the voicemail message; outcome machine ------
+            exotel.script("+919800000009", Answer(pick_up=machine_greeting(speak), machine_records_s=30))
+            status, text = await post_call(daemon, json.dumps({"to": "+919800000009"}))
+            assert status == 201, text
+            machine_sid = json.loads(text)["call_sid"]
+            machine = await exotel.wait(machine_sid, timeout=90)
+            assert not machine.error, (machine.error, daemon.log()[-3000:])
+            await wait_records(backend, machine_sid, {"event:ended", "conversation"}, daemon)
+            machine_records = records_of(backend, machine_sid)
+            assert machine_records["event:ended"]["outcome"] == "machine"
+            assert machine_records["event:ended"]["answered_by"] == "machine"
+            bot_lines = [t["text"] for t in machine_records["conversation"]["turns"] if t["role"] == "bot"]
+            assert bot_lines == [VOICEMAIL]
+            assert len(backend.seen("/messages")) == 2  # nothing of the machine's went to the backend
+            # What the machine recorded: the message (its timing after the beep: tests/engine).
+            assert "call us back" in transcribe(machine.heard, 8000).lower()
 
             # --- a reused or forged dial token is refused at the upgrade ---------------------------------
             used = form["StreamUrl"]
@@ -185,7 +223,7 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             assert status == 201, text
             busy = await exotel.wait(json.loads(text)["call_sid"], timeout=30)
             assert busy.status == "busy" and busy.close_code is None and not busy.turns
-            assert exotel.status_answers == [200, 200]
+            assert exotel.status_answers == [200, 200, 200]
 
             # --- hostile dial requests: counted 4xx, never a 500 -----------------------------------------
             refusals = {
@@ -208,7 +246,7 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             )
             assert (await post_call(daemon, json.dumps({"to": "+919800000002"}), token="wrong"))[0] == 401
             assert (
-                len(exotel.requests) == 2 and len(twilio.requests) == 1
+                len(exotel.requests) == 3 and len(twilio.requests) == 1
             )  # nothing hostile reached a provider
 
             log = daemon.log()

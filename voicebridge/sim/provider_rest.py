@@ -32,8 +32,13 @@ class Answer:
 
     outcome: Outcome = "answer"
     ring_s: float = 0.3
-    # Caller turns, PCM16 at 8 kHz (e.g. "Hello? Yes, speaking."), each answered before the next.
+    # What the callee says on picking up, before the bot says anything (PCM16 at 8 kHz): a person's
+    # "Hello? Yes, speaking." or a machine's greeting and beep. b"": the line stays silent.
+    pick_up: bytes = b""
+    # Caller turns after the bot's first line, PCM16 at 8 kHz, each answered before the next.
     turns: tuple[bytes, ...] = ()
+    # A machine does not hang up: it records until the bot ends the call (or this many seconds pass).
+    machine_records_s: float = 0.0
     # Seconds to wait for the bot's greeting mark before the first turn.
     greeting_timeout_s: float = 30.0
 
@@ -51,6 +56,8 @@ class FakeCall:
     # The daemon's close code when it refused or ended the stream; None while open or never opened.
     close_code: int | None = None
     greeted: bool = False
+    # Everything the daemon played to the callee, PCM16 at 8 kHz (after the stream ended).
+    heard: bytes = b""
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str = ""
 
@@ -186,15 +193,26 @@ class FakeProviderRest:
         if parameters:
             caller.wire.custom_parameters.update(parameters)  # type: ignore[attr-defined]
         async with caller:
-            call.greeted = await caller.listen_until_mark(timeout=call.answer.greeting_timeout_s) is not None
+            timeout = call.answer.greeting_timeout_s
+            if call.answer.pick_up:
+                # Said at once, as a person or a machine does; the line carries silence after it.
+                picked_up = await caller.say(call.answer.pick_up, trailing_silence_s=timeout)
+                call.greeted = await caller.wait_for_mark(picked_up, timeout=timeout) is not None
+            else:
+                call.greeted = await caller.listen_until_mark(timeout=timeout) is not None
             if call.greeted:
                 for speech in call.answer.turns:
                     call.turns.append(await caller.turn(speech, timeout=30))
                     if caller.closed.is_set():
                         break
+            if call.answer.machine_records_s and not caller.closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(call.answer.machine_records_s):
+                        await caller.closed.wait()
             if not caller.closed.is_set():
                 await caller.stop()
         call.close_code = caller.close_code
+        call.heard = caller.log.audio_between(0.0)
 
     async def _post_status(self, call: FakeCall, status: str) -> None:
         call.status = status
