@@ -26,15 +26,18 @@ from voicebridge.backends.base import BudgetCheck, BusinessLookup, RecordSink
 from voicebridge.backends.business import BusinessDirectory, ConfigNumbers
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
+from voicebridge.campaigns.store_sql import StoreTooNew
+from voicebridge.campaigns.wiring import open_campaigns
 from voicebridge.config.schema import Settings
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.report import REPORT_KIND, ReportSink
-from voicebridge.server import management
+from voicebridge.server import management, management_campaigns
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
 from voicebridge.server.keys import (
     BACKEND,
     CALL_SERVICES,
+    CAMPAIGNS,
     ENGINES,
     GATE,
     IDLE_MEMORY,
@@ -216,6 +219,23 @@ async def call_services(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def campaigns(app: web.Application) -> AsyncIterator[None]:
+    """The outbound campaigns (campaigns/wiring.py): their SQLite file, resumed where the last run left
+    them, and the runner task dialling every running one until shutdown."""
+    try:
+        service, runner, store = await open_campaigns(app)
+    except (OSError, sqlite3.Error, StoreTooNew) as exc:
+        raise CannotStart(f"campaigns: {exc}") from exc
+    app[CAMPAIGNS] = service
+    task = asyncio.create_task(runner.run(), name="campaign-runner")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await runner.settled()
+    await store.close()
+
+
 def background_task(run: Callable[[web.Application], Coroutine[Any, Any, None]]) -> CleanupContext:
     """A cleanup context that runs `run(app)` for as long as the daemon runs, and cancels it on shutdown."""
 
@@ -257,6 +277,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
             report_connection,
             record_outbox,
             call_services,
+            # After call_services: campaigns dial only once the daemon can carry the calls. An outbound
+            # dialler's own context (setting DIALER/ATTEMPT_EVENTS) belongs before this one.
+            campaigns,
             # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
             background_task(lambda app: app[LOAD].watch_loop()),
             background_task(lambda app: app[IDLE_MEMORY].run()),
@@ -264,6 +287,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     )
     providers.add_routes(app)
     management.add_routes(app)
+    management_campaigns.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)

@@ -10,7 +10,9 @@ from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import Backend
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
+from voicebridge.campaigns.service import Campaigns
 from voicebridge.config.schema import Settings
+from voicebridge.outbound.dialer import AttemptEvents, Dialer
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.report import ReportSink
 from voicebridge.server.memory import IdleMemoryReturner
@@ -47,3 +49,10 @@ OUTBOX = web.AppKey("outbox", Outbox)
 # Set once every resource is up: what each call is handed, and what /ready waits for.
 CALL_SERVICES = web.AppKey("call_services", CallServices)
 MODELS_LOADED = web.AppKey("models_loaded", dict[str, str | int])
+
+# The outbound dialler (issue 17, item 1): set by its own cleanup context, placed before the campaigns'.
+# Unset, campaigns use campaigns/placeholder_dialer.py, which refuses every dial ("no_dialer").
+DIALER = web.AppKey("dialer", Dialer)
+ATTEMPT_EVENTS = web.AppKey("attempt_events", AttemptEvents)
+# The campaign operations (campaigns/service.py), set by campaigns/wiring.py's cleanup context.
+CAMPAIGNS = web.AppKey("campaigns", Campaigns)

@@ -18,7 +18,7 @@ from voicebridge.server import management
 from voicebridge.server.app import CannotStart, create_app
 from voicebridge.server.connection_guard import ConnectionLimits, GuardedTCPSite
 from voicebridge.server.control import ControlServer, ControlSocketError
-from voicebridge.server.keys import METRICS, OUTBOX, REGISTRY, SETTINGS
+from voicebridge.server.keys import CAMPAIGNS, METRICS, OUTBOX, REGISTRY, SETTINGS
 from voicebridge.server.logs import configure_logging
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.systemd import SystemdNotifier
@@ -38,6 +38,7 @@ async def control_socket(app: web.Application) -> AsyncIterator[None]:
         group=settings.control.group,
         outbox=app[OUTBOX],
         metrics=app[METRICS],
+        campaigns=app.get(CAMPAIGNS),
     )
     await control.start()
     yield

@@ -1,0 +1,67 @@
+"""The campaigns in the daemon: the store, the runner task and the operations, started by their own
+cleanup context (server/app.py) after everything a call needs is up.
+
+The dialler comes from server.keys.DIALER / ATTEMPT_EVENTS, set by the outbound dialler's own cleanup
+context, which must come earlier in `cleanup_ctx`. Until one does, the placeholders refuse every dial
+with DialRefused("no_dialer"): campaigns can be started and inspected, and nothing is dialled."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from voicebridge.admission.registry import CallRegistry
+from voicebridge.campaigns.dnc import DoNotCall
+from voicebridge.campaigns.placeholder_dialer import NoAttemptEvents, NoDialer
+from voicebridge.campaigns.runner import CampaignRunner
+from voicebridge.campaigns.service import Campaigns
+from voicebridge.campaigns.store import CampaignStore
+from voicebridge.server.keys import ATTEMPT_EVENTS, DIALER, REGISTRY, SETTINGS
+
+logger = logging.getLogger("voicebridge.campaigns")
+
+
+class RegistryLoad:
+    """The registry's live calls (inbound and outbound streams alike) and capacity, as pacing.CallLoad."""
+
+    def __init__(self, registry: CallRegistry) -> None:
+        self._registry = registry
+
+    def live_calls(self) -> int:
+        return self._registry.active_count
+
+    def capacity(self) -> int:
+        return self._registry.capacity
+
+
+async def open_campaigns(app: web.Application) -> tuple[Campaigns, CampaignRunner, CampaignStore]:
+    """Open <state_dir>/campaigns.sqlite3, settling attempts a previous run left open; OSError,
+    sqlite3.Error or StoreTooNew when it cannot be (the store is closed again)."""
+    settings = app[SETTINGS]
+    config = settings.campaigns
+    dialer = app.get(DIALER)
+    events = app.get(ATTEMPT_EVENTS)
+    if dialer is None or events is None:
+        logger.warning(
+            "campaigns: no outbound dialler in this daemon; every campaign dial is refused (no_dialer)"
+        )
+        dialer, events = NoDialer(), NoAttemptEvents()
+    store = CampaignStore(settings.state_path() / "campaigns.sqlite3")
+    try:
+        settled = await store.open(time.time())
+    except BaseException:
+        await store.close()
+        raise
+    if settled:
+        logger.warning("campaigns: %d attempt(s) left open by the last run were settled", settled)
+    runner = CampaignRunner(
+        store,
+        dialer,
+        events,
+        RegistryLoad(app[REGISTRY]),
+        DoNotCall(config.dnc_file),
+        inbound_reserve=config.inbound_reserve,
+    )
+    return Campaigns(store, runner, config), runner, store
