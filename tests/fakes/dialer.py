@@ -20,7 +20,7 @@ from voicebridge.outbound.dialer import (
 )
 
 # One attempt's script: a dial status, or "human"/"machine" (completed, answered by that), or
-# "refuse:<reason>" (DialRefused before anything rings).
+# "refuse:<reason>" (DialRefused before anything rings), or "silent" (rings, and its end is never told).
 Script = str
 
 
@@ -67,6 +67,8 @@ class FakeDialer:
 
     async def _play(self, sid: str, step: Script) -> None:
         await asyncio.sleep(self.ring_s)
+        if step == "silent":
+            return
         if step in ("human", "machine"):
             await asyncio.sleep(self.talk_s)
             event = CallAttemptEnded(sid, "exotel", "completed", step, "completed")  # type: ignore[arg-type]

@@ -64,13 +64,27 @@ async def _truthy(value: object) -> bool:
 
 
 async def start_rig(
-    path: Path, dialer: FakeDialer, clock: FakeClock, dnc: str = "", slots: int = 30, reserve: float = 0.2
+    path: Path,
+    dialer: FakeDialer,
+    clock: FakeClock,
+    dnc: str = "",
+    slots: int = 30,
+    reserve: float = 0.2,
+    attempt_timeout_s: float = 7200.0,
 ) -> Rig:
     store = CampaignStore(path)
     await store.open(clock())
     load = FakeLoad(dialer, slots=slots)
     runner = CampaignRunner(
-        store, dialer, dialer, load, DoNotCall(dnc), clock=clock, inbound_reserve=reserve, poll_s=0.005
+        store,
+        dialer,
+        dialer,
+        load,
+        DoNotCall(dnc),
+        clock=clock,
+        inbound_reserve=reserve,
+        poll_s=0.005,
+        attempt_timeout_s=attempt_timeout_s,
     )
     return Rig(store, dialer, load, clock, runner, asyncio.create_task(runner.run()))
 
@@ -209,6 +223,17 @@ async def test_at_capacity_refusal_is_no_attempt(tmp_path: Path) -> None:
         options = CampaignOptions(concurrency=1, max_attempts=1, **QUICK)
         rows = await r.finished(await r.campaign(["+919800000000"], options))
     assert (rows["+919800000000"]["outcome"], rows["+919800000000"]["attempts"]) == ("human", 1)
+
+
+async def test_an_end_never_heard_frees_its_slot_after_the_timeout(tmp_path: Path) -> None:
+    listed = numbers(2)
+    dialer = FakeDialer(scripts={listed[0]: ["silent"]})
+    async with rig(tmp_path, dialer, fast_clock(), attempt_timeout_s=60.0) as r:
+        options = CampaignOptions(concurrency=1, max_attempts=3, **QUICK)
+        rows = await r.finished(await r.campaign(listed, options))
+    lost = rows[listed[0]]
+    assert (lost["outcome"], lost["last_status"], lost["attempts"]) == ("unknown", "lost", 1)  # not retried
+    assert rows[listed[1]]["outcome"] == "human"
 
 
 async def test_pause_resume_and_cancel(tmp_path: Path) -> None:

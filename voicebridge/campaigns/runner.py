@@ -50,6 +50,7 @@ class CampaignRunner:
         clock: Callable[[], float] = time.time,
         inbound_reserve: float = 0.2,
         poll_s: float = 1.0,
+        attempt_timeout_s: float = 7200.0,
     ) -> None:
         self._store = store
         self._dialer = dialer
@@ -58,11 +59,12 @@ class CampaignRunner:
         self._clock = clock
         self._reserve = inbound_reserve
         self._poll_s = poll_s
+        self._attempt_timeout_s = attempt_timeout_s
         self._wake = asyncio.Event()
         # Campaign id -> the numbers of it dialled and not yet ended.
         self._in_flight: dict[int, set[int]] = {}
-        # Call sid -> (campaign, number, that attempt's count).
-        self._placed: dict[str, tuple[int, int, int]] = {}
+        # Call sid -> (campaign, number, that attempt's count, when it was dialled).
+        self._placed: dict[str, tuple[int, int, int, float]] = {}
         self._early: OrderedDict[str, CallAttemptEnded] = OrderedDict()
         self._buckets: dict[int, TokenBucket] = {}
         self._settling: set[asyncio.Task[None]] = set()
@@ -91,15 +93,29 @@ class CampaignRunner:
             await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     async def tick(self) -> None:
-        for campaign in await self._store.campaigns():
-            if campaign.state == "running":
-                await self._campaign_pass(campaign)
+        self._give_up_on_lost_ends()
+        for campaign in await self._store.campaigns(("running",)):
+            await self._campaign_pass(campaign)
+
+    def _give_up_on_lost_ends(self) -> None:
+        """An attempt whose end is never heard (a status callback lost on the way) would hold its slot
+        and keep its campaign open forever: after attempt_timeout_s it is settled as `lost`, outcome
+        `unknown`, and not retried, since the call may well have been answered."""
+        deadline = self._clock() - self._attempt_timeout_s
+        for sid, (_, _, _, dialled_at) in list(self._placed.items()):
+            if dialled_at < deadline:
+                logger.warning(
+                    "campaign call %s: no end heard in %.0f s, settled as lost", sid, self._attempt_timeout_s
+                )
+                self._finish(self._placed.pop(sid), None)
 
     async def _campaign_pass(self, campaign: Campaign) -> None:
         options, in_flight = campaign.options, self._in_flight.setdefault(campaign.id, set())
         if not in_flight and await self._store.open_numbers(campaign.id) == 0:
             if await self._store.set_state(campaign.id, "finished", ("running",)):
                 logger.info("campaign %d finished", campaign.id)
+            self._in_flight.pop(campaign.id, None)
+            self._buckets.pop(campaign.id, None)
             return
         bucket = self._buckets.get(campaign.id)
         if bucket is None:
@@ -170,7 +186,7 @@ class CampaignRunner:
             in_flight.discard(due.id)
             await self._settle(campaign.id, campaign.options, due.id, attempt, "failed", "unknown", True)
             return False
-        self._placed[result.call_sid] = (campaign.id, due.id, attempt)
+        self._placed[result.call_sid] = (campaign.id, due.id, attempt, self._clock())
         await self._store.mark_in_call(due.id, result.call_sid)
         if (early := self._early.pop(result.call_sid, None)) is not None:
             self._on_ended(early)
@@ -184,15 +200,24 @@ class CampaignRunner:
             while len(self._early) > _EARLY_ENDS_KEPT:
                 self._early.popitem(last=False)
             return
-        campaign, number, attempt = placed
+        self._finish(placed, event)
+
+    def _finish(self, placed: tuple[int, int, int, float], event: CallAttemptEnded | None) -> None:
+        """Free the attempt's slot and store how it ended (None: lost, no end heard)."""
+        campaign, number, attempt, _ = placed
         self._in_flight.get(campaign, set()).discard(number)
         task = asyncio.create_task(self._ended(campaign, number, attempt, event))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
         self._wake.set()
 
-    async def _ended(self, campaign_id: int, number: int, attempt: int, event: CallAttemptEnded) -> None:
+    async def _ended(
+        self, campaign_id: int, number: int, attempt: int, event: CallAttemptEnded | None
+    ) -> None:
         try:
+            if event is None:  # lost: it may have been answered, so it is not dialled again
+                await self._store.settle(number, "lost", "unknown", "unknown", None)
+                return
             campaign = await self._store.campaign(campaign_id)
             retry = campaign.state in ("running", "paused")
             await self._settle(

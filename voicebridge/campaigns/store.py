@@ -90,8 +90,10 @@ class CampaignStore:
     async def create(self, name: str, options: CampaignOptions, entries: list[ListEntry]) -> int:
         return await self._sql(store_sql.insert_campaign, name, options, entries)
 
-    async def campaigns(self) -> list[Campaign]:
-        return [_campaign(row) for row in await self._sql(store_sql.campaign_rows, None)]
+    async def campaigns(self, states: tuple[str, ...] = ()) -> list[Campaign]:
+        """Every campaign, or those in `states`."""
+        rows = await self._sql(store_sql.campaign_rows, None, states)
+        return [_campaign(row) for row in rows]
 
     async def campaign(self, campaign: int) -> Campaign:
         rows = await self._sql(store_sql.campaign_rows, campaign)

@@ -129,9 +129,12 @@ def options_from_row(row: tuple[Any, ...]) -> CampaignOptions:
     )
 
 
-def campaign_rows(db: sqlite3.Connection, campaign: int | None) -> list[tuple[Any, ...]]:
+def campaign_rows(
+    db: sqlite3.Connection, campaign: int | None, states: tuple[str, ...] = ()
+) -> list[tuple[Any, ...]]:
     if campaign is None:
-        return db.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id").fetchall()
+        where = f" WHERE state IN ({','.join('?' * len(states))})" if states else ""
+        return db.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns{where} ORDER BY id", states).fetchall()
     return db.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id=?", (campaign,)).fetchall()
 
 

@@ -63,5 +63,6 @@ async def open_campaigns(app: web.Application) -> tuple[Campaigns, CampaignRunne
         RegistryLoad(app[REGISTRY]),
         DoNotCall(config.dnc_file),
         inbound_reserve=config.inbound_reserve,
+        attempt_timeout_s=config.attempt_timeout_s,
     )
     return Campaigns(store, runner, config), runner, store

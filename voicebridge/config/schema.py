@@ -295,6 +295,9 @@ class CampaignsConfig(Section):
     # Busy, no-answer and failed attempts are retried after retry_base_s, doubling, up to retry_cap_s.
     retry_base_s: float = Field(300.0, ge=1, le=86_400)
     retry_cap_s: float = Field(3600.0, ge=1, le=7 * 86_400)
+    # A dialled call whose end the dialler never reports is settled (outcome unknown, not retried) after
+    # this long, so a lost status callback cannot hold a campaign's slot forever.
+    attempt_timeout_s: float = Field(7200.0, ge=60, le=86_400)
     # Bounds on a list (rows beyond max_rows, or a file beyond max_list_bytes, refuse the list).
     max_rows: int = Field(100_000, ge=1, le=1_000_000)
     max_list_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
