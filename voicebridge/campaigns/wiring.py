@@ -8,6 +8,7 @@ with DialRefused("no_dialer"): campaigns can be started and inspected, and nothi
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from aiohttp import web
@@ -48,6 +49,14 @@ async def open_campaigns(app: web.Application) -> tuple[Campaigns, CampaignRunne
             "campaigns: no outbound dialler in this daemon; every campaign dial is refused (no_dialer)"
         )
         dialer, events = NoDialer(), NoAttemptEvents()
+    capacity = settings.server.max_concurrent_calls
+    if capacity - math.ceil(capacity * config.inbound_reserve) < 1:
+        logger.warning(
+            "campaigns: server.max_concurrent_calls %d with campaigns.inbound_reserve %.2f leaves campaigns "
+            "no call at all; nothing will be dialled",
+            capacity,
+            config.inbound_reserve,
+        )
     store = CampaignStore(settings.state_path() / "campaigns.sqlite3")
     try:
         settled = await store.open(time.time())

@@ -93,8 +93,13 @@ def progress_view(status: dict[str, Any]) -> Group:
     for column in (*_COUNTS, "eta"):
         table.add_column(column.replace("_", " "), justify="right")
     table.add_row(*(str(status.get(key, 0)) for key in _COUNTS), _eta(status.get("eta_s")))
-    bar = ProgressBar(total=max(1, total), completed=total - remaining, width=60)
-    return Group(title, bar, Text(f"{total - remaining}/{total} numbers settled"), table)
+    # In a grid row: a bare ProgressBar ends without a line break, and what follows would join it.
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
+        ProgressBar(total=max(1, total), completed=total - remaining, width=50),
+        Text(f"{total - remaining}/{total} numbers settled"),
+    )
+    return Group(title, bar, table)
 
 
 @campaign_app.command("status")
