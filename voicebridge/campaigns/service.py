@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from voicebridge.campaigns.hours import CallingHours, check_zone, parse_hours
@@ -30,11 +32,13 @@ MAX_PATH_CHARS = 4096
 MAX_NAME_CHARS = 100
 MAX_NUMBERS_SHOWN = 1000
 # Which states each control moves a campaign from.
-MOVES: dict[str, tuple[CampaignState, tuple[str, ...]]] = {
-    "pause": ("paused", ("running",)),
-    "resume": ("running", ("paused",)),
-    "cancel": ("cancelled", ("running", "paused")),
-}
+MOVES: Mapping[str, tuple[CampaignState, tuple[str, ...]]] = MappingProxyType(
+    {
+        "pause": ("paused", ("running",)),
+        "resume": ("running", ("paused",)),
+        "cancel": ("cancelled", ("running", "paused")),
+    }
+)
 
 
 class CampaignRefused(Exception):
