@@ -178,15 +178,21 @@ async def test_nothing_is_dialled_outside_calling_hours_until_they_open(tmp_path
 async def test_a_call_in_progress_at_closing_time_finishes_and_nothing_more_is_dialled(
     tmp_path: Path,
 ) -> None:
-    clock = FakeClock(datetime(2026, 12, 7, 20, 59, 59, 900_000, tzinfo=IST).timestamp())
-    dialer = FakeDialer(ring_s=0.0, talk_s=0.3)
+    closing = datetime(2026, 12, 7, 21, 0, tzinfo=IST).timestamp()
+    clock = FakeClock(closing - 10, speed=10)  # a real second is 10 campaign seconds
+    dialer = FakeDialer(ring_s=0.0, talk_s=2.0)  # 20 campaign seconds: ends after closing
+    first, second = numbers(2)
     async with rig(tmp_path, dialer, clock) as r:
-        campaign = await r.campaign(numbers(2), CampaignOptions(concurrency=1, **QUICK))
-        await r.until(lambda: dialer.dials[numbers(1)[0]] == 1)
-        await asyncio.sleep(0.6)
+        campaign = await r.campaign([first, second], CampaignOptions(concurrency=1, **QUICK))
+        clock.set(closing - 5)  # from here the runner has half a real second to dial the first
+        await r.until(lambda: dialer.dials[first] == 1)
+        await r.until(lambda: dialer.live == 0, timeout=5)
+        await asyncio.sleep(0.3)  # the runner's passes after the call ended, hours closed
+        await r.runner.settled()
         rows = {row["number"]: row for row in await r.store.numbers(campaign, 10)}
-    assert rows[numbers(1)[0]]["outcome"] == "human"
-    assert rows[numbers(2)[1]]["state"] == "pending" and dialer.dials[numbers(2)[1]] == 0
+    assert clock() > closing
+    assert rows[first]["outcome"] == "human"  # left to finish
+    assert rows[second]["state"] == "pending" and dialer.dials[second] == 0
 
 
 @pytest.mark.parametrize(("inbound", "most_outbound"), [(0, 8), (5, 5), (9, 1), (10, 0)])

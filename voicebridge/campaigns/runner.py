@@ -83,8 +83,11 @@ class CampaignRunner:
                 await self.tick()
             except Exception:
                 logger.exception("campaign pass failed")
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+            # lands as the wait ends, and the daemon's shutdown would then wait on this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def settled(self) -> None:
