@@ -3,7 +3,8 @@ Twilio's REST APIs (voicebridge/sim/provider_rest.py) and the in-process node ba
 
 `voicebridge dial +919800000001 --context order_id=A17` places a call through the Exotel fake, which
 streams back to the daemon with the URL it was given and plays a person answering ("Hello? Yes,
-speaking.", judged human by the answering-machine detector before the bot greets) and two turns: the backend sees both turns as an outbound call with the dial's context,
+speaking.", judged human by the answering-machine detector before the bot greets) and two turns: the
+backend sees both turns as an outbound call with the dial's context,
 and the records say `direction: "outbound"`. A machine's greeting and beep get the voicemail message and
 the outcome `machine`. POST /api/calls places a Twilio call through to its stream's
 start. Hostile dial requests are counted 4xx; a forged or reused dial token is refused at the upgrade."""

@@ -9,6 +9,7 @@ import typer
 
 from voicebridge import __version__
 from voicebridge.cli.calls import calls_app
+from voicebridge.cli.campaign import campaign_app
 from voicebridge.cli.config import config_app
 from voicebridge.cli.dial import dial
 from voicebridge.cli.doctor import doctor
@@ -52,6 +53,7 @@ app.command("stt")(stt)
 app.add_typer(config_app, name="config")
 app.add_typer(calls_app, name="calls")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(campaign_app, name="campaign")
 
 
 def main() -> None:

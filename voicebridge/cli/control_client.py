@@ -29,6 +29,9 @@ class ControlRequestFailed(Exception):
         self.code = code
 
 
+ControlParam = str | int | float | bool | dict[str, str]
+
+
 class ControlClient:
     """Talks to a running daemon over its Unix control socket."""
 
@@ -36,7 +39,7 @@ class ControlClient:
         self.path = path
         self._timeout = timeout
 
-    def request(self, op: str, **params: str | int | bool | dict[str, str]) -> dict[str, Any]:
+    def request(self, op: str, **params: ControlParam) -> dict[str, Any]:
         """Send one operation and return its result; raise DaemonUnreachable or ControlRequestFailed."""
         line = json.dumps({"version": PROTOCOL_VERSION, "op": op, **params}).encode() + b"\n"
         fallback = private_runtime_fallback()
@@ -106,7 +109,7 @@ def client_for(config: Path | None, socket_path: Path | None) -> ControlClient:
     return ControlClient(socket_path or load_settings(config).control_socket_path())
 
 
-def request_op(client: ControlClient, op: str, **params: str | int | bool | dict[str, str]) -> dict[str, Any]:
+def request_op(client: ControlClient, op: str, **params: ControlParam) -> dict[str, Any]:
     """One operation; failures become a one-line CliError with exit code 1."""
     try:
         return client.request(op, **params)

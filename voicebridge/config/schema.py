@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from voicebridge.campaigns.hours import check_zone, parse_hours
 from voicebridge.config import paths
 from voicebridge.config.amd import AmdConfig
 from voicebridge.config.limits import LimitsConfig
@@ -329,6 +330,40 @@ class ReportConfig(Section):
         return self
 
 
+class CampaignsConfig(Section):
+    """Outbound campaigns (voicebridge/campaigns/): the defaults `campaign run` options override."""
+
+    # The share of server.max_concurrent_calls campaigns never take: kept for inbound callers.
+    inbound_reserve: float = Field(0.2, ge=0, le=0.9)
+    # One E.164 number a line; re-read when it changes and checked before every dial. Empty: none.
+    dnc_file: str = ""
+    concurrency: int = Field(2, ge=1, le=1000)
+    rate_per_minute: float = Field(30.0, gt=0, le=6000)
+    hours: str = "09:00-21:00"
+    time_zone: str = "Asia/Kolkata"
+    max_attempts: int = Field(3, ge=1, le=10)
+    # Busy, no-answer and failed attempts are retried after retry_base_s, doubling, up to retry_cap_s.
+    retry_base_s: float = Field(300.0, ge=1, le=86_400)
+    retry_cap_s: float = Field(3600.0, ge=1, le=7 * 86_400)
+    # A dialled call whose end the dialler never reports is settled (outcome unknown, not retried) after
+    # this long, so a lost status callback cannot hold a campaign's slot forever.
+    attempt_timeout_s: float = Field(7200.0, ge=60, le=86_400)
+    # Bounds on a list (rows beyond max_rows, or a file beyond max_list_bytes, refuse the list).
+    max_rows: int = Field(100_000, ge=1, le=1_000_000)
+    max_list_bytes: int = Field(20 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024)
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
+
+
 class ManagementConfig(Section):
     # Bearer token for management. /api/*, /metrics and /health need it whenever an enabled provider has
     # webhook auth, trusted_proxies is set or the daemon listens beyond loopback (without it they are
@@ -372,6 +407,7 @@ class Settings(BaseSettings):
     report: ReportConfig = Field(default_factory=ReportConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     amd: AmdConfig = Field(default_factory=AmdConfig)
+    campaigns: CampaignsConfig = Field(default_factory=CampaignsConfig)
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

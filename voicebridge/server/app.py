@@ -26,19 +26,22 @@ from voicebridge.backends.base import BudgetCheck, BusinessLookup, RecordSink
 from voicebridge.backends.business import BusinessDirectory, ConfigNumbers
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
+from voicebridge.campaigns.store_sql import StoreTooNew
+from voicebridge.campaigns.wiring import open_campaigns
 from voicebridge.config.schema import Settings
 from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.pending import PendingDials
 from voicebridge.outbound.service import OutboundDialer
 from voicebridge.records.outbox import Outbox
 from voicebridge.records.report import REPORT_KIND, ReportSink
-from voicebridge.server import management, outbound_api
+from voicebridge.server import management, management_campaigns, outbound_api
 from voicebridge.server.access import access_control, stream_tokens
 from voicebridge.server.body_deadline import body_deadline
 from voicebridge.server.keys import (
     ATTEMPTS,
     BACKEND,
     CALL_SERVICES,
+    CAMPAIGNS,
     DIALER,
     ENGINES,
     GATE,
@@ -221,6 +224,23 @@ async def call_services(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+async def campaigns(app: web.Application) -> AsyncIterator[None]:
+    """The outbound campaigns (campaigns/wiring.py): their SQLite file, resumed where the last run left
+    them, and the runner task dialling every running one until shutdown."""
+    try:
+        service, runner, store = await open_campaigns(app)
+    except (OSError, sqlite3.Error, StoreTooNew) as exc:
+        raise CannotStart(f"campaigns: {exc}") from exc
+    app[CAMPAIGNS] = service
+    task = asyncio.create_task(runner.run(), name="campaign-runner")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await runner.settled()
+    await store.close()
+
+
 def background_task(run: Callable[[web.Application], Coroutine[Any, Any, None]]) -> CleanupContext:
     """A cleanup context that runs `run(app)` for as long as the daemon runs, and cancels it on shutdown."""
 
@@ -265,6 +285,9 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
             report_connection,
             record_outbox,
             call_services,
+            # After call_services: campaigns dial only once the daemon can carry the calls. An outbound
+            # dialler's own context (setting DIALER/ATTEMPT_EVENTS) belongs before this one.
+            campaigns,
             # Feeds the overload guard the loop's lag; hands freed heap back to the OS when calls end.
             background_task(lambda app: app[LOAD].watch_loop()),
             background_task(lambda app: app[IDLE_MEMORY].run()),
@@ -273,6 +296,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     providers.add_routes(app)
     management.add_routes(app)
     outbound_api.add_routes(app)
+    management_campaigns.add_routes(app)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)

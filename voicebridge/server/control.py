@@ -3,7 +3,8 @@
 Each request is one line `{"version": 1, "op": "...", ...}` and gets one line back
 `{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false, "code": "...", "error": "..."}`.
 The call operations are the registry's, the same ones the HTTP management API calls; the outbox_*
-operations list, show and re-queue stored call records (`voicebridge outbox`).
+operations list, show and re-queue stored call records (`voicebridge outbox`); the campaign_* ones run
+and steer outbound campaigns (`voicebridge campaign`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from voicebridge.admission.registry import CallRegistry, InvalidNumber, UnknownCall
+from voicebridge.campaigns.service import Campaigns
 from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
 from voicebridge.outbound.dialer import Dialer
 from voicebridge.records.outbox import Outbox
+from voicebridge.server.control_campaigns import CAMPAIGN_OPERATIONS, campaign_operation
 from voicebridge.server.control_dial import dial_operation
 from voicebridge.server.control_outbox import OUTBOX_OPERATIONS, outbox_operation
 from voicebridge.server.control_protocol import (
@@ -39,7 +42,16 @@ from voicebridge.telephony.sids import SID_RULE, is_valid_sid
 
 # A request is a sid and a phone number; anything near this is not an operator typing.
 MAX_REQUEST_BYTES = 64 * 1024
-OPERATIONS = ("list", "show", "hangup", "transfer", "status", "dial", *OUTBOX_OPERATIONS)
+OPERATIONS = (
+    "list",
+    "show",
+    "hangup",
+    "transfer",
+    "status",
+    "dial",
+    *OUTBOX_OPERATIONS,
+    *CAMPAIGN_OPERATIONS,
+)
 
 logger = logging.getLogger("voicebridge.control")
 
@@ -60,9 +72,11 @@ class ControlServer:
         outbox: Outbox | None = None,
         metrics: Metrics | None = None,
         dialer: Dialer | None = None,
+        campaigns: Campaigns | None = None,
     ) -> None:
         self._registry = registry
         self._dialer = dialer
+        self._campaigns = campaigns
         self._metrics = metrics
         self._outbox = outbox
         self._path = path
@@ -242,6 +256,8 @@ class ControlServer:
             return await outbox_operation(self._outbox, op, request)
         if op == "dial":
             return await dial_operation(self._dialer, request)
+        if op in CAMPAIGN_OPERATIONS:
+            return await campaign_operation(self._campaigns, op, request)
         call_sid = string_param(request, "call_sid")
         if not is_valid_sid(call_sid):
             raise RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")

@@ -10,6 +10,7 @@ from voicebridge.admission.registry import CallRegistry
 from voicebridge.backends.base import Backend
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
+from voicebridge.campaigns.service import Campaigns
 from voicebridge.config.schema import Settings
 from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.service import OutboundDialer
@@ -53,3 +54,6 @@ OUTBOX = web.AppKey("outbox", Outbox)
 # Set once every resource is up: what each call is handed, and what /ready waits for.
 CALL_SERVICES = web.AppKey("call_services", CallServices)
 MODELS_LOADED = web.AppKey("models_loaded", dict[str, str | int])
+
+# The campaign operations (campaigns/service.py), set by campaigns/wiring.py's cleanup context.
+CAMPAIGNS = web.AppKey("campaigns", Campaigns)
