@@ -65,7 +65,8 @@ def start_daemon(
 
     `entry` is what Python runs, given `--config`: `voicebridge serve`, or a script that serves the
     daemon with engines of its own (bench/naive_daemon.py)."""
-    port = free_port()
+    # A fixed port when asked (a restart the providers' callbacks must find again), else a free one.
+    port = int((overrides or {}).get("server", {}).get("port") or free_port())
     config: dict[str, dict[str, Any]] = {
         "server": {"host": "127.0.0.1", "port": port, "state_dir": str(workdir / "state")},
         "control": {"socket_path": str(workdir / f"control-{port}.sock")},

@@ -73,6 +73,11 @@ class FakeProviderRest:
         self.requests: list[dict[str, str]] = []
         self.authorizations: list[str] = []
         self.status_answers: list[int] = []
+        # Calls ringing or streaming right now, and the most at once: a call counts from its create
+        # request until its stream closed or its final status is about to be posted (inside the window
+        # in which the daemon counts it, so what is seen here never exceeds what the daemon had).
+        self.live = 0
+        self.most_live = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -149,6 +154,8 @@ class FakeProviderRest:
 
     def _place(self, call: FakeCall) -> None:
         self.calls[call.call_sid] = call
+        self.live += 1
+        self.most_live = max(self.most_live, self.live)
         task = asyncio.create_task(self._run(call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -156,16 +163,21 @@ class FakeProviderRest:
     # --- what the platform does after answering -------------------------------------------------------
 
     async def _run(self, call: FakeCall) -> None:
+        counted = True
         try:
             await asyncio.sleep(call.answer.ring_s)
             if call.answer.outcome != "answer":
+                self.live, counted = self.live - 1, False
                 await self._post_status(call, call.answer.outcome)
                 return
             await self._stream(call)
+            self.live, counted = self.live - 1, False
             await self._post_status(call, "completed")
         except Exception as exc:  # the test reads it from the call
             call.error = f"{type(exc).__name__}: {exc}"
         finally:
+            if counted:
+                self.live -= 1
             call.done.set()
 
     def _stream_target(self, call: FakeCall) -> tuple[str, dict[str, str]]:
