@@ -254,3 +254,48 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             assert "Traceback" not in log and "MARKER" not in log and WEBHOOK_TOKEN not in log
         finally:
             daemon.terminate()
+
+
+async def test_a_call_dialled_into_an_exotel_flow_streams_as_its_dial(
+    tmp_path: Path, speak: Callable[[str, int], bytes]
+) -> None:
+    """outbound_mode = "flow": Exotel runs the flow, whose Voicebot applet asks our dynamic URL for its
+    stream URL with the CallSid our create request got back; the answer is the dial's own URL, so the
+    stream is the dialled call (its context, direction and outbound greeting), not an inbound one."""
+    hello, question = speak("Hello? Yes, speaking.", 8000), speak("Is my order ready?", 8000)
+    async with (
+        FakeNodeApi(api_key="k") as backend,
+        FakeProviderRest("exotel", Answer(pick_up=hello, turns=(question,))) as exotel,
+    ):
+        overrides: dict[str, dict[str, Any]] = {
+            "prompts": {"outbound_greeting": "Hello, this is Sunrise Clinic."},
+            "backend": {"kind": "node", "url": backend.url, "api_key": "k"},
+            "management": {"token": MANAGEMENT},
+            "exotel": {
+                "account_sid": "acme17",
+                "api_key": "exo-key",
+                "api_token": "exo-secret",
+                "api_base": exotel.url,
+                "caller_id": EXOPHONE,
+                "outbound_mode": "flow",
+                "outbound_flow_url": "http://my.exotel.com/acme17/exoml/start_voice/4242",
+            },
+        }
+        daemon = await asyncio.to_thread(start_daemon, tmp_path, overrides)
+        try:
+            exotel.flow_voicebot_url = f"{daemon.http}/webhooks/exotel/incoming"
+            body = {"to": "+919800000005", "context": {"order_id": "F5"}}
+            status, text = await post_call(daemon, json.dumps(body))
+            assert status == 201, text
+            call_sid = json.loads(text)["call_sid"]
+            (form,) = exotel.requests
+            assert form["Url"].endswith("/exoml/start_voice/4242") and "StreamUrl" not in form
+            call = await exotel.wait(call_sid, timeout=90)
+            assert not call.error and call.greeted, (call.error, daemon.log()[-3000:])
+            (message,) = backend.seen("/messages")
+            assert message.body["direction"] == "outbound" and message.body["context"] == {"order_id": "F5"}
+            await wait_records(backend, call_sid, {"event:ended", "conversation"}, daemon)
+            conversation = records_of(backend, call_sid)["conversation"]
+            assert conversation["turns"][0]["text"] == "Hello, this is Sunrise Clinic."
+        finally:
+            daemon.terminate()

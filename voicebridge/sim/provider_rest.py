@@ -78,6 +78,9 @@ class FakeProviderRest:
         # in which the daemon counts it, so what is seen here never exceeds what the daemon had).
         self.live = 0
         self.most_live = 0
+        # Exotel's flow mode: the dynamic URL the flow's Voicebot applet asks for its stream URL (ours,
+        # /webhooks/exotel/incoming, as the operator sets it in the flow); "": this fake has no flow.
+        self.flow_voicebot_url = ""
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -180,9 +183,21 @@ class FakeProviderRest:
                 self.live -= 1
             call.done.set()
 
-    def _stream_target(self, call: FakeCall) -> tuple[str, dict[str, str]]:
+    async def _stream_target(self, call: FakeCall) -> tuple[str, dict[str, str]]:
         """The URL to open, and (Twilio) the <Parameter>s of its TwiML."""
         if self.provider == "exotel":
+            if "Url" in call.form and self.flow_voicebot_url:
+                # The flow's Voicebot applet asks its dynamic URL, as Exotel does, with the call's fields.
+                query = {
+                    "CallSid": call.call_sid,
+                    "CallFrom": call.to_number,
+                    "CallTo": call.form["CallerId"],
+                }
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(self.flow_voicebot_url, params=query) as response,
+                ):
+                    return str((await response.json())["url"]), {}
             return call.form.get("StreamUrl", ""), {}
         stream = ElementTree.fromstring(call.form["Twiml"]).find("./Connect/Stream")
         if stream is None:
@@ -191,8 +206,8 @@ class FakeProviderRest:
         return stream.get("url", ""), parameters
 
     async def _stream(self, call: FakeCall) -> None:
-        url, parameters = self._stream_target(call)
-        if not url:  # Exotel's flow mode: the flow would stream; this fake has no flows
+        url, parameters = await self._stream_target(call)
+        if not url:  # Exotel's flow mode without a flow set up here
             return
         call.status = "in-progress"
         caller = SimulatedCaller(

@@ -29,7 +29,13 @@ from voicebridge.telephony.base import StreamTranslator, Translator
 from voicebridge.telephony.context import call_context, first_values
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS
-from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
+from voicebridge.telephony.webhook_common import (
+    checked_call_sid,
+    count_webhook,
+    dial_stream_url,
+    stream_base,
+    stream_url,
+)
 from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, string_map, text
 from voicebridge.telephony.wire import sample_rate as parse_rate
 
@@ -167,6 +173,9 @@ async def exotel_incoming(request: web.Request) -> web.Response:
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "exotel_incoming")
     base = stream_base(request)
+    if (dialled := dial_stream_url(request, base, call_sid)) is not None:
+        count_webhook(request, "exotel_incoming", "ok")
+        return web.json_response({"url": dialled})
     gate = request.app[GATE]
     if (reason := gate.denied(call_sid)) is not None:
         count_webhook(request, "exotel_incoming", "denied")

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from voicebridge.server.bodies import BadInput
-from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
+from voicebridge.server.keys import DIALER, METRICS, SETTINGS, STREAM_TOKENS
 from voicebridge.telephony.sids import is_valid_host, is_valid_sid, path_segment
 
 
@@ -46,6 +46,19 @@ def stream_url(request: web.Request, base: str, call_sid: str, query: dict[str, 
     # The token goes in the path: Twilio allows no query string on stream URLs.
     token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
     return f"{base}/ws/stream/{path_segment(call_sid)}{token}{suffix}"
+
+
+def dial_stream_url(request: web.Request, base: str, call_sid: str) -> str | None:
+    """The stream URL for a call we dialled into a flow (Exotel's outbound_mode "flow": the flow's
+    Voicebot applet asks its dynamic URL, our incoming webhook, with the CallSid our create request got
+    back): the dial's own URL, with a token for its dial id, so the stream is matched to the dial (its
+    context, direction, greeting). None for any other call."""
+    dial = request.app[DIALER].pending.by_call_sid(call_sid) if call_sid else None
+    if dial is None:
+        return None
+    # Always a token, open mode or not: a dial's stream is admitted only with one (outbound/pending.py).
+    token = request.app[STREAM_TOKENS].issue(dial.dial_id)
+    return f"{base}/ws/stream/{path_segment(dial.dial_id)}/{token}"
 
 
 def count_webhook(request: web.Request, endpoint: str, result: str) -> None:
