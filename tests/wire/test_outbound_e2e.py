@@ -110,7 +110,7 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
     async with (
         FakeNodeApi(api_key="k") as backend,
         FakeProviderRest("exotel", Answer(pick_up=hello, turns=(second, third))) as exotel,
-        FakeProviderRest("twilio", Answer(turns=())) as twilio,
+        FakeProviderRest("twilio", Answer(pick_up=hello, turns=(second,))) as twilio,
     ):
         overrides: dict[str, dict[str, Any]] = {
             "prompts": {
@@ -203,7 +203,7 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
                 >= 1
             )
 
-            # --- Twilio, from the management API: created, its stream starts as an outbound call ----------
+            # --- Twilio, from the management API: a person answers, one turn, as an outbound call ----------
             body = {"to": "+14155550100", "provider": "twilio", "context": {"order_id": "T1"}}
             status, text = await post_call(daemon, json.dumps(body))
             assert status == 201, text
@@ -214,9 +214,14 @@ async def test_dial_places_a_two_turn_outbound_call_and_hostile_dials_are_refuse
             assert '<Parameter name="order_id" value="T1"/>' in twilio_form["Twiml"]
             twilio_call = await twilio.wait(created["call_sid"], timeout=60)
             assert not twilio_call.error and twilio_call.greeted, (twilio_call.error, daemon.log()[-3000:])
-            await wait_records(backend, created["call_sid"], {"event:started"}, daemon)
-            started = records_of(backend, created["call_sid"])["event:started"]
+            assert [turn.mark_at is not None for turn in twilio_call.turns] == [True], daemon.log()[-3000:]
+            await wait_records(backend, created["call_sid"], {"event:started", "event:ended"}, daemon)
+            twilio_records = records_of(backend, created["call_sid"])
+            started = twilio_records["event:started"]
             assert started["direction"] == "outbound" and started["context"] == {"order_id": "T1"}
+            assert twilio_records["event:ended"]["answered_by"] == "human"
+            (twilio_message,) = [m for m in backend.seen("/messages") if created["call_sid"] in m.path]
+            assert twilio_message.body["context"] == {"order_id": "T1"}
 
             # --- a busy number: no stream, the status callback (with its webhook token) is taken -----------
             exotel.script("+919800000007", Answer(outcome="busy", ring_s=0.1))
