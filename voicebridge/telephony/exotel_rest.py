@@ -11,15 +11,13 @@ import json
 import logging
 from collections.abc import Mapping
 
-import aiohttp
-
 from voicebridge.config.schema import ExotelConfig, OutboundConfig
 from voicebridge.outbound.dialer import DialFailed
+from voicebridge.telephony.create_call import post_create_call
 from voicebridge.telephony.sids import is_valid_sid, path_segment
 
 logger = logging.getLogger("voicebridge.outbound")
 
-REST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 # Exotel documents StreamUrl as under 600 characters.
 MAX_STREAM_URL = 599
 # CustomField is a free-text field echoed in the status callback; kept small so the request stays small.
@@ -86,22 +84,6 @@ async def create_call(exotel: ExotelConfig, form: dict[str, str]) -> str:
     token = exotel.api_token.get_secret_value()
     if not (exotel.account_sid and exotel.api_key and token):
         raise DialFailed("exotel account_sid/api_key/api_token are not configured", retryable=False)
-    headers = {"Authorization": aiohttp.encode_basic_auth(exotel.api_key, token)}
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=REST_TIMEOUT) as session,
-            # `.json` asks Exotel for JSON rather than its default XML.
-            session.post(connect_url(exotel) + ".json", data=form, headers=headers) as response,
-        ):
-            if response.status >= 400:
-                # The body may echo our request; only the status is logged.
-                logger.warning("exotel refused the call: HTTP %d", response.status)
-                raise DialFailed(
-                    f"exotel answered HTTP {response.status}",
-                    retryable=response.status == 429 or response.status >= 500,
-                )
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        logger.warning("exotel call request failed: %s", type(exc).__name__)
-        raise DialFailed(f"exotel unreachable: {type(exc).__name__}", retryable=True) from None
+    # `.json` asks Exotel for JSON rather than its default XML.
+    body = await post_create_call("exotel", connect_url(exotel) + ".json", form, exotel.api_key, token)
     return call_sid_of(body)

@@ -12,10 +12,9 @@ import re
 from collections.abc import Mapping
 from xml.sax.saxutils import quoteattr
 
-import aiohttp
-
 from voicebridge.config.schema import OutboundConfig, TwilioConfig
 from voicebridge.outbound.dialer import DialFailed
+from voicebridge.telephony.create_call import post_create_call
 from voicebridge.telephony.sids import path_segment
 
 logger = logging.getLogger("voicebridge.outbound")
@@ -27,7 +26,6 @@ CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 MAX_TWIML = 4000
 # As telephony/twilio.py's; not imported from it, so that this module needs nothing of the webhook side.
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
-REST_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
 def connect_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
@@ -78,25 +76,7 @@ async def create_call(twilio: TwilioConfig, form: dict[str, str]) -> str:
             "twilio account_sid (AC + 32 hex) and auth_token are not configured", retryable=False
         )
     url = f"{twilio.api_base.rstrip('/')}/2010-04-01/Accounts/{path_segment(twilio.account_sid)}/Calls.json"
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=REST_TIMEOUT) as session,
-            session.post(
-                url,
-                data=form,
-                headers={"Authorization": aiohttp.encode_basic_auth(twilio.account_sid, token)},
-            ) as response,
-        ):
-            if response.status >= 400:
-                logger.warning("twilio refused the call: HTTP %d", response.status)
-                raise DialFailed(
-                    f"twilio answered HTTP {response.status}",
-                    retryable=response.status == 429 or response.status >= 500,
-                )
-            body = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        logger.warning("twilio call request failed: %s", type(exc).__name__)
-        raise DialFailed(f"twilio unreachable: {type(exc).__name__}", retryable=True) from None
+    body = await post_create_call("twilio", url, form, twilio.account_sid, token)
     sid = body.get("sid") if isinstance(body, dict) else None
     if not (isinstance(sid, str) and CALL_SID.fullmatch(sid)):
         raise DialFailed("twilio answered without a usable call sid", retryable=False)
