@@ -304,3 +304,48 @@ async def test_a_call_dialled_into_an_exotel_flow_streams_as_its_dial(
             assert conversation["turns"][0]["text"] == "Hello, this is Sunrise Clinic."
         finally:
             daemon.terminate()
+
+
+async def test_twilio_outbound_status_callbacks_are_taken_signed_and_refused_forged(tmp_path: Path) -> None:
+    """With `twilio.webhook_auth = "signature"`, the status callback of a dialled call carries Twilio's
+    X-Twilio-Signature (signed by the fake as Twilio documents it) and is taken; the same callback with a
+    forged signature, or none, is a counted 401 and ends nothing."""
+    auth_token = "twilio-auth-token-signed-17"
+    async with FakeProviderRest(
+        "twilio", Answer(outcome="busy", ring_s=0.1), auth_token=auth_token
+    ) as twilio:
+        overrides: dict[str, dict[str, Any]] = {
+            "management": {"token": MANAGEMENT},
+            "twilio": {
+                "enabled": True,
+                "account_sid": TWILIO_ACCOUNT,
+                "auth_token": auth_token,
+                "api_base": twilio.url,
+                "caller_id": "+14155550199",
+                "webhook_auth": "signature",
+            },
+            "outbound": {"default_provider": "twilio"},
+        }
+        daemon = await asyncio.to_thread(start_daemon, tmp_path, overrides)
+        try:
+            status, text = await post_call(daemon, json.dumps({"to": "+14155550123"}))
+            assert status == 201, text
+            busy = await twilio.wait(json.loads(text)["call_sid"], timeout=30)
+            assert busy.status == "busy" and twilio.status_answers == [200], daemon.log()[-3000:]
+            target = twilio.requests[0]["StatusCallback"]
+            fields = {"CallSid": busy.call_sid, "CallStatus": "completed", "To": "+14155550123"}
+            async with aiohttp.ClientSession() as session:
+                for headers in ({"X-Twilio-Signature": "Zm9yZ2Vk"}, {}):
+                    async with session.post(target, data=fields, headers=headers) as response:
+                        assert response.status == 401, await response.text()
+            headers = {"Authorization": f"Bearer {MANAGEMENT}"}
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{daemon.http}/metrics", headers=headers) as response,
+            ):
+                exposition = await response.text()
+            pattern = r'voicebridge_auth_failures_total\{reason="[^"]*",surface="twilio"\} ([0-9.]+)'
+            assert sum(float(count) for count in re.findall(pattern, exposition)) == 2, exposition
+            assert "Traceback" not in daemon.log()
+        finally:
+            daemon.terminate()

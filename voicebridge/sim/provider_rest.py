@@ -10,7 +10,10 @@ Scripted per number (`FakeProviderRest.script(number, Answer(...))`): the campai
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -65,8 +68,12 @@ class FakeCall:
 class FakeProviderRest:
     """`async with FakeProviderRest("exotel") as fake:` serves on a loopback port (`fake.url`)."""
 
-    def __init__(self, provider: Literal["exotel", "twilio"], default: Answer | None = None) -> None:
+    def __init__(
+        self, provider: Literal["exotel", "twilio"], default: Answer | None = None, auth_token: str = ""
+    ) -> None:
         self.provider = provider
+        # Twilio signs every callback with the account's auth token (X-Twilio-Signature); "": unsigned.
+        self.auth_token = auth_token
         self.default = default or Answer()
         self._scripts: dict[str, Answer] = {}
         self.calls: dict[str, FakeCall] = {}
@@ -250,5 +257,22 @@ class FakeProviderRest:
             fields = {"CallSid": call.call_sid, "Status": status, "DateUpdated": "2026-12-07 09:00:00"}
         else:
             fields = {"CallSid": call.call_sid, "CallStatus": status, "To": call.to_number}
-        async with aiohttp.ClientSession() as session, session.post(target, data=fields) as response:
+        headers = (
+            {"X-Twilio-Signature": twilio_signed(self.auth_token, target, fields)}
+            if (self.provider == "twilio" and self.auth_token)
+            else {}
+        )
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(target, data=fields, headers=headers) as response,
+        ):
             self.status_answers.append(response.status)
+
+
+def twilio_signed(auth_token: str, url: str, fields: dict[str, str]) -> str:
+    """X-Twilio-Signature as Twilio's documentation computes it (twilio.com/docs/usage/security): the full
+    URL, then each POST field's name and value sorted by name, HMAC-SHA1 with the auth token, base64.
+    Written out here rather than taken from telephony/twilio.py, so the daemon's check is tested against
+    the documented recipe, not against itself."""
+    payload = url + "".join(name + fields[name] for name in sorted(fields))
+    return base64.b64encode(hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
