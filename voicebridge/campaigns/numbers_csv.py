@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voicebridge.outbound.numbers import is_e164
 from voicebridge.telephony.context import call_context
 
-# E.164: a `+`, then 8-15 digits, the first not 0.
-E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 # Spaces, dashes, dots and brackets people put in numbers; nothing else is forgiven.
 _PUNCTUATION = re.compile(r"[ \-.()]")
 MAX_ROWS = 100_000
@@ -58,7 +57,7 @@ def normalise_number(text: str) -> str | None:
     if len(text) > 40:
         return None
     number = _PUNCTUATION.sub("", text.strip())
-    return number if E164.fullmatch(number) else None
+    return number if is_e164(number) else None
 
 
 def read_list(path: Path, max_rows: int = MAX_ROWS, max_bytes: int = MAX_BYTES) -> NumberList:
