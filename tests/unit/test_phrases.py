@@ -22,6 +22,8 @@ class VoicedTTS(FakeTTS):
         self.voices.append(voice)
         if any(key in text for key in self.fail_on):
             raise SpeechEngineError(f"fake TTS refuses {text[:30]!r}")
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         yield (voice.name or "configured").encode().ljust(4800, b"\x01")
 
 
@@ -86,3 +88,13 @@ async def test_voices_beyond_the_kept_number_are_dropped_oldest_first() -> None:
         await phrases.in_voice(tts, voice)
     assert phrases.audio("greeting", 8000, voices[0]) == phrases.audio("greeting", 8000)  # dropped
     assert phrases.audio("greeting", 8000, voices[-1]) != phrases.audio("greeting", 8000)
+
+
+async def test_close_stops_the_background_renders() -> None:
+    tts = VoicedTTS(delay_s=0.2)  # each render takes a while: the others are still running at close
+    phrases = await prepared(VoicedTTS())
+    await phrases.in_voice(tts, SWARA)
+    await phrases.close()
+    rendered = len(tts.spoken)
+    await asyncio.sleep(0.5)
+    assert len(tts.spoken) == rendered < len([text for text in PROMPTS.model_dump().values() if text])

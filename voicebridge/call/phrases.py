@@ -133,6 +133,14 @@ class PhraseCache:
         for rate in CALL_RATES:
             self._audio[(name, rate)] = pcm if rate == RENDER_RATE else resample_once(pcm, RENDER_RATE, rate)
 
+    async def close(self) -> None:
+        """Stop the renders still running in the background (other voices' phrases), before the TTS engine
+        they use is closed: at shutdown nobody waits for them."""
+        pending = [task for tasks in self._voices.values() for task in tasks if not task.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def audio(self, name: str, sample_rate: int, voice: Voice = DEFAULT_VOICE) -> bytes:
         """The phrase at a call rate in `voice` (in the configured one until, or unless, it is rendered in
         that one), or b"" when that phrase is not configured."""

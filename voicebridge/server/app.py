@@ -140,6 +140,7 @@ async def fixed_phrases(app: web.Application) -> AsyncIterator[None]:
     await phrases.prepare(app[TTS], app[SETTINGS].prompts)
     app[PHRASES] = phrases
     yield
+    await phrases.close()
 
 
 async def warmed_engines(app: web.Application) -> AsyncIterator[None]:
