@@ -145,3 +145,22 @@ async def test_a_provider_verdict_that_is_none_of_ours_counts_as_unknown(open_en
     engine.call.provider_answered("robot")  # type: ignore[arg-type]  # from outside: untyped at run time
     await engine.feed(voice(0.6) + quiet(1.0))  # our detector goes on, and hears a person
     await engine.until(lambda: bot_lines(engine) == [PROMPTS["outbound_greeting"]], "the greeting")
+
+
+async def test_a_provider_verdict_after_ours_is_recorded_as_a_correction(open_engine: OpenEngine) -> None:
+    """Our detector judged a person and the call went on; Twilio's AnsweredBy then says machine: the
+    first `answered` event stays as it was, a second one says what the provider said, and the `ended`
+    records carry the final verdict."""
+    engine = await outbound(open_engine)
+    await engine.feed(quiet(0.3) + voice(0.6) + quiet(0.9))
+    await engine.until(lambda: bot_lines(engine) == [PROMPTS["outbound_greeting"]], "the outbound greeting")
+    assert engine.services.registry.provider_answered(engine.call.call_sid, "machine")
+    await engine.call.finish("completed")
+    records = await engine.records()
+    assert (records["event:answered"]["answered_by"], records["event:answered"]["reason"]) == (
+        "human",
+        "short_greeting",
+    )
+    corrected = records["event:answered:corrected"]
+    assert (corrected["answered_by"], corrected["reason"]) == ("machine", "provider")
+    assert records["event:ended"]["answered_by"] == "machine"

@@ -89,15 +89,17 @@ class CallRecords:
 
     def answered(self, answered_by: str, decision_s: float, reason: str) -> None:
         """The verdict is in: kept for the `ended` records, and its `answered` event written after `started`
-        (teardown waits for it, so it always precedes `ended`)."""
+        (teardown waits for it, so it always precedes `ended`). A later verdict (the provider's, correcting
+        ours) is an `answered` event of its own, after the first: the events say what the call believed
+        when, and the `ended` records the final verdict."""
         self.answered_by = answered_by
+        earlier, correction = self._answered, self._answered is not None
 
         async def write() -> None:
-            await self.started()
-            await self._recorder.answered(answered_by, decision_s, reason)
+            await (earlier if earlier is not None else self.started())
+            await self._recorder.answered(answered_by, decision_s, reason, correction)
 
-        if self._answered is None:
-            self._answered = asyncio.ensure_future(write())
+        self._answered = asyncio.ensure_future(write())
 
     async def started(self) -> None:
         """Wait for the call's `started` event (written from admission) to be durably in the outbox."""

@@ -99,12 +99,15 @@ class CallRecorder:
             },
         )
 
-    async def answered(self, answered_by: str, decision_s: float, reason: str) -> None:
+    async def answered(
+        self, answered_by: str, decision_s: float, reason: str, correction: bool = False
+    ) -> None:
         """The `answered` event of an outbound call: who answered, after how many seconds of its audio, and
-        why (short_greeting, long_greeting, beep, timeout, pause, provider)."""
+        why (short_greeting, long_greeting, beep, timeout, pause, provider). A `correction` (the provider's
+        verdict after ours) is a second event under a key of its own."""
         await self._put(
             "event",
-            "event:answered",
+            "event:answered:corrected" if correction else "event:answered",
             "events",
             {
                 "event": "answered",
