@@ -157,7 +157,8 @@ class SimulatedCaller:
     async def say(self, speech: bytes, trailing_silence_s: float = 1.5) -> float:
         """Speak a turn (then silence, as a line carries); return when the last speech sample was sent."""
         await self.end_trailing_silence()
-        speech_end = await self.stream(speech)
+        # A phone sends whole chunks: the one the speech ends in carries the start of the silence after it.
+        speech_end = await self.stream(speech + bytes(-len(speech) % self._chunk_bytes))
         silence = bytes(int(self.sample_rate * trailing_silence_s) * 2)
         self._mark_seen.clear()
         self._silence_task = asyncio.create_task(self.stream(silence))
