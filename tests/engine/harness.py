@@ -37,6 +37,9 @@ FRAME_BYTES = RATE // 50 * 2  # 20 ms, as Exotel and Twilio send it
 WAIT_S = 10.0
 
 TURN = {
+    # The fake STT's words would otherwise decide each pause's length; tests of that set it themselves
+    # (test_end_of_turn.py), the rest count silence as a fixed end of turn does.
+    "end_of_turn": "fixed",
     "end_of_turn_silence_ms": 200,
     "speculative_ms": 100,
     "min_speech_ms": 100,

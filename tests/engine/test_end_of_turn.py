@@ -4,6 +4,8 @@ silence; a turn that stops mid-number or on "and" survives a pause longer than i
 
 from __future__ import annotations
 
+import pytest
+
 from tests.engine.conftest import OpenEngine
 from tests.engine.fakes import FakeBackend, FakeSTT
 from tests.engine.harness import Engine, quiet, until, voice
@@ -87,6 +89,33 @@ async def test_words_that_say_nothing_leave_the_fixed_silence(open_engine: OpenE
     await engine.feed(voice(0.3) + quiet(0.15))
     await until(lambda: stt.finished == ["okay"], "the guess")
     await engine.feed(quiet(0.25))  # 400 ms
+    assert engine.call.state == "listening"
+    await engine.feed(quiet(0.15))  # 550 ms: past the fixed 500
+    await until(lambda: engine.call.state != "listening", "the fixed end of turn")
+
+
+async def test_a_yes_to_the_bots_question_ends_the_turn_at_once(
+    open_engine: OpenEngine, stt: FakeSTT, backend: FakeBackend
+) -> None:
+    engine = await open_engine({"turn": ADAPTIVE, "prompts": {"greeting": "Shall I book it for you?"}})
+    await engine.listening()
+    stt.hear("Yes.")
+    await engine.feed(voice(0.3) + quiet(0.2))
+    await until(lambda: engine.call.state != "listening", "the answer to end the turn on its words")
+    await engine.listening()
+    assert [request.text for request in backend.requests] == ["Yes."]
+
+
+@pytest.mark.parametrize("words", ["Yes.", "Thank you."])
+async def test_a_short_statement_after_no_question_waits_the_fixed_silence(
+    open_engine: OpenEngine, stt: FakeSTT, words: str
+) -> None:
+    """The control: the greeting "Hi." asked nothing, and "Thank you." often opens more ("Thank you, ...")."""
+    engine = await listening(open_engine)
+    stt.hear(words)
+    await engine.feed(voice(0.3) + quiet(0.15))
+    await until(lambda: stt.finished == [words], "the guess")
+    await engine.feed(quiet(0.25))  # 400 ms: a complete thought would have ended at 150
     assert engine.call.state == "listening"
     await engine.feed(quiet(0.15))  # 550 ms: past the fixed 500
     await until(lambda: engine.call.state != "listening", "the fixed end of turn")

@@ -390,3 +390,14 @@ def test_adaptive_end_of_turn_without_a_guess_before_the_fixed_silence_is_refuse
             turn={"end_of_turn": "adaptive", "speculative_ms": speculative_ms, "end_of_turn_silence_ms": 500}
         )
     assert Settings(turn={"end_of_turn": "adaptive", "speculative_ms": 200}).turn.end_of_turn == "adaptive"
+
+
+@pytest.mark.parametrize(
+    ("turn", "end_of_turn"),
+    [({}, "adaptive"), ({"speculative_ms": 0}, "fixed"), ({"end_of_turn_silence_ms": 100}, "fixed")],
+)
+def test_the_default_end_of_turn_is_adaptive_unless_the_config_leaves_it_no_guess(
+    turn: dict[str, int], end_of_turn: str
+) -> None:
+    """A config written before adaptive was the default, with speculation off, still loads."""
+    assert Settings(turn=turn).turn.end_of_turn == end_of_turn

@@ -21,7 +21,14 @@ RATE = 16_000
     [
         ("What time do you open?", "complete"),
         ("I want to cancel my order.", "complete"),
-        ("Thank you!", "complete"),
+        ("Thank you!", "unsure"),  # short: often the first words of more
+        ("I would like to order.", "incomplete"),  # Whisper's full stop; the verb still waits
+        ("Can you tell me?", "incomplete"),
+        ("Do you have?", "incomplete"),
+        ("What do you have?", "complete"),  # it asks about the very thing the verb is missing
+        ("I want to cancel my order.", "complete"),  # "order" the noun
+        ("Please call me back after six.", "complete"),  # one number word is a time, not a group
+        ("The account number is 123.", "incomplete"),
         ("मुझे टिकट चाहिए।", "complete"),
         ("My number is 98765", "incomplete"),
         ("my number is nine eight seven six", "incomplete"),
@@ -40,12 +47,22 @@ def test_a_pause_is_judged_from_the_words_before_it(text: str, kind: str) -> Non
     assert judge_pause(text) == kind
 
 
+@pytest.mark.parametrize(
+    ("text", "asked", "kind"),
+    [
+        ("Yes.", True, "complete"),
+        ("Yes.", False, "unsure"),
+        ("Okay.", True, "complete"),
+        ("I need milk.", True, "unsure"),
+    ],
+)
+def test_a_short_answer_ends_the_turn_only_after_a_question(text: str, asked: bool, kind: str) -> None:
+    assert judge_pause(text, bot_asked=asked) == kind
+
+
 def test_each_judgement_picks_its_own_limit() -> None:
-    assert [pause_limit_ms(kind, 250, 1000, 500) for kind in ("complete", "incomplete", "unsure")] == [
-        250,
-        1000,
-        500,
-    ]
+    turn = TurnConfig(complete_turn_ms=250, incomplete_turn_ms=1000, end_of_turn_silence_ms=500)
+    assert [pause_limit_ms(kind, turn) for kind in ("complete", "incomplete", "unsure")] == [250, 1000, 500]
 
 
 def silence(seconds: float) -> bytes:

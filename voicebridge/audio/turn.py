@@ -115,6 +115,11 @@ class TurnDetector:
         """True while an utterance is open (speech started and the turn has not ended)."""
         return self._in_utterance
 
+    @property
+    def silence_ms(self) -> int:
+        """How long the caller has been silent inside the open utterance (0 while speaking)."""
+        return self._silence_run * FRAME_MS if self._in_utterance else 0
+
     def open_utterance_audio(self) -> bytes | None:
         """The open utterance's audio so far (for a transcription while it goes on); None when none is."""
         return self._utterance_audio() if self._in_utterance else None

@@ -297,8 +297,10 @@ class Call:
         turn = self._s.settings.turn
         if turn.end_of_turn != "adaptive" or reply is not self._reply or reply.gate.is_set():
             return
-        limit = pause_limit_ms(
-            judge_pause(text), turn.complete_turn_ms, turn.incomplete_turn_ms, turn.end_of_turn_silence_ms
+        kind = judge_pause(text, bot_asked=self.conversation.bot_asked())
+        limit = pause_limit_ms(kind, turn)
+        self.log.debug(
+            "pause judged %s at %d ms (%r): it may last %d ms", kind, self._detector.silence_ms, text, limit
         )
         if (ended := self._detector.end_pause_after(limit)) is not None:
             self._on_turn_ended(ended)

@@ -53,6 +53,13 @@ class Conversation:
             if "text" in entry
         ]
 
+    def bot_asked(self) -> bool:
+        """Whether the bot's last line, as far as it was heard, was a question."""
+        for entry in reversed(self.entries):
+            if entry["role"] == "bot" and (line := entry.get("heard", entry.get("text"))) is not None:
+                return line.rstrip().endswith("?")
+        return False
+
     def keypress(self, digit: str) -> None:
         self.entries.append({"role": "caller", "dtmf": digit, "at": time.time()})
 

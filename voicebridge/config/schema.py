@@ -198,12 +198,16 @@ class TurnConfig(Section):
     min_speech_ms: int = Field(200, ge=0, le=5000)
     barge_in_min_ms: int = Field(300, ge=0, le=5000)
     max_utterance_s: float = Field(15.0, ge=1.0, le=60.0)
-    speculative_ms: int = Field(200, ge=0, le=5000)
+    # The pause is transcribed this far in, before anyone knows it ends the turn. 100 ms: the words are
+    # in ~220 ms into the pause (Whisper ~120 ms on 2 cores), so a finished sentence is answered ~280 ms
+    # after it (bench/turn_taking.py); 60 ms was no faster and threw away three times the transcriptions.
+    speculative_ms: int = Field(100, ge=0, le=5000)
     # "adaptive": the speculative transcript of each pause decides how long it may last (call/endpointing.py):
-    # complete_turn_ms after a complete thought, incomplete_turn_ms after a filler, a conjunction or a
-    # number read in part, end_of_turn_silence_ms when the words say neither. "fixed": always the latter.
-    end_of_turn: Literal["fixed", "adaptive"] = "fixed"
-    complete_turn_ms: int = Field(250, ge=100, le=5000)
+    # complete_turn_ms after a complete thought, incomplete_turn_ms after a filler, a conjunction, a verb
+    # waiting for its object or a number read in part, end_of_turn_silence_ms when the words say neither.
+    # "fixed": always the latter (the figures for both are in the README).
+    end_of_turn: Literal["fixed", "adaptive"] = "adaptive"
+    complete_turn_ms: int = Field(200, ge=100, le=5000)
     incomplete_turn_ms: int = Field(1000, ge=100, le=5000)
     # No dead air: after this many seconds of the caller's silence while the call listens (nothing
     # playing, no reply pending, no speech in progress) the bot says prompts.reprompt; after max_reprompts
@@ -230,12 +234,14 @@ class TurnConfig(Section):
 
     @model_validator(mode="after")
     def _adaptive_needs_a_guess(self) -> TurnConfig:
-        # The words that decide come from the speculative transcription; without one "adaptive" would
-        # silently be "fixed", and before the fixed silence ends there must be time to take it.
+        # The words that decide come from the speculative transcription, and before the fixed silence ends
+        # there must be time to take it. Asked for, "adaptive" without one is an error; as the default, a
+        # config that turns speculation off (as one could before adaptive was the default) gets "fixed".
         if self.end_of_turn == "adaptive" and not 0 < self.speculative_ms < self.end_of_turn_silence_ms:
-            raise ValueError(
-                'turn.end_of_turn = "adaptive" needs 0 < turn.speculative_ms < turn.end_of_turn_silence_ms'
-            )
+            if "end_of_turn" in self.model_fields_set:
+                needs = "0 < turn.speculative_ms < turn.end_of_turn_silence_ms"
+                raise ValueError(f'turn.end_of_turn = "adaptive" needs {needs}')
+            self.end_of_turn = "fixed"
         return self
 
 

@@ -1,6 +1,6 @@
 """Who gets the next STT worker: confirmed turns before speculative ones, each oldest first.
 
-Speculative transcription starts 200 ms into a pause, before the turn is known to be over. Under load
+Speculative transcription starts 100 ms into a pause, before the turn is known to be over. Under load
 those guesses would otherwise queue ahead of turns that callers are already waiting on, so a waiting
 utterance says, through `confirmed()`, whether its turn has ended; that is read when a worker frees, so
 a guess whose turn is confirmed while it waits moves up. A waiter that is cancelled (the caller spoke
