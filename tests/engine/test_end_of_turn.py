@@ -16,6 +16,7 @@ ADAPTIVE = {
     "end_of_turn_silence_ms": 500,
     "complete_turn_ms": 150,
     "incomplete_turn_ms": 1000,
+    "unsure_turn_ms": 700,
     "max_utterance_s": 5.0,
 }
 
@@ -83,15 +84,15 @@ async def test_a_hesitation_still_ends_the_turn_after_the_longer_limit(
     assert engine.history[-2] == ("caller", "I want a table for")
 
 
-async def test_words_that_say_nothing_leave_the_fixed_silence(open_engine: OpenEngine, stt: FakeSTT) -> None:
+async def test_words_that_say_nothing_wait_the_unsure_limit(open_engine: OpenEngine, stt: FakeSTT) -> None:
     engine = await listening(open_engine)
     stt.hear("okay")  # no closing punctuation, no continuing word: unsure
     await engine.feed(voice(0.3) + quiet(0.15))
     await until(lambda: stt.finished == ["okay"], "the guess")
-    await engine.feed(quiet(0.25))  # 400 ms
+    await engine.feed(quiet(0.4))  # 550 ms: past the fixed 500
     assert engine.call.state == "listening"
-    await engine.feed(quiet(0.15))  # 550 ms: past the fixed 500
-    await until(lambda: engine.call.state != "listening", "the fixed end of turn")
+    await engine.feed(quiet(0.2))  # 750 ms: past the unsure 700
+    await until(lambda: engine.call.state != "listening", "the unsure limit")
 
 
 async def test_a_yes_to_the_bots_question_ends_the_turn_at_once(
@@ -107,7 +108,7 @@ async def test_a_yes_to_the_bots_question_ends_the_turn_at_once(
 
 
 @pytest.mark.parametrize("words", ["Yes.", "Thank you."])
-async def test_a_short_statement_after_no_question_waits_the_fixed_silence(
+async def test_a_short_statement_after_no_question_waits_the_unsure_limit(
     open_engine: OpenEngine, stt: FakeSTT, words: str
 ) -> None:
     """The control: the greeting "Hi." asked nothing, and "Thank you." often opens more ("Thank you, ...")."""
@@ -115,7 +116,7 @@ async def test_a_short_statement_after_no_question_waits_the_fixed_silence(
     stt.hear(words)
     await engine.feed(voice(0.3) + quiet(0.15))
     await until(lambda: stt.finished == [words], "the guess")
-    await engine.feed(quiet(0.25))  # 400 ms: a complete thought would have ended at 150
+    await engine.feed(quiet(0.4))  # 550 ms: a complete thought would have ended at 150
     assert engine.call.state == "listening"
-    await engine.feed(quiet(0.15))  # 550 ms: past the fixed 500
-    await until(lambda: engine.call.state != "listening", "the fixed end of turn")
+    await engine.feed(quiet(0.2))  # 750 ms: past the unsure 700
+    await until(lambda: engine.call.state != "listening", "the unsure limit")

@@ -29,6 +29,13 @@ RATE = 16_000
         ("I want to cancel my order.", "complete"),  # "order" the noun
         ("Please call me back after six.", "complete"),  # one number word is a time, not a group
         ("The account number is 123.", "incomplete"),
+        ("And let me see.", "incomplete"),  # thinking aloud
+        ("Actually", "incomplete"),  # an opener alone
+        ("Because the last time.", "incomplete"),  # a subordinate clause with nothing to hang on
+        ("Because of the rain, I am late.", "complete"),
+        ("Could you please?", "incomplete"),
+        ("Yes, n.", "incomplete"),  # a last word cut short
+        ("My booking reference is A B 3.", "complete"),
         ("मुझे टिकट चाहिए।", "complete"),
         ("My number is 98765", "incomplete"),
         ("my number is nine eight seven six", "incomplete"),
@@ -61,8 +68,8 @@ def test_a_short_answer_ends_the_turn_only_after_a_question(text: str, asked: bo
 
 
 def test_each_judgement_picks_its_own_limit() -> None:
-    turn = TurnConfig(complete_turn_ms=250, incomplete_turn_ms=1000, end_of_turn_silence_ms=500)
-    assert [pause_limit_ms(kind, turn) for kind in ("complete", "incomplete", "unsure")] == [250, 1000, 500]
+    turn = TurnConfig(complete_turn_ms=250, incomplete_turn_ms=1000, unsure_turn_ms=700)
+    assert [pause_limit_ms(kind, turn) for kind in ("complete", "incomplete", "unsure")] == [250, 1000, 700]
 
 
 def silence(seconds: float) -> bytes:

@@ -47,6 +47,21 @@ SECOND_OBJECT_VERBS = frozenset(
     "tell give send show let bring get offer pass hand teach email text ask".split()
 )
 OBJECT_PRONOUNS = frozenset("me us you him her them".split())
+# Thinking aloud: the caller holds the turn while looking something up ("Hmm, let me see,").
+THINKING_PHRASES = (
+    ("let", "me", "see"),
+    ("let", "me", "think"),
+    ("let", "me", "check"),
+    ("i", "mean"),
+    ("you", "know"),
+    ("one", "second"),
+    ("one", "minute"),
+    ("just", "a", "second"),
+)
+# Said alone, these open a turn and say nothing yet ("Actually … I want to cancel it.").
+DISCOURSE_OPENERS = frozenset("actually basically well so anyway listen look see honestly now".split())
+# A turn that is only a subordinate clause ("Because the last time") waits for the clause it hangs on.
+SUBORDINATORS = frozenset("because cause if although though since while unless whether".split())
 # What makes the word before it a verb, not the noun it can also be ("to order" but "my order").
 VERB_LEADS = frozenset("to i we you they can could will would should please just also ll d".split())
 QUESTION_WORDS = frozenset("what which who whom whose where when why how".split())
@@ -74,11 +89,29 @@ def judge_pause(text: str, bot_asked: bool = False) -> PauseKind:
         return "incomplete"
     if words[-1] in CONTINUING_WORDS or _short_number_run(words) or _verb_waits(words):
         return "incomplete"
+    if _holds_the_turn(words, stripped):
+        return "incomplete"
     if not stripped.endswith((".", "?", "!", "\u0964")):  # ।: the Devanagari full stop
         return "unsure"
     if len(words) <= SHORT_TURN_WORDS and not (bot_asked and _answers(words)):
         return "unsure"
     return "complete"
+
+
+def _holds_the_turn(words: list[str], text: str) -> bool:
+    """Thinking aloud, a lone opener, a bare subordinate clause, a request with no verb yet ("Could you
+    please"), or a last word cut short to one letter ("Yes, n")."""
+    if any(tuple(words[-len(phrase) :]) == phrase for phrase in THINKING_PHRASES):
+        return True
+    if len(words) == 1 and words[0] in DISCOURSE_OPENERS:
+        return True
+    if words[0] in SUBORDINATORS and "," not in text:
+        return True
+    if len(words) >= 2 and words[-1] == "please" and words[-2] in VERB_LEADS:
+        return True
+    # Latin letters only: \w leaves out the vowel signs of Indic scripts, so their words come in pieces.
+    last = words[-1]
+    return len(last) == 1 and "a" <= last <= "z" and last not in ("a", "i")
 
 
 def _verb_waits(words: list[str]) -> bool:
@@ -111,5 +144,6 @@ def _short_number_run(words: list[str]) -> bool:
 
 def pause_limit_ms(kind: PauseKind, turn: TurnConfig) -> int:
     """How long this pause may last before it ends the turn."""
-    limits = {"complete": turn.complete_turn_ms, "incomplete": turn.incomplete_turn_ms}
-    return limits.get(kind, turn.end_of_turn_silence_ms)
+    return {"complete": turn.complete_turn_ms, "incomplete": turn.incomplete_turn_ms}.get(
+        kind, turn.unsure_turn_ms
+    )

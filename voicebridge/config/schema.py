@@ -204,11 +204,15 @@ class TurnConfig(Section):
     speculative_ms: int = Field(100, ge=0, le=5000)
     # "adaptive": the speculative transcript of each pause decides how long it may last (call/endpointing.py):
     # complete_turn_ms after a complete thought, incomplete_turn_ms after a filler, a conjunction, a verb
-    # waiting for its object or a number read in part, end_of_turn_silence_ms when the words say neither.
-    # "fixed": always the latter (the figures for both are in the README).
+    # waiting for its object or a number read in part, unsure_turn_ms when the words say neither (and
+    # end_of_turn_silence_ms while they are not in yet). "fixed": always end_of_turn_silence_ms (the
+    # figures for both are in the README).
     end_of_turn: Literal["fixed", "adaptive"] = "adaptive"
     complete_turn_ms: int = Field(200, ge=100, le=5000)
     incomplete_turn_ms: int = Field(1000, ge=100, le=5000)
+    # Longer than the fixed 500 ms: words that say neither are often a list's first item ("I need milk")
+    # or a thought not yet finished, and at 500 ms they were cut off mid-turn (bench/turn_taking.py).
+    unsure_turn_ms: int = Field(800, ge=100, le=5000)
     # No dead air: after this many seconds of the caller's silence while the call listens (nothing
     # playing, no reply pending, no speech in progress) the bot says prompts.reprompt; after max_reprompts
     # of them unanswered it says goodbye and the call ends `no_input`. 0 turns it off.
