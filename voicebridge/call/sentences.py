@@ -11,13 +11,14 @@ _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _CLAUSE = re.compile(r"(?<=[,;:\u2013\u2014])\s+")
 # The caller waits for the first chunk only, and Piper renders a chunk whole before its first frame: an
 # 18-word first sentence took 206 ms to its first audio at 8 kHz on 2 cores, its 4-word first clause
-# 45 ms; an 11-word one 125 ms, its 1-2 word lead ("Sure,", "You said:") 26-33 ms. So a first sentence
-# longer than FIRST_CHUNK_MAX_WORDS is spoken from its first clause, however short: replies open with
-# one ("Sure,", "Okay,", "Yes,"), the clause's own punctuation gives the seam its pause, and the rest
-# (~100 ms to render) is ready before the lead's half second of audio has played. Later sentences play
-# while the one before them is heard, and stay whole for their prosody.
-FIRST_CHUNK_MAX_WORDS = 5
-FIRST_CLAUSE_MIN_WORDS = 1
+# 45 ms. So a first sentence longer than this is spoken from its first clause of at least
+# FIRST_CLAUSE_MIN_WORDS words ("You said:" stays with what follows); later sentences play while the one
+# before them is heard, and stay whole for their prosody.
+# Shorter leads were tried (2026-12-07): a 1-2 word lead ("You said:", 26-33 ms) cut one call's
+# voice-to-voice by ~80 ms, but under load (5 calls beside the test suite on 2 cores) the rest was not
+# rendered before the lead's half second had played: 2-3 late frames, a gap the caller hears.
+FIRST_CHUNK_MAX_WORDS = 10
+FIRST_CLAUSE_MIN_WORDS = 4
 
 
 class SentenceSplitter:
