@@ -10,8 +10,8 @@ model: each one is a thing people do on the phone, and every rule is visible her
 Whisper punctuates what it hears as if the audio were all there is: a caller who stops after "Can you tell
 me" gets "Can you tell me?", after "I would like to order" gets "I would like to order." So a full stop is
 not enough: the words must not leave a verb waiting for its object, and a very short statement ("Thank
-you.", "I need milk.") is often the first item of more, so it waits as long as a fixed end of turn would,
-unless it answers the question the bot just asked ("Yes.", "No.", "Okay.").
+you.", "I need milk.") is often the first item of more, so it is "unsure" (turn.unsure_turn_ms) unless it
+answers the question the bot just asked ("Yes.", "No.", "Okay.").
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ QUESTION_WORDS = frozenset("what which who whom whose where when why how".split(
 ANSWER_WORDS = frozenset(
     "yes yeah yep yup no nope nah okay ok sure right correct exactly fine alright haan nahi ji".split()
 )
-# A statement this short ends the turn only as an answer; otherwise it waits as a fixed end of turn would.
+# A statement this short ends the turn only as an answer; otherwise it is "unsure".
 SHORT_TURN_WORDS = 3
 NUMBER_WORDS = frozenset("zero oh one two three four five six seven eight nine double triple".split())
 # Phone numbers in India have 10 digits (12 with +91): a shorter run of digits is a group read so far.
@@ -84,7 +84,7 @@ def judge_pause(text: str, bot_asked: bool = False) -> PauseKind:
     stripped = _TRAILING_PUNCTUATION.sub("", text)
     words = _WORD.findall(stripped.lower())
     if not words:
-        return "unsure"  # no words (noise, a cough): the pause decides as a fixed one would
+        return "unsure"  # no words (noise, a cough): nothing to judge by
     if stripped.endswith((",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")):
         return "incomplete"
     if words[-1] in CONTINUING_WORDS or _short_number_run(words) or _verb_waits(words):
