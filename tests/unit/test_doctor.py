@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -26,6 +27,7 @@ ALL_CHECKS = [
     "public url",
     "authentication",
     "stt",
+    "remote stt",
     "languages",
     "tts",
     "backend",
@@ -249,3 +251,28 @@ def test_hindi_on_the_english_only_model_fails_stt_and_languages_naming_the_fix(
     assert languages["status"] == "fail" and "README" in languages["fix"]
     assert "stt.language hi: " in languages["detail"] and "needs a multilingual" in languages["detail"]
     assert "numbers.'+918047491899'.language ta-IN: " in languages["detail"]
+
+
+async def test_the_remote_stt_server_is_checked_on_its_own(tmp_path: Path) -> None:
+    """The server hears the sample (not the local model standing by); a dead one warns while the local
+    model stands in, and fails when nothing does."""
+    from tests.fakes.transcription_server import FakeWyoming
+
+    async with FakeWyoming(text="One, two, three.") as server:
+        config = {"server": {"port": free_port()}, "stt": {"engine": "wyoming", "url": server.url}}
+        result = await asyncio.to_thread(run_doctor, tmp_path, "--json", config=config)
+    check = checks_of(result)["remote stt"]
+    assert check["status"] == "pass" and check["detail"].startswith(
+        f"wyoming at {server.url}: sample heard as"
+    )
+    assert len(server.heard) == 1 and server.heard[0].rate == 8000
+    dead = f"tcp://127.0.0.1:{free_port()}"
+    for fallback, status in (("whisper", "warn"), ("", "fail")):
+        config = {
+            "server": {"port": free_port()},
+            "stt": {"engine": "wyoming", "url": dead, "fallback": fallback},
+        }
+        check = checks_of(await asyncio.to_thread(run_doctor, tmp_path, "--json", config=config))[
+            "remote stt"
+        ]
+        assert check["status"] == status and "connection refused" in check["detail"], check

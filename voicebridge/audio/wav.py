@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
 
@@ -94,13 +95,20 @@ def _to_float(fmt: int, width: int, frames: bytes) -> np.ndarray:
     raise ValueError(f"unsupported sample width {width * 8} bits")
 
 
-def write_wav(path: str | Path, pcm16: bytes, sample_rate: int, channels: int = 1) -> None:
-    """Write PCM16LE (interleaved if `channels` > 1) as a WAV file."""
-    with wave.open(str(path), "wb") as out:
+def write_wav(path: str | Path | io.BytesIO, pcm16: bytes, sample_rate: int, channels: int = 1) -> None:
+    """Write PCM16LE (interleaved if `channels` > 1) as a WAV file, or into an open binary stream."""
+    with wave.open(path if isinstance(path, io.IOBase) else str(path), "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
         out.setframerate(sample_rate)
         out.writeframes(pcm16)
+
+
+def wav_bytes(pcm16: bytes, sample_rate: int) -> bytes:
+    """PCM16LE mono as the bytes of a WAV file (an upload to a transcription server)."""
+    buffer = io.BytesIO()
+    write_wav(buffer, pcm16, sample_rate)
+    return buffer.getvalue()
 
 
 def interleave_stereo(left: bytes, right: bytes) -> bytes:

@@ -25,6 +25,7 @@ from voicebridge.config.section import (
     Section,
     http_url_fault,
     ip_auth_needs_cidrs,
+    wyoming_uri_fault,
 )
 
 ENV_PREFIX = "VOICEBRIDGE_"
@@ -120,7 +121,23 @@ class TwilioConfig(ProviderSection):
 
 
 class SttConfig(Section):
-    engine: Literal["whisper"] = "whisper"
+    # "whisper": local faster-whisper. "wyoming": a Wyoming ASR server (e.g. wyoming-faster-whisper on a
+    # GPU box) at `url` = tcp://host:port. "openai": an OpenAI-compatible /audio/transcriptions server
+    # at `url` = its API base (https://host/v1). A remote engine falls back to local Whisper (`fallback`).
+    engine: Literal["whisper", "wyoming", "openai"] = "whisper"
+    url: str = ""
+    api_key: SecretStr = SecretStr("")
+    # The model the openai server is asked for (its own name for it); the Wyoming server uses its own.
+    model: str = "whisper-1"
+    # Utterances sent to the remote server at once; more wait, confirmed turns before speculative ones.
+    remote_concurrency: int = Field(4, ge=1, le=256)
+    # A caller is waiting on every transcription: a server slower than this is treated as down.
+    remote_timeout_s: float = Field(2.0, gt=0, le=30)
+    # After a remote failure the server is left alone this long (one probe per cool-down, not per turn).
+    remote_cool_down_s: float = Field(10.0, gt=0, le=600)
+    # "whisper": a failed or cooling-down remote is stood in for by the local model (loaded at start,
+    # counted in voicebridge_stt_fallbacks_total); "": the turn fails to the apology instead.
+    fallback: Literal["", "whisper"] = "whisper"
     model_path: str = ""
     beam_size: int = Field(1, ge=1, le=10)
     threads: int = Field(1, ge=1, le=64)
@@ -130,6 +147,14 @@ class SttConfig(Section):
     language: Language = "en"
     window_seconds: float = Field(10.0, ge=5.0, le=30.0)
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _url_fits_engine(self) -> SttConfig:
+        if self.engine == "wyoming" and (fault := wyoming_uri_fault(self.url)) is not None:
+            raise ValueError(f"stt.url for the wyoming engine must be tcp://host:port ({fault})")
+        if self.engine == "openai" and (fault := http_url_fault(self.url)) is not None:
+            raise ValueError(f"stt.url for the openai engine must be an http(s) API base ({fault})")
+        return self
 
 
 class TtsConfig(Section):

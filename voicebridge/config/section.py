@@ -35,6 +35,18 @@ def http_url_fault(url: str) -> str | None:
     return "credentials" if parts.username is not None or parts.password is not None else None
 
 
+def wyoming_uri_fault(uri: str) -> str | None:
+    """Why `uri` is no tcp://host:port address of a Wyoming server, or None when it is one."""
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return "not tcp://host:port"
+    if parts.scheme != "tcp" or not parts.hostname or port is None:
+        return "not tcp://host:port"
+    return "a path or query" if parts.path not in ("", "/") or parts.query else None
+
+
 def ip_auth_needs_cidrs(webhook_auth: str, allowed_cidrs: list[str]) -> None:
     if webhook_auth == "ip" and not allowed_cidrs:
         raise ValueError("webhook_auth 'ip' needs allowed_cidrs")

@@ -18,7 +18,7 @@ from voicebridge.doctor.host import check_control_socket, check_open_files, chec
 from voicebridge.doctor.languages import check_languages
 from voicebridge.doctor.network import check_backend, check_port
 from voicebridge.doctor.report import Check, error_text, one_line
-from voicebridge.doctor.speech import check_cpu, check_stt, check_tts
+from voicebridge.doctor.speech import check_cpu, check_remote_stt, check_stt, check_tts
 
 # Secrets shorter than this are not masked in the output: replacing one or two characters everywhere
 # would garble every row, and no real key is that short.
@@ -69,6 +69,7 @@ def run_checks(config_path: Path | None, progress: Callable[[str], None] | None 
         ("public url", lambda: check_public_url(settings)),
         ("authentication", lambda: check_authentication(settings)),
         ("stt", stt),
+        ("remote stt", lambda: check_remote_stt(settings)),
         ("languages", lambda: check_languages(settings)),
         ("tts", lambda: check_tts(settings)),
         ("backend", lambda: check_backend(settings)),

@@ -33,7 +33,7 @@ def check_stt(settings: Settings) -> tuple[Check, float | None]:
     """Load the Whisper model and transcribe the sample; also return the warm seconds per utterance."""
     from voicebridge.audio.wav import read_wav
     from voicebridge.speech.base import SpeechEngineError
-    from voicebridge.speech.factory import build_stt
+    from voicebridge.speech.factory import build_local_stt
     from voicebridge.speech.models import ModelCache, default_whisper_path
     from voicebridge.speech.wer import word_error_rate
 
@@ -53,7 +53,8 @@ def check_stt(settings: Settings) -> tuple[Check, float | None]:
 
     started = time.perf_counter()
     try:
-        engine = build_stt(settings, ModelCache())
+        # The local model, used alone or standing by for a remote engine (check_remote_stt checks that).
+        engine = build_local_stt(settings, ModelCache())
         loaded = time.perf_counter() - started
         cold, warm, text = asyncio.run(twice())
     except SpeechEngineError as exc:
@@ -70,6 +71,41 @@ def check_stt(settings: Settings) -> tuple[Check, float | None]:
         fix = f"over {STT_BOUND_S:.0f} s: use a faster host, fewer busy processes, or stt.beam_size = 1"
         return Check(name, "warn", detail, fix), warm
     return Check(name, "pass", detail), warm
+
+
+def check_remote_stt(settings: Settings) -> Check:
+    """Transcribe the sample on the configured remote STT server, without the local fallback."""
+    from voicebridge.audio.wav import read_wav
+    from voicebridge.speech.base import SpeechEngineError
+    from voicebridge.speech.factory import build_remote_stt
+    from voicebridge.speech.wer import word_error_rate
+
+    name = "remote stt"
+    stt = settings.stt
+    if stt.engine == "whisper":
+        return Check(name, "pass", "not used (stt.engine = whisper)")
+    pcm, rate = read_wav(SAMPLE_WAV)
+    engine = build_remote_stt(settings)
+
+    async def once() -> tuple[str, float]:
+        try:
+            heard = await engine.transcribe(pcm, rate)
+        finally:
+            await engine.aclose()
+        return heard.text, heard.processing_seconds
+
+    # The server's own address is named (stt.url carries no credentials: the config refuses them).
+    where = f"{stt.engine} at {stt.url}"
+    try:
+        text, seconds = asyncio.run(once())
+    except SpeechEngineError as exc:
+        # Calls still work while the local model stands in; without it, every turn would hear the apology.
+        status = "warn" if stt.fallback else "fail"
+        return Check(name, status, f"{where}: {error_text(exc)}", "check stt.url, stt.api_key and the server")
+    detail = f"{where}: sample heard as {text.strip()!r} in {seconds:.2f} s"
+    if word_error_rate(SAMPLE_TEXT, text) > 0.34:
+        return Check(name, "warn", detail, f"the sample says {SAMPLE_TEXT!r}: check the server's model")
+    return Check(name, "pass", detail)
 
 
 def check_tts(settings: Settings) -> Check:

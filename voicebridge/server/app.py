@@ -65,7 +65,7 @@ from voicebridge.server.memory import IdleMemoryReturner, glibc_malloc_trim
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.stream_endpoint import stream_handler
 from voicebridge.server.warmup import warm_up
-from voicebridge.speech.base import Closable, SttCapacity
+from voicebridge.speech.base import AsyncClosable, Closable, SttCapacity
 from voicebridge.speech.factory import Engines, build_stt, build_tts
 from voicebridge.speech.models import ModelCache
 from voicebridge.telephony import providers
@@ -104,7 +104,11 @@ async def speech_to_text(app: web.Application) -> AsyncIterator[None]:
     # Model loading blocks for ~1 s; keep the loop free for signals while it happens.
     metrics = app[METRICS]
     stt = app[ENGINES].stt or await asyncio.to_thread(
-        build_stt, app[SETTINGS], app[MODELS], lambda _language: metrics.language_fallbacks.inc()
+        build_stt,
+        app[SETTINGS],
+        app[MODELS],
+        lambda _language: metrics.language_fallbacks.inc(),
+        lambda reason: metrics.stt_fallbacks.labels(reason=reason).inc(),
     )
     if isinstance(stt, SttCapacity):
         # The overload guard judges load against the workers the engine really runs; without the
@@ -114,6 +118,8 @@ async def speech_to_text(app: web.Application) -> AsyncIterator[None]:
     app[STT] = stt
     logger.info("stt %s ready in %.2fs", stt.name, time.perf_counter() - started)
     yield
+    if isinstance(stt, AsyncClosable):  # a remote engine's connection pool (speech/base.py)
+        await stt.aclose()
     _close_engine(stt)
 
 

@@ -81,6 +81,11 @@ class Metrics:
             "Sentences spoken by the fallback TTS because the primary failed or is cooling down",
             ["reason"],
         )
+        self.stt_fallbacks = counter(
+            "voicebridge_stt_fallbacks_total",
+            "Turns transcribed by the local model because the remote STT failed or is cooling down",
+            ["reason"],
+        )
         self.errors = counter("voicebridge_errors_total", "Errors, by kind", ["kind"])
         # No language label: the language comes from a business's answer, and labels must stay bounded.
         self.language_fallbacks = counter(

@@ -68,10 +68,10 @@ async def simulate_calls(http: str, script: CallScript, calls: int, ramp_s: floa
 def transcribe_replies(reports: list[CallReport], settings: Settings) -> None:
     """Fill in what the bot said, heard through the same local Whisper the daemon uses."""
     from voicebridge.speech.base import Closable
-    from voicebridge.speech.factory import build_stt
+    from voicebridge.speech.factory import build_local_stt
     from voicebridge.speech.models import ModelCache
 
-    engine = build_stt(settings, ModelCache())
+    engine = build_local_stt(settings, ModelCache())
 
     async def run() -> None:
         for report in reports:

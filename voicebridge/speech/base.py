@@ -73,6 +73,15 @@ class Closable(Protocol):
         ...
 
 
+@runtime_checkable
+class AsyncClosable(Protocol):
+    """An engine that holds something only the event loop can release (an HTTP connection pool)."""
+
+    async def aclose(self) -> None:
+        """Release it; the engine is not used afterwards."""
+        ...
+
+
 class OwnSpeechToText(SpeechToText, Closable, Protocol):
     """An STT engine built for one call: whoever built it closes it once the call is over."""
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from voicebridge.config.schema import Settings
 from voicebridge.speech.base import OwnSpeechToText, SpeechToText, TextToSpeech
 from voicebridge.speech.models import ModelCache
+
+if TYPE_CHECKING:
+    from voicebridge.speech.remote_stt import RemoteSTT
+    from voicebridge.speech.stt import WhisperSTT
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +29,43 @@ class Engines:
 
 
 def build_stt(
-    settings: Settings, cache: ModelCache, on_language_fallback: Callable[[str], None] | None = None
+    settings: Settings,
+    cache: ModelCache,
+    on_language_fallback: Callable[[str], None] | None = None,
+    on_fallback: Callable[[str], None] | None = None,
 ) -> SpeechToText:
-    """The STT engine named by `stt.engine` (faster-whisper today); `on_language_fallback` is told each
-    transcription whose call language the model cannot do."""
+    """The STT engine named by `stt.engine`: local faster-whisper, or a remote server with the local model
+    standing by (`stt.fallback`). `on_language_fallback` is told each transcription whose call language
+    the local model cannot do; `on_fallback` each one the local model took from the remote (and why)."""
+    if settings.stt.engine == "whisper":
+        return build_local_stt(settings, cache, on_language_fallback)
+    remote = build_remote_stt(settings)
+    if not settings.stt.fallback:
+        return remote
+    from voicebridge.speech.stt_fallback import FallbackSTT
+
+    local = build_local_stt(settings, cache, on_language_fallback)
+    return FallbackSTT(remote, local, on_fallback or (lambda _reason: None), settings.stt.remote_cool_down_s)
+
+
+def build_local_stt(
+    settings: Settings, cache: ModelCache, on_language_fallback: Callable[[str], None] | None = None
+) -> WhisperSTT:
+    """Local faster-whisper, whatever `stt.engine` says (the fallback, the simulated caller's ears)."""
     from voicebridge.speech.stt import WhisperSTT
 
     return WhisperSTT(settings.stt, cache, on_language_fallback or (lambda _language: None))
+
+
+def build_remote_stt(settings: Settings) -> RemoteSTT:
+    """The remote engine `stt.engine` names, alone (doctor checks the server without the fallback)."""
+    if settings.stt.engine == "wyoming":
+        from voicebridge.speech.wyoming_stt import WyomingSTT
+
+        return WyomingSTT(settings.stt)
+    from voicebridge.speech.openai_stt import OpenAiSTT
+
+    return OpenAiSTT(settings.stt)
 
 
 def build_tts(
