@@ -5,6 +5,10 @@ Also reports the greeting's time to first frame (from sending `start`) and the d
 latency histograms (from /metrics). Not a test: it prints figures.
 
     python bench/call_latency.py [--turns 12] [--provider exotel|twilio] [--url ws://host:port]
+                                 [--stt local|wyoming]
+
+--stt wyoming starts the real wyoming-faster-whisper (same tiny.en, one thread) on loopback and points
+the daemon at it: remote STT's own cost (a connection and the events per utterance) on the same 2 cores.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from voicebridge.audio.levels import trim_trailing_quiet
 from voicebridge.config.schema import Settings
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import start_daemon
+from voicebridge.sim.wyoming_server import start_wyoming_server
 from voicebridge.speech.models import ModelCache
 from voicebridge.speech.tts.piper import PiperTTS
 
@@ -102,8 +107,12 @@ async def run(ws_base: str, http: str, turns: int, provider: str, chunk_ms: int)
             f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
         )
     async with aiohttp.ClientSession() as session, session.get(f"{http}/metrics") as response:
-        late = re.search(r"^voicebridge_late_frames_total ([0-9.e+-]+)", await response.text(), re.M)
+        metrics = await response.text()
+    late = re.search(r"^voicebridge_late_frames_total ([0-9.e+-]+)", metrics, re.M)
     print(f"late outbound frames: {float(late.group(1)) if late else 0:.0f}")
+    fallbacks = re.findall(r"^voicebridge_stt_fallbacks_total\{[^}]*\} (\S+)", metrics, re.M)
+    local = sum(float(count) for count in fallbacks)
+    print(f"turns a remote STT left to the local model: {local:.0f}")
     print("daemon stage means (from /metrics):")
     for stage, (mean, count) in sorted((await stage_means(http)).items()):
         print(f"  {stage:18s} {mean * 1000:7.0f} ms  (n={count})")
@@ -117,17 +126,24 @@ def main() -> None:
     parser.add_argument("--provider", choices=["exotel", "twilio"], default="exotel")
     parser.add_argument("--chunk-ms", type=int, default=100, help="inbound media chunk size (Exotel: 20-100)")
     parser.add_argument("--url", help="existing daemon, e.g. ws://127.0.0.1:8080 (default: start one)")
+    parser.add_argument("--stt", choices=["local", "wyoming"], default="local", help="the daemon's STT")
     args = parser.parse_args()
     if args.url:
         http = args.url.replace("ws://", "http://").replace("wss://", "https://")
         asyncio.run(run(args.url, http, args.turns, args.provider, args.chunk_ms))
         return
     with tempfile.TemporaryDirectory() as workdir:
-        daemon = start_daemon(Path(workdir))
+        server = start_wyoming_server(Path(workdir) / "wyoming") if args.stt == "wyoming" else None
+        overrides = {"stt": {"engine": "wyoming", "url": server.url}} if server is not None else {}
         try:
-            asyncio.run(run(daemon.ws, daemon.http, args.turns, args.provider, args.chunk_ms))
+            daemon = start_daemon(Path(workdir), overrides)
+            try:
+                asyncio.run(run(daemon.ws, daemon.http, args.turns, args.provider, args.chunk_ms))
+            finally:
+                daemon.terminate()
         finally:
-            daemon.terminate()
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":

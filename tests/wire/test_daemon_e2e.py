@@ -9,9 +9,11 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
@@ -328,3 +330,39 @@ async def test_sigterm_drains_live_call(tmp_path: Path) -> None:
         assert len(caller.log.frames) > frames_before, "the drained caller should hear goodbye"
     assert await asyncio.to_thread(daemon.process.wait, 30) == 0
     assert "outcome=shutdown" in daemon.log()
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _metric_names(expressions: list[str]) -> set[str]:
+    return {name for expr in expressions for name in re.findall(r"\bvoicebridge_[a-z_]+", expr)}
+
+
+def _deploy_files() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The dashboard, and the alerting rules (each checked to be a complete rule)."""
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yaml").read_text())["groups"][0]["rules"]
+    for rule in rules:
+        assert set(rule) >= {"alert", "expr", "labels", "annotations"}, rule
+        assert rule["labels"]["severity"] in ("warning", "critical") and rule["annotations"]["summary"]
+    return dashboard, rules
+
+
+async def test_every_metric_the_dashboard_and_alerts_name_is_exported(daemon: DaemonProcess) -> None:
+    dashboard, rules = _deploy_files()
+    panel_exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    named = _metric_names(panel_exprs) | _metric_names([rule["expr"] for rule in rules])
+    exported = await metrics_text(daemon)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exported, re.MULTILINE))
+    missing = []
+    for name in sorted(named):
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        if name in types or (base != name and types.get(base) == "histogram"):
+            continue
+        missing.append(name)
+    assert not missing, missing
+    # What the panels say they show: every latency stage, and the node's STT capacity.
+    assert {"voicebridge_stage_latency_seconds_bucket", "voicebridge_stt_workers"} <= named
+    assert metric_value(exported, "voicebridge_stt_workers") >= 1

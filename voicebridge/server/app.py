@@ -115,6 +115,7 @@ async def speech_to_text(app: web.Application) -> AsyncIterator[None]:
         # capacity it counts one worker and exports no queue depth.
         app[LOAD].stt_workers = stt.workers
         app[METRICS].track_stt_queue(lambda: stt.queue_depth)
+    metrics.stt_workers.set(app[LOAD].stt_workers)
     app[STT] = stt
     logger.info("stt %s ready in %.2fs", stt.name, time.perf_counter() - started)
     yield

@@ -76,6 +76,8 @@ class Metrics:
 
         # Speech engines and faults.
         self.stt_queue_depth = gauge("voicebridge_stt_queue_depth", "Utterances waiting for an STT worker")
+        # With the stt stage's time less its queueing, the share of STT capacity in use (deploy/'s dashboard).
+        self.stt_workers = gauge("voicebridge_stt_workers", "Utterances the STT engine decodes at once")
         self.tts_fallbacks = counter(
             "voicebridge_tts_fallbacks_total",
             "Sentences spoken by the fallback TTS because the primary failed or is cooling down",
