@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from voicebridge.backends.base import BackendError, BudgetCheck
+from voicebridge.cluster.rates import CallerRates, LocalCallerRates
 from voicebridge.config.schema import Settings
 from voicebridge.server.metrics import Metrics
 
@@ -44,8 +45,15 @@ class PendingCall:
 class CallGate:
     """Decides whether a new call may go ahead, and remembers what it decided until the stream comes."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, budget: BudgetCheck | None = None) -> None:
-        """`budget` is the backend's budget check, None when the backend has none (every call may go)."""
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        budget: BudgetCheck | None = None,
+        rates: CallerRates | None = None,
+    ) -> None:
+        """`budget` is the backend's budget check, None when the backend has none (every call may go);
+        `rates` counts calls per caller: in this process unless the cluster's shared count is given."""
         self._limits = settings.calls
         self._allow_when_unreachable = settings.backend.allow_when_unreachable
         self._metrics = metrics
@@ -53,13 +61,13 @@ class CallGate:
         self._pending: dict[str, PendingCall] = {}
         self._denied: OrderedDict[str, str] = OrderedDict()
         self._allowed_minutes: OrderedDict[str, float] = OrderedDict()
-        self._recent_calls: dict[str, deque[float]] = {}
+        self._rates: CallerRates = rates or LocalCallerRates()
 
     async def check(self, call_sid: str, from_number: str, to_number: str, provider: str) -> str:
         """Decide whether a new call may go ahead; "" to allow, else the reason it was refused (logged)."""
         limits = self._limits
         reason = label = ""
-        if not self.within_rate_limit(from_number):
+        if not await self.within_rate_limit(from_number):
             reason, label = (
                 f"more than {limits.rate_limit_calls} calls from this number in the window",
                 "rate_limited",
@@ -98,23 +106,13 @@ class CallGate:
             self.allow_minutes(call_sid, decision.minutes_left)
         return "", ""
 
-    def within_rate_limit(self, from_number: str) -> bool:
+    async def within_rate_limit(self, from_number: str) -> bool:
         """Count a call from `from_number`; False when it is over `calls.rate_limit_calls` calls in the last
-        `calls.rate_limit_window_s`."""
+        `calls.rate_limit_window_s` (on any node, with `[cluster] redis_url`)."""
         limit, window_s = self._limits.rate_limit_calls, self._limits.rate_limit_window_s
         if limit <= 0 or not from_number:
             return True
-        now = time.monotonic()
-        recent = self._recent_calls.setdefault(from_number, deque())
-        while recent and now - recent[0] > window_s:
-            recent.popleft()
-        if len(recent) >= limit:
-            return False
-        recent.append(now)
-        # Forget callers quiet for a whole window so the table cannot grow without bound.
-        for number in [n for n, times in self._recent_calls.items() if now - times[-1] > window_s]:
-            del self._recent_calls[number]
-        return True
+        return await self._rates.admit(from_number, limit, window_s)
 
     def register_pending(self, pending: PendingCall) -> None:
         """Remember a call a webhook announced, so its stream can be matched to From/To."""

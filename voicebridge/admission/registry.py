@@ -124,6 +124,10 @@ class CallRegistry:
 
     # --- the operations both management doors offer ----------------------------------------------
 
+    def active_sids(self) -> list[str]:
+        """The live calls' sids (the cluster's call directory)."""
+        return list(self._active)
+
     def list_active(self) -> list[dict[str, Any]]:
         """A snapshot of every live call."""
         return [call.snapshot() for call in self._active.values()]

@@ -143,7 +143,10 @@ def _describe(error: dict[str, Any], path: Path | None) -> str:
     else:
         origin = str(path) if path else "built-in defaults"
     message = str(error["msg"]).removeprefix("Value error, ")
-    secret = location and location[-1].endswith(("_key", "_token", "_password", "_secret", "token"))
+    secret = location and (
+        location[-1].endswith(("_key", "_token", "_password", "_secret", "token"))
+        or location[-1] == "redis_url"  # redis://:password@host
+    )
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif (

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from voicebridge.campaigns.hours import check_zone, parse_hours
 from voicebridge.config import paths
 from voicebridge.config.amd import AmdConfig
+from voicebridge.config.cluster import ClusterConfig
 from voicebridge.config.limits import LimitsConfig
 from voicebridge.config.numbers import Language, Numbers
 from voicebridge.config.section import (
@@ -446,6 +447,7 @@ class Settings(BaseSettings):
     management: ManagementConfig = Field(default_factory=ManagementConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     # Per called number: greeting, voice, language, system_prompt, transfer_number, max_call_minutes.
     numbers: Numbers = Field(default_factory=dict)
 

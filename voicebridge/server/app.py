@@ -28,6 +28,7 @@ from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.campaigns.store_sql import StoreTooNew
 from voicebridge.campaigns.wiring import open_campaigns
+from voicebridge.cluster.wiring import add_cluster_routes, shared_state
 from voicebridge.config.schema import Settings
 from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.pending import PendingDials
@@ -41,6 +42,7 @@ from voicebridge.server.keys import (
     ATTEMPTS,
     BACKEND,
     CALL_SERVICES,
+    CALLER_RATES,
     CAMPAIGNS,
     DIALER,
     ENGINES,
@@ -163,7 +165,8 @@ async def backend_connection(app: web.Application) -> AsyncIterator[None]:
     app[BACKEND] = backend
     # The backend's optional capabilities, declared in backends/base.py, are looked up once here; each
     # user is handed the capability or None. The gate asks a budget check before a call is answered.
-    app[GATE] = CallGate(app[SETTINGS], app[METRICS], backend if isinstance(backend, BudgetCheck) else None)
+    budget = backend if isinstance(backend, BudgetCheck) else None
+    app[GATE] = CallGate(app[SETTINGS], app[METRICS], budget, app[CALLER_RATES])
     yield
     await backend.close()
 
@@ -285,6 +288,8 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     app.cleanup_ctx.extend(
         [
             malformed_requests_counted,
+            # Before the backend's context: the gate it builds counts callers on the shared state.
+            shared_state,
             speech_to_text,
             text_to_speech,
             fixed_phrases,
@@ -305,6 +310,7 @@ def create_app(settings: Settings, engines: Engines | None = None) -> web.Applic
     management.add_routes(app)
     outbound_api.add_routes(app)
     management_campaigns.add_routes(app)
+    add_cluster_routes(app, settings)
     app.router.add_get("/ws/stream", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}", stream_handler)
     app.router.add_get("/ws/stream/{call_sid}/{token}", stream_handler)

@@ -11,6 +11,8 @@ from voicebridge.backends.base import Backend
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.campaigns.service import Campaigns
+from voicebridge.cluster.nodes import NodeDirectory
+from voicebridge.cluster.rates import CallerRates
 from voicebridge.config.schema import Settings
 from voicebridge.outbound.attempts import AttemptTracker
 from voicebridge.outbound.service import OutboundDialer
@@ -37,6 +39,11 @@ IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
 # subscribes to. Nothing to close: each REST request has its own short session.
 DIALER = web.AppKey("dialer", OutboundDialer)
 ATTEMPTS = web.AppKey("attempts", AttemptTracker)
+
+# The shared state (cluster/wiring.py): the caller rate limit, in-process or in Redis; and, only with
+# `[cluster] redis_url`, the node directory its heartbeat writes.
+CALLER_RATES = web.AppKey("caller_rates", CallerRates)
+CLUSTER_NODES = web.AppKey("cluster_nodes", NodeDirectory)
 
 # The resources, in start order: each is set by its own cleanup context (server/app.py), which closes it.
 STT = web.AppKey("stt", SpeechToText)

@@ -88,6 +88,11 @@ class Metrics:
             "Turns transcribed by the local model because the remote STT failed or is cooling down",
             ["reason"],
         )
+        self.cluster_unreachable = counter(
+            "voicebridge_cluster_unreachable_total",
+            "Shared-state (Redis) requests that failed, by what they were for (rate_limit, heartbeat, nodes)",
+            ["what"],
+        )
         self.errors = counter("voicebridge_errors_total", "Errors, by kind", ["kind"])
         # No language label: the language comes from a business's answer, and labels must stay bounded.
         self.language_fallbacks = counter(
