@@ -112,7 +112,7 @@ async def test_a_server_slower_than_the_timeout_is_an_engine_error() -> None:
     async with FakeTranscriptions(delay_s=2.0) as server:
         engine = OpenAiSTT(openai_config(server.url, remote_timeout_s=0.2))
         try:
-            with pytest.raises(SpeechEngineError, match=r"no transcript within 0\.2s"):
+            with pytest.raises(SpeechEngineError, match=r"^openai STT: no transcript within 0\.2s$"):
                 await engine.transcribe(AUDIO, RATE)
         finally:
             await engine.aclose()

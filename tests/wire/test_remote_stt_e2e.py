@@ -41,7 +41,9 @@ async def test_calls_transcribe_on_the_wyoming_server_and_go_on_locally_when_it_
     server = await asyncio.to_thread(start_wyoming_server, tmp_path / "wyoming")
     daemon: DaemonProcess | None = None
     try:
-        overrides = {"stt": {"engine": "wyoming", "url": server.url, "remote_cool_down_s": 30.0}}
+        # A generous deadline: the server decodes in Whisper's 30 s window on cores the test suite shares.
+        stt = {"engine": "wyoming", "url": server.url, "remote_cool_down_s": 30.0, "remote_timeout_s": 10.0}
+        overrides = {"stt": stt}
         daemon = await asyncio.to_thread(start_daemon, tmp_path / "daemon", overrides)
         async with SimulatedCaller(f"{daemon.ws}/ws/stream/CA-wyoming", call_sid="CA-wyoming") as caller:
             await caller.listen_until_mark(timeout=20)

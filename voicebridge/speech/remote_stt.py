@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 import unicodedata
-import weakref
 from collections.abc import Callable
 
 from voicebridge.config.schema import SttConfig
 from voicebridge.speech.base import SpeechEngineError, SttCapacity, Transcript
-from voicebridge.speech.scheduler import SttScheduler, always_confirmed
+from voicebridge.speech.scheduler import LoopSchedulers, always_confirmed
 from voicebridge.speech.stt import clean_text
 
 # A server's answer is hostile input like any other: a turn is a few seconds of speech, and no caller
@@ -48,15 +47,12 @@ class RemoteSTT(SttCapacity):
     def __init__(self, config: SttConfig) -> None:
         self._config = config
         self.workers = config.remote_concurrency
-        # One scheduler per event loop: asyncio futures bind to the loop that made them.
-        self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SttScheduler] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._schedulers = LoopSchedulers(self.workers)
 
     @property
     def queue_depth(self) -> int:
         """Utterances waiting for a free slot on the server."""
-        return sum(scheduler.waiting for scheduler in list(self._schedulers.values()))
+        return self._schedulers.waiting
 
     async def transcribe(
         self,
@@ -69,10 +65,7 @@ class RemoteSTT(SttCapacity):
         if sample_rate <= 0:
             raise SpeechEngineError(f"{self.name} STT needs a positive sample rate, not {sample_rate}")
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        scheduler = self._schedulers.get(loop)
-        if scheduler is None:
-            scheduler = self._schedulers[loop] = SttScheduler(self.workers)
+        scheduler = self._schedulers.current()
         queued = await scheduler.acquire(confirmed)
         code = whisper_language(language, self._config.language)
         try:
@@ -80,7 +73,7 @@ class RemoteSTT(SttCapacity):
                 text, heard_language = await self._request(pcm16, sample_rate, code)
         except TimeoutError:
             raise SpeechEngineError(
-                f"{self.name} STT gave no transcript within {self._config.remote_timeout_s:g}s"
+                f"{self.label}: no transcript within {self._config.remote_timeout_s:g}s"
             ) from None
         finally:
             scheduler.release()
@@ -92,6 +85,11 @@ class RemoteSTT(SttCapacity):
             queued_seconds=queued,
             language=heard_language if heard_language.isalpha() and len(heard_language) <= 8 else "",
         )
+
+    @property
+    def label(self) -> str:
+        """How the log names this server: its engine, and where it is when that says more."""
+        return f"{self.name} STT"
 
     async def _request(self, pcm16: bytes, sample_rate: int, language: str | None) -> tuple[str, str]:
         """One utterance over the wire: (the text, the language the server says it heard or "")."""

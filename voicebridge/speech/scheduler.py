@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,3 +69,27 @@ class SttScheduler:
                 chosen.granted.set_result(None)
                 return
         self._free += 1
+
+
+class LoopSchedulers:
+    """One SttScheduler per event loop over the same workers: asyncio futures bind to the loop that made
+    them, and an engine shared by tests or tools may be used from more than one loop."""
+
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SttScheduler] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def current(self) -> SttScheduler:
+        """The running loop's scheduler."""
+        loop = asyncio.get_running_loop()
+        scheduler = self._by_loop.get(loop)
+        if scheduler is None:
+            scheduler = self._by_loop[loop] = SttScheduler(self._workers)
+        return scheduler
+
+    @property
+    def waiting(self) -> int:
+        """Utterances queued for a worker, on every loop."""
+        return sum(scheduler.waiting for scheduler in list(self._by_loop.values()))

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, NamedTuple
@@ -25,7 +24,7 @@ from voicebridge.audio.resample import resample_once
 from voicebridge.config.schema import SttConfig
 from voicebridge.speech.base import SpeechEngineError, SttCapacity, Transcript
 from voicebridge.speech.models import ModelCache, default_whisper_path
-from voicebridge.speech.scheduler import SttScheduler, always_confirmed
+from voicebridge.speech.scheduler import LoopSchedulers, SttScheduler, always_confirmed
 from voicebridge.speech.whisper_languages import WhisperLanguages
 
 if TYPE_CHECKING:
@@ -118,16 +117,13 @@ class WhisperSTT(SttCapacity):
         )
         get_vad_model()  # load the (process-wide) Silero session now, not on the first caller's turn
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="whisper")
-        # One scheduler per event loop: asyncio futures bind to the loop that made them.
-        self._schedulers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SttScheduler] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._schedulers = LoopSchedulers(self.workers)
         self._running = 0
 
     @property
     def queue_depth(self) -> int:
         """Utterances waiting for a free worker (a sign that STT is the bottleneck)."""
-        return sum(scheduler.waiting for scheduler in list(self._schedulers.values()))
+        return self._schedulers.waiting
 
     @property
     def in_flight(self) -> int:
@@ -147,9 +143,7 @@ class WhisperSTT(SttCapacity):
             raise SpeechEngineError(f"Whisper STT needs a positive sample rate, not {sample_rate}")
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        scheduler = self._schedulers.get(loop)
-        if scheduler is None:
-            scheduler = self._schedulers[loop] = SttScheduler(self.workers)
+        scheduler = self._schedulers.current()
         queued = await scheduler.acquire(confirmed)
         self._running += 1
         try:

@@ -75,6 +75,10 @@ class WyomingSTT(RemoteSTT):
     def _address(self) -> str:
         return f"{self._host}:{self._port}"
 
+    @property
+    def label(self) -> str:
+        return f"wyoming STT at {self._address}"
+
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
