@@ -131,6 +131,11 @@ async def test_a_node_key_that_is_not_a_heartbeat_is_left_out(redis: Redis) -> N
     assert NodeState.parse(json.dumps(shape)) is not None
     assert NodeState.parse(json.dumps(shape | {"calls": "CA-1"})) is None
     assert NodeState.parse(json.dumps(shape | {"calls": [{"sid": 1}]})) is None
+    # Numbers JSON cannot carry but Python's parser accepts: not a heartbeat either (no 500 in the API).
+    assert NodeState.parse(json.dumps(shape | {"active_calls": float("inf")})) is None
+    assert NodeState.parse(json.dumps(shape | {"at": float("nan")})) is None
+    await redis.set("voicebridge:node:inf", json.dumps(shape | {"node_id": "inf", "capacity": float("inf")}))
+    assert [node.node_id for node in await directory.nodes()] == ["node-1"]
 
 
 def test_a_bad_redis_url_is_refused_without_quoting_its_password(tmp_path: Path) -> None:

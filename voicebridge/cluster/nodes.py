@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -66,9 +67,9 @@ class NodeState:
                 calls=[sid[:64] for sid in calls[:MAX_CALLS_LISTED]],
                 at=float(doc.get("at", 0.0)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
             return None
-        return node
+        return node if math.isfinite(node.at) else None
 
 
 class NodeDirectory:

@@ -72,7 +72,6 @@ class SharedCallerRates:
     """The count kept in Redis, shared by every node with the same `cluster.key_prefix`."""
 
     def __init__(self, redis: Redis, prefix: str, node_id: str, on_unreachable: Callable[[], None]) -> None:
-        self._redis = redis
         self._prefix = prefix
         self._node_id = node_id
         self._on_unreachable = on_unreachable
@@ -81,8 +80,8 @@ class SharedCallerRates:
         self._down = False
 
     async def admit(self, from_number: str, limit: int, window_s: float) -> bool:
-        # The number is hashed: keys stay short and bounded whatever a webhook sends, and Redis holds no
-        # caller's number in the clear.
+        # The number is hashed so that keys stay short and bounded whatever a webhook sends. (Not a secret:
+        # phone numbers are few enough that whoever can read Redis can find a number from its hash.)
         digest = hashlib.sha256(from_number.encode("utf-8", "replace")).hexdigest()[:32]
         member = f"{self._node_id}:{time.time_ns()}:{next(self._calls)}"
         try:

@@ -37,7 +37,7 @@ class ClusterConfig(Section):
 
     @field_validator("node_id", "key_prefix")
     @classmethod
-    def _name(cls, value: str, info: object) -> str:
+    def _name(cls, value: str) -> str:
         if value and not _NAME.fullmatch(value):
             raise ValueError(
                 "must be 1-64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
