@@ -27,7 +27,7 @@ async def test_the_gate_refuses_a_call_with_no_minutes_left(minutes: float) -> N
     metrics = Metrics()
     gate = CallGate(Settings(), metrics, BudgetBackend(decision=BudgetDecision(True, "", minutes)))
     reason = await gate.check("CA-broke", "+919800000001", "+918047491899", "exotel")
-    assert reason and gate.denied("CA-broke") == reason
+    assert reason and await gate.denied("CA-broke") == reason
     sample = metrics.registry.get_sample_value
     assert sample("voicebridge_calls_rejected_total", {"reason": "budget"}) == 1
 
@@ -35,7 +35,7 @@ async def test_the_gate_refuses_a_call_with_no_minutes_left(minutes: float) -> N
 async def test_the_gate_lets_a_call_with_minutes_left_through_with_its_cap() -> None:
     gate = budget_gate(BudgetBackend(decision=BudgetDecision(True, "", 2.5)))
     assert await gate.check("CA-rich", "+919800000001", "+918047491899", "exotel") == ""
-    pending = gate.take_pending("CA-rich")
+    pending = await gate.take_pending("CA-rich")
     assert pending is not None and pending.minutes_left == 2.5
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,6 @@ from voicebridge.cluster.rates import SharedCallerRates
 from voicebridge.config.cluster import ClusterConfig
 from voicebridge.config.load import ConfigError, load_config
 from voicebridge.sim.daemon import free_port
-from voicebridge.sim.redis_server import RedisServer, start_redis_server
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = start_redis_server(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url, socket_timeout=1.0)
-    yield client
-    await client.aclose()
 
 
 async def test_the_caller_limit_holds_across_nodes(redis: Redis) -> None:

@@ -168,7 +168,7 @@ async def test_the_gate_rate_limits_a_caller_and_remembers_the_denial_for_its_st
     gate = CallGate(settings, metrics)  # no budget check: only the rate limit decides
     assert await gate.check("CA-1", "+919800000001", "+918047491899", "twilio") == ""
     reason = await gate.check("CA-2", "+919800000001", "+918047491899", "twilio")
-    assert reason and gate.denied("CA-2") == reason and gate.denied("CA-1") is None
+    assert reason and await gate.denied("CA-2") == reason and await gate.denied("CA-1") is None
     assert await gate.check("CA-3", "+919800000002", "+918047491899", "twilio") == ""  # another caller
     sample = metrics.registry.get_sample_value("voicebridge_calls_rejected_total", {"reason": "rate_limited"})
     assert sample == 1

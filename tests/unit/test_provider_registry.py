@@ -16,12 +16,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from voicebridge.admission.registry import CallRegistry
+from voicebridge.cluster.placement import LocalPlacement
 from voicebridge.config.schema import Settings
 from voicebridge.config.section import ProviderSection
 from voicebridge.doctor.config import check_authentication
 from voicebridge.server.access import access_door, surface_of
 from voicebridge.server.bodies import request_fields
-from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
+from voicebridge.server.keys import METRICS, PLACEMENT, SETTINGS, STREAM_TOKENS
 from voicebridge.server.metrics import Metrics
 from voicebridge.telephony import providers
 from voicebridge.telephony.auth import AuthFailure
@@ -29,7 +31,7 @@ from voicebridge.telephony.base import Provider, StreamTranslator, Translator
 from voicebridge.telephony.events import Audio, ProviderName, Start, Stop
 from voicebridge.telephony.providers import PROVIDERS, TelephonyControl, translator_for_start
 from voicebridge.telephony.stream_tokens import StreamTokens
-from voicebridge.telephony.webhook_common import checked_call_sid, stream_base, stream_url
+from voicebridge.telephony.webhook_common import checked_call_sid, stream_url
 from voicebridge.telephony.wire import payload_bytes, section, start_sids
 
 ACME_KEY = b"acme-signing-key"
@@ -69,7 +71,7 @@ class AcmeTranslator(StreamTranslator):
 async def acme_incoming(request: web.Request) -> web.Response:
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "acme_incoming")
-    return web.json_response({"url": stream_url(request, stream_base(request), call_sid, {})})
+    return web.json_response({"url": await stream_url(request, call_sid, {})})
 
 
 class AcmeProvider:
@@ -118,6 +120,7 @@ def door_app(settings: Settings, registered: Sequence[Provider]) -> web.Applicat
     """The daemon's door and webhook routes for these providers, without the rest of the daemon."""
     app = web.Application(middlewares=[access_door(registered)])
     app[SETTINGS], app[METRICS], app[STREAM_TOKENS] = settings, Metrics(), StreamTokens()
+    app[PLACEMENT] = LocalPlacement(CallRegistry(4))
     providers.add_routes(app, registered)
     return app
 

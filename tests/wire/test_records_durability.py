@@ -25,13 +25,14 @@ from voicebridge.backends.base import CallInfo
 from voicebridge.backends.echo import EchoBackend
 from voicebridge.backends.http import BackendHttp
 from voicebridge.backends.node import NodeBackend
+from voicebridge.cluster.placement import LocalPlacement
 from voicebridge.config.schema import BackendConfig, Settings
 from voicebridge.records.call_records import CallRecorder
 from voicebridge.records.costs import CallUsage
 from voicebridge.records.outbox import DeliveryResult, Outbox
 from voicebridge.server.access import access_control
 from voicebridge.server.control import ControlServer
-from voicebridge.server.keys import BACKEND, GATE, METRICS, OUTBOX, REGISTRY, SETTINGS
+from voicebridge.server.keys import BACKEND, GATE, METRICS, OUTBOX, PLACEMENT, REGISTRY, SETTINGS
 from voicebridge.server.metrics import Metrics
 from voicebridge.sim.caller import SimulatedCaller
 from voicebridge.sim.daemon import DaemonProcess, start_daemon
@@ -348,6 +349,7 @@ async def passthru_app(tmp_path: Path) -> AsyncIterator[tuple[TestClient, web.Ap
     load = LoadSwitch()
     app[LOAD_SWITCH] = load
     app[REGISTRY] = CallRegistry(1, load_refusal=load)
+    app[PLACEMENT] = LocalPlacement(app[REGISTRY])
     app[GATE] = CallGate(app[SETTINGS], app[METRICS])
     app[BACKEND] = EchoBackend()
     outbox = Outbox(tmp_path / "o.sqlite3", None)
@@ -415,7 +417,7 @@ async def test_a_passthru_without_a_documented_report_field_goes_through_the_gat
     second = {"CallSid": "CA-g-2", **caller, "Stream[StreamUrl]": "wss://x", "StreamStatus": "completed"}
     assert await passthru(client, first) == 200
     assert await passthru(client, second) == 302  # the rate limit of 1 call per caller applies
-    assert app[GATE].denied("CA-g-2")
+    assert await app[GATE].denied("CA-g-2")
     assert await app[OUTBOX].records() == []
     # Hostile JSON under `Stream` is no report either, and no 500.
     assert await passthru(client, {"CallSid": "CA-g-3", "Stream": "{" + "[" * 2000}) == 200

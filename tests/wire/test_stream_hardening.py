@@ -486,13 +486,13 @@ async def test_a_start_refused_for_another_calls_token_leaves_that_call_alone() 
         gate = CallGate(settings, metrics)
 
     services = Services()
-    services.gate.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
-    services.gate.allow_minutes("CAother", 3.0)
+    await services.gate.register_pending(PendingCall("CAother", "+15550001111", "+15550002222"))
+    await services.gate.allow_minutes("CAother", 3.0)
     ws = _ClosingSocket()
     session = StreamSession(services, ws, "CAmine", None, token_bound=True)  # type: ignore[arg-type]
     await session._on_text(exotel_start("CAother", "MZother"))
     assert ws.close_code == 1008
-    pending = services.gate.take_pending("CAother")  # still there for CAother's own stream
+    pending = await services.gate.take_pending("CAother")  # still there for CAother's own stream
     assert pending is not None and pending.minutes_left == 3.0
 
 
@@ -512,10 +512,10 @@ async def test_a_start_completed_from_the_webhook_keeps_its_encoding_and_rate_no
         gate = CallGate(settings, metrics)
 
     services = Services()
-    services.gate.register_pending(PendingCall("CAweb", "+15550001111", "+15550002222"))
+    await services.gate.register_pending(PendingCall("CAweb", "+15550001111", "+15550002222"))
     session = StreamSession(services, _ClosingSocket(), "CAweb", 16000)  # type: ignore[arg-type]
     start = Start(provider="exotel", stream_sid="MZweb", call_sid="CAweb", encoding="mulaw", rate_note="n")
-    completed = session._complete_start(start)
+    completed = await session._complete_start(start)
     assert completed.from_number == "+15550001111"
     assert (completed.encoding, completed.rate_note) == ("mulaw", "n")
 

@@ -175,7 +175,7 @@ class StreamSession:
         start = translator.parse(message)
         if isinstance(start, Connected) or not isinstance(start, Start):
             raise ProtocolViolation("bad_start", "start did not parse as a start event")
-        completed = self._complete_start(start)  # a bad start is refused before any call exists
+        completed = await self._complete_start(start)  # a bad start is refused before any call exists
         if completed.rate_note:
             self.log.warning("sample-rate mismatch: %s", completed.rate_note)
         count_dropped_context(completed.context_dropped, self._s.metrics, self.log)
@@ -185,7 +185,7 @@ class StreamSession:
             self._translator.watch(self._unacknowledged)
         await self._begin(completed, self._translator)
 
-    def _complete_start(self, start: Start) -> Start:
+    async def _complete_start(self, start: Start) -> Start:
         if not start.call_sid:
             # Every call needs its own key (registry, records): the URL's sid, else the stream's.
             start = replace(start, call_sid=self._path_sid or start.stream_sid or f"CA-{uuid.uuid4().hex}")
@@ -207,7 +207,7 @@ class StreamSession:
         if self._token_bound and start.call_sid != self._path_sid:
             # Refused in _begin: it must not consume that other call's webhook record (its budget).
             return start
-        pending = self._s.gate.take_pending(start.call_sid or self._path_sid or "")
+        pending = await self._s.gate.take_pending(start.call_sid or self._path_sid or "")
         if pending is None:
             return start
         self._minutes_left = pending.minutes_left
@@ -227,7 +227,7 @@ class StreamSession:
             self.log.warning("refusing stream: its token was issued for %s", self._path_sid)
             await self._ws.close(code=1008, message=b"token for another call")
             return
-        if (reason := self._s.gate.denied(start.call_sid)) is not None:
+        if (reason := await self._s.gate.denied(start.call_sid)) is not None:
             # Refused at the gate (budget, rate limit): no audio of this call is processed.
             self._s.metrics.calls_rejected.labels(reason="denied").inc()
             self.log.warning("refusing stream of a call denied at the gate: %s", reason)

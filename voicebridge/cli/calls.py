@@ -30,10 +30,13 @@ def calls_table(calls: list[dict[str, Any]], status: str = "") -> Table:
     table = Table(
         title=f"{len(calls)} live call{'s' if len(calls) != 1 else ''}{status}", title_justify="left"
     )
-    for column in ("call sid", "provider", "from", "to", "state", "duration", "turns", "caller said last"):
+    on_nodes = any("node_id" in call for call in calls)  # `--cluster`: each call names its node
+    columns = ("call sid", "provider", "from", "to", "state", "duration", "turns", "caller said last")
+    for column in ("node", *columns) if on_nodes else columns:
         table.add_column(column, no_wrap=column != "caller said last", overflow="fold")
     for call in sorted(calls, key=lambda c: -float(c.get("duration_s", 0))):
         table.add_row(
+            *((str(call.get("node_id", "")),) if on_nodes else ()),
             str(call.get("call_sid", "")),
             str(call.get("provider", "")),
             str(call.get("from", "")),
@@ -50,24 +53,31 @@ def calls_table(calls: list[dict[str, Any]], status: str = "") -> Table:
 def calls_list(
     as_json: Annotated[bool, json_option()] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every second until Ctrl-C.")] = False,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="Every node's calls ([cluster] redis_url), each with its node.")
+    ] = False,
     config: SocketConfigOption = None,
     socket_path: SocketOption = None,
 ) -> None:
     """Show live calls: sid, provider, numbers, state, duration, turns, what the caller said last."""
     client = client_for(config, socket_path)
-    calls = request_op(client, "list")["calls"]
+    listed = request_op(client, "list", **({"cluster": True} if cluster else {}))
+    calls = listed["calls"]
     if as_json:
-        typer.echo(json.dumps({"calls": calls}))
+        typer.echo(json.dumps(listed))
         return
     if not watch:
         Console().print(calls_table(calls))
+        for node, state in sorted(listed.get("nodes", {}).items()):
+            if state != "ok":
+                typer.echo(f"node {node}: {state} (its calls are not listed)", err=True)
         return
     try:
         with Live(calls_table(calls), refresh_per_second=4, screen=False) as live:
             while True:
                 time.sleep(1.0)
                 try:
-                    calls = client.request("list")["calls"]
+                    calls = client.request("list", **({"cluster": True} if cluster else {}))["calls"]
                 except DaemonUnreachable as exc:
                     live.update(calls_table(calls, " — daemon gone"))
                     raise CliError(str(exc), exit_code=1) from None

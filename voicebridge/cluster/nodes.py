@@ -1,36 +1,35 @@
-"""Which daemons are up, how loaded they are and which calls each holds: one expiring key per node.
+"""Which daemons are up, how loaded they are, where their streams are reached and which calls each holds:
+one expiring key per node.
 
-Every `cluster.heartbeat_s` a node writes `{prefix}:node:{node_id}` with its load and its live calls'
-sids, to expire after `cluster.node_ttl_s`. A node that dies (SIGKILL, a lost machine) stops writing,
-and its key, with its calls, is gone from the list within the TTL: there is no "remove me" step that a
-crash could skip. Reading the list is a SCAN of those keys; values written by other nodes are parsed
-as untrusted JSON and anything not of the shape below is left out.
+Every `cluster.heartbeat_s` a node writes `{prefix}:node:{node_id}` with its load, its `server.node_url`
+and its live calls' sids, to expire after `cluster.node_ttl_s`. A node that dies (SIGKILL, a lost
+machine) stops writing, and its key, with its calls, is gone from the list within the TTL: there is no
+"remove me" step that a crash could skip. Reading the list is a SCAN of those keys; values written by
+other nodes are parsed as untrusted JSON and anything not of the shape below is left out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from voicebridge.admission.registry import CallRegistry
+from voicebridge.cluster.keys import ClusterKeys
+from voicebridge.cluster.outage import UNREACHABLE, Outage
 from voicebridge.config.cluster import ClusterConfig
+from voicebridge.config.section import stream_base_fault
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-logger = logging.getLogger("voicebridge.cluster")
-
 # A node's call list in its heartbeat; beyond this (a node far over any sane capacity) it is cut.
 MAX_CALLS_LISTED = 2000
-UNREACHABLE = (RedisError, OSError, TimeoutError)
+MAX_URL_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +43,8 @@ class NodeState:
     refusal: str  # why it would refuse a new call now ("capacity", "overloaded", "draining"), or ""
     calls: list[str] = field(default_factory=list)
     at: float = 0.0  # the node's wall clock when it wrote this
+    # Where the node's audio sockets are reached (ws:// or wss://, no path): "" when it takes no placed calls.
+    node_url: str = ""
 
     @classmethod
     def parse(cls, raw: bytes | str | None) -> NodeState | None:
@@ -57,6 +58,10 @@ class NodeState:
         calls = doc.get("calls", [])
         if not isinstance(calls, list) or not all(isinstance(sid, str) for sid in calls):
             return None
+        node_url = doc.get("node_url", "")
+        # Handed to the providers as the stream's address: a node that names anything else takes no calls.
+        if not isinstance(node_url, str) or len(node_url) > MAX_URL_CHARS or stream_base_fault(node_url):
+            node_url = ""
         try:
             node = cls(
                 node_id=str(doc["node_id"])[:64],
@@ -66,6 +71,7 @@ class NodeState:
                 refusal=str(doc.get("refusal", ""))[:32],
                 calls=[sid[:64] for sid in calls[:MAX_CALLS_LISTED]],
                 at=float(doc.get("at", 0.0)),
+                node_url=node_url,
             )
         except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
             return None
@@ -75,14 +81,13 @@ class NodeState:
 class NodeDirectory:
     """This node's heartbeat, and every live node's last one."""
 
-    def __init__(self, redis: Redis, config: ClusterConfig, node_id: str) -> None:
+    def __init__(self, redis: Redis, config: ClusterConfig, node_id: str, node_url: str = "") -> None:
+        """`node_url`: this node's stream address as the providers reach it (`server.node_url`, ws/wss)."""
         self._redis = redis
         self._config = config
+        self._keys = ClusterKeys(config.key_prefix)
         self.node_id = node_id
-        self._key_pattern = f"{config.key_prefix}:node:*"
-
-    def _key(self, node_id: str) -> str:
-        return f"{self._config.key_prefix}:node:{node_id}"
+        self.node_url = node_url
 
     async def publish(self, registry: CallRegistry) -> None:
         """Write this node's state, to expire unless written again within the TTL."""
@@ -96,17 +101,18 @@ class NodeDirectory:
             refusal=registry.refusal(),
             calls=calls,
             at=time.time(),
+            node_url=self.node_url,
         )
         ttl_ms = int(self._config.node_ttl_s * 1000)
-        await self._redis.set(self._key(self.node_id), json.dumps(asdict(state)), px=ttl_ms)
+        await self._redis.set(self._keys.node(self.node_id), json.dumps(asdict(state)), px=ttl_ms)
 
     async def withdraw(self) -> None:
         """Leave the list at once (a clean shutdown); a crashed node leaves when its key expires."""
-        await self._redis.delete(self._key(self.node_id))
+        await self._redis.delete(self._keys.node(self.node_id))
 
     async def nodes(self) -> list[NodeState]:
         """Every node heard from within the TTL, by node id."""
-        keys = [key async for key in self._redis.scan_iter(match=self._key_pattern, count=500)]
+        keys = [key async for key in self._redis.scan_iter(match=self._keys.node_pattern, count=500)]
         values = await self._redis.mget(keys) if keys else []
         found = [state for raw in values if (state := NodeState.parse(raw)) is not None]
         return sorted(found, key=lambda node: node.node_id)
@@ -116,20 +122,14 @@ async def heartbeat(
     directory: NodeDirectory, registry: CallRegistry, every_s: float, on_unreachable: Callable[[], None]
 ) -> None:
     """Publish this node's state every `every_s` until cancelled; an outage is logged once and counted."""
-    down = False
+    outage = Outage("node heartbeat not written", "node heartbeat written", on_unreachable)
     while True:
         try:
             await directory.publish(registry)
         except UNREACHABLE as exc:
-            on_unreachable()
-            if not down:
-                reason = type(exc).__name__
-                logger.warning("shared state unreachable (%s): node heartbeat not written", reason)
-            down = True
+            outage.failed(exc)
         else:
-            if down:
-                logger.info("shared state reachable again: node heartbeat written")
-            down = False
+            outage.succeeded()
         await asyncio.sleep(every_s)
 
 

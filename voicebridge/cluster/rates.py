@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from redis.exceptions import RedisError
+from voicebridge.cluster.keys import ClusterKeys
+from voicebridge.cluster.outage import UNREACHABLE, Outage
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-logger = logging.getLogger("voicebridge.cluster")
 
 # KEYS[1]: the caller's window; ARGV: window seconds, limit, a member unique to this call.
 _ADMIT = """
@@ -72,12 +70,11 @@ class SharedCallerRates:
     """The count kept in Redis, shared by every node with the same `cluster.key_prefix`."""
 
     def __init__(self, redis: Redis, prefix: str, node_id: str, on_unreachable: Callable[[], None]) -> None:
-        self._prefix = prefix
+        self._keys = ClusterKeys(prefix)
         self._node_id = node_id
-        self._on_unreachable = on_unreachable
         self._calls = itertools.count()
         self._script = redis.register_script(_ADMIT)
-        self._down = False
+        self._outage = Outage("caller rate limits not applied", "caller rate limits shared", on_unreachable)
 
     async def admit(self, from_number: str, limit: int, window_s: float) -> bool:
         # The number is hashed so that keys stay short and bounded whatever a webhook sends. (Not a secret:
@@ -85,18 +82,9 @@ class SharedCallerRates:
         digest = hashlib.sha256(from_number.encode("utf-8", "replace")).hexdigest()[:32]
         member = f"{self._node_id}:{time.time_ns()}:{next(self._calls)}"
         try:
-            allowed = await self._script(
-                keys=[f"{self._prefix}:rate:{digest}"], args=[window_s, limit, member]
-            )
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._on_unreachable()
-            if not self._down:
-                logger.warning(
-                    "shared state unreachable (%s): caller rate limits not applied", type(exc).__name__
-                )
-            self._down = True
+            allowed = await self._script(keys=[self._keys.rate(digest)], args=[window_s, limit, member])
+        except UNREACHABLE as exc:
+            self._outage.failed(exc)
             return True
-        if self._down:
-            logger.info("shared state reachable again: caller rate limits shared")
-        self._down = False
+        self._outage.succeeded()
         return bool(allowed)

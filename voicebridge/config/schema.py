@@ -26,6 +26,7 @@ from voicebridge.config.section import (
     Section,
     http_url_fault,
     ip_auth_needs_cidrs,
+    stream_base_fault,
     wyoming_uri_fault,
 )
 
@@ -46,8 +47,21 @@ class ServerConfig(Section):
     insecure: bool = False
     # Proxies whose X-Forwarded-For is believed (CIDRs); everyone else's is ignored.
     trusted_proxies: Cidrs = Field(default_factory=list)
-    # Key for the per-call stream tokens; empty: a random one per process (tokens live 5 minutes).
+    # Key for the per-call stream tokens; empty: a random one per process (tokens live 5 minutes). Several
+    # nodes placing calls on each other share one, so a token one node issues opens another's socket.
     stream_secret: SecretStr = SecretStr("")
+    # With [cluster]: this node's own public address for audio streams (ws:// or wss://host[:port]). The
+    # incoming webhook, on whichever node the balancer chose, hands out a stream URL on the least loaded
+    # node that has one; "": this node takes calls only from its own webhooks.
+    node_url: str = ""
+
+    @field_validator("node_url")
+    @classmethod
+    def _node_url(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and (fault := stream_base_fault(value)):
+            raise ValueError(f"server.node_url must be ws://host[:port] or wss://host[:port] ({fault})")
+        return value
 
     def is_loopback(self) -> bool:
         """True when the daemon listens on the local host only."""
@@ -474,6 +488,17 @@ class Settings(BaseSettings):
                 f"{'is' if len(open_doors) == 1 else 'are'} 'none'; configure webhook auth, "
                 "disable the provider, or set server.insecure = true"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _placement_has_shared_state(self) -> Settings:
+        if not self.server.node_url:
+            return self
+        if not self.cluster.enabled:
+            raise ValueError("server.node_url places calls through the shared state: set cluster.redis_url")
+        if not self.server.stream_secret.get_secret_value():
+            # A token issued by the node that took the webhook must open the socket of the node it names.
+            raise ValueError("server.node_url needs server.stream_secret, the same on every node")
         return self
 
     def any_webhook_auth(self) -> bool:

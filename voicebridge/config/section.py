@@ -4,6 +4,7 @@ what every telephony provider's section shares (`ProviderSection`)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -33,6 +34,28 @@ def http_url_fault(url: str) -> str | None:
     if not valid:
         return "not http(s)"
     return "credentials" if parts.username is not None or parts.password is not None else None
+
+
+# A DNS name or an IP address (urlsplit drops an IPv6 address's brackets): it goes into URLs we hand out.
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]{2,45}")
+
+
+def stream_base_fault(url: str) -> str | None:
+    """Why `url` is no ws(s)://host[:port] base of our audio sockets ("not ws(s)", "has a path"), or None
+    when it is one: a node's address, the part of a stream URL before /ws/stream/."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not one
+        valid = parts.scheme in ("ws", "wss") and bool(_HOSTNAME.fullmatch(parts.hostname or ""))
+    except ValueError:
+        valid = False
+    if not valid:
+        return "not ws(s)"
+    if parts.username is not None or parts.password is not None:
+        return "credentials"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "has a path"
+    return None
 
 
 def wyoming_uri_fault(uri: str) -> str | None:

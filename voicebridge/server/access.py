@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from voicebridge.cluster.identity import node_id
 from voicebridge.config.schema import Settings
 from voicebridge.server.bodies import BadInput
 from voicebridge.server.keys import METRICS, SETTINGS, STREAM_TOKENS
@@ -183,6 +184,7 @@ def spend_stream_token(request: web.Request) -> str | None:
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:
-    """The process's stream-token issuer."""
+    """The process's stream-token issuer; with `server.node_url` its tokens name this node."""
     secret = settings.server.stream_secret.get_secret_value()
-    return StreamTokens(secret.encode() if secret else None)
+    audience = node_id(settings) if settings.server.node_url else ""
+    return StreamTokens(secret.encode() if secret else None, audience=audience)

@@ -41,6 +41,7 @@ from voicebridge.server.body_deadline import body_deadline
 from voicebridge.server.keys import (
     ATTEMPTS,
     BACKEND,
+    CALL_FACTS,
     CALL_SERVICES,
     CALLER_RATES,
     CAMPAIGNS,
@@ -166,7 +167,7 @@ async def backend_connection(app: web.Application) -> AsyncIterator[None]:
     # The backend's optional capabilities, declared in backends/base.py, are looked up once here; each
     # user is handed the capability or None. The gate asks a budget check before a call is answered.
     budget = backend if isinstance(backend, BudgetCheck) else None
-    app[GATE] = CallGate(app[SETTINGS], app[METRICS], budget, app[CALLER_RATES])
+    app[GATE] = CallGate(app[SETTINGS], app[METRICS], budget, app[CALLER_RATES], app[CALL_FACTS])
     yield
     await backend.close()
 

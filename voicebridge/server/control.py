@@ -23,6 +23,8 @@ from typing import Any
 
 from voicebridge.admission.registry import CallRegistry, InvalidNumber, UnknownCall
 from voicebridge.campaigns.service import Campaigns
+from voicebridge.cluster.operations import CallOperations, LocalCallOperations
+from voicebridge.cluster.routing import NodeUnreachable
 from voicebridge.config.paths import private_dir_problem, private_runtime_fallback
 from voicebridge.outbound.dialer import Dialer
 from voicebridge.records.outbox import Outbox
@@ -73,8 +75,12 @@ class ControlServer:
         metrics: Metrics | None = None,
         dialer: Dialer | None = None,
         campaigns: Campaigns | None = None,
+        calls: CallOperations | None = None,
     ) -> None:
+        """`calls`: the operations on live calls, routed to other nodes in a cluster; by default this
+        node's registry's."""
         self._registry = registry
+        self._calls: CallOperations = calls or LocalCallOperations(registry)
         self._dialer = dialer
         self._campaigns = campaigns
         self._metrics = metrics
@@ -235,6 +241,8 @@ class ControlServer:
             return self._failure(request_id, "unknown_call", f"no live call {str(exc.args[0])[:100]}")
         except InvalidNumber as exc:
             return self._failure(request_id, "bad_number", str(exc)[:200])
+        except NodeUnreachable as exc:
+            return self._failure(request_id, "node_unreachable", str(exc)[:200])
         except Exception as exc:  # a bug in an operation must cost one reply, not the connection
             logger.error("control request failed: %s", type(exc).__name__)
             return self._failure(request_id, "internal_error", f"the daemon failed: {type(exc).__name__}")
@@ -245,9 +253,12 @@ class ControlServer:
 
     async def _dispatch(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
-        registry = self._registry
+        calls = self._calls
         if op == "list":
-            return {"calls": registry.list_active()}
+            everywhere = request.get("cluster", False)
+            if not isinstance(everywhere, bool):
+                raise RequestError("bad_request", "cluster must be true or false")
+            return await calls.list_calls(everywhere)
         if op == "status":
             return self._status()
         if op not in OPERATIONS:
@@ -262,13 +273,13 @@ class ControlServer:
         if not is_valid_sid(call_sid):
             raise RequestError("bad_call_sid", f"call_sid must be {SID_RULE}")
         if op == "show":
-            return registry.show(call_sid)
+            return await calls.show(call_sid)
         if op == "hangup":
-            await registry.hangup(call_sid)
+            await calls.hangup(call_sid)
             logger.info("hangup requested over the control socket", extra={"call_sid": call_sid})
             return {"call_sid": call_sid, "action": "hangup"}
         number = string_param(request, "number")
-        await registry.transfer(call_sid, number)
+        await calls.transfer(call_sid, number)
         logger.info("transfer requested over the control socket", extra={"call_sid": call_sid})
         return {"call_sid": call_sid, "action": "transfer", "number": number}
 

@@ -11,7 +11,10 @@ from voicebridge.backends.base import Backend
 from voicebridge.call.phrases import PhraseCache
 from voicebridge.call.services import CallServices
 from voicebridge.campaigns.service import Campaigns
+from voicebridge.cluster.facts import CallFacts
 from voicebridge.cluster.nodes import NodeDirectory
+from voicebridge.cluster.operations import CallOperations
+from voicebridge.cluster.placement import Placement
 from voicebridge.cluster.rates import CallerRates
 from voicebridge.config.schema import Settings
 from voicebridge.outbound.attempts import AttemptTracker
@@ -40,9 +43,13 @@ IDLE_MEMORY = web.AppKey("idle_memory", IdleMemoryReturner)
 DIALER = web.AppKey("dialer", OutboundDialer)
 ATTEMPTS = web.AppKey("attempts", AttemptTracker)
 
-# The shared state (cluster/wiring.py): the caller rate limit, in-process or in Redis; and, only with
-# `[cluster] redis_url`, the node directory its heartbeat writes.
+# The shared state (cluster/wiring.py): the caller rate limit, the gate's facts of calls not yet streaming
+# and the choice of node for a new call, each in-process or in Redis; and, only with `[cluster] redis_url`,
+# the node directory its heartbeat writes and the router of operator actions to the node holding a call.
 CALLER_RATES = web.AppKey("caller_rates", CallerRates)
+CALL_FACTS = web.AppKey("call_facts", CallFacts)
+PLACEMENT = web.AppKey("placement", Placement)
+CALL_OPERATIONS = web.AppKey("call_operations", CallOperations)
 CLUSTER_NODES = web.AppKey("cluster_nodes", NodeDirectory)
 
 # The resources, in start order: each is set by its own cleanup context (server/app.py), which closes it.

@@ -15,9 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from voicebridge import __version__
 from voicebridge.admission.registry import InvalidNumber, UnknownCall
+from voicebridge.cluster.routing import NodeUnreachable
 from voicebridge.server.bodies import BadInput, json_object
 from voicebridge.server.keys import (
     BACKEND,
+    CALL_OPERATIONS,
     IDLE_MEMORY,
     LOAD,
     METRICS,
@@ -127,22 +129,29 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def calls_active(request: web.Request) -> web.Response:
-    """Every live call."""
-    return web.json_response({"calls": request.app[REGISTRY].list_active()})
+    """Every live call: this node's, or with ?cluster=1 every node's (each naming its node)."""
+    everywhere = request.query.get("cluster", "") in ("1", "true")
+    try:
+        listed = await request.app[CALL_OPERATIONS].list_calls(everywhere)
+    except NodeUnreachable as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=503)
+    return web.json_response(listed)
 
 
 async def call_hangup(request: web.Request) -> web.Response:
-    """End a live call."""
+    """End a live call, on whichever node holds it."""
     call_sid = request.match_info["call_sid"]
     try:
-        await request.app[REGISTRY].hangup(call_sid)
+        await request.app[CALL_OPERATIONS].hangup(call_sid)
     except UnknownCall:
         return web.json_response({"ok": False, "error": f"no live call {call_sid}"}, status=404)
+    except NodeUnreachable as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=503)
     return web.json_response({"ok": True, "call_sid": call_sid, "action": "hangup"})
 
 
 async def call_transfer(request: web.Request) -> web.Response:
-    """Transfer a live call to a number given as JSON `{"number": "+91…"}`."""
+    """Transfer a live call, on whichever node holds it, to a number given as JSON `{"number": "+91…"}`."""
     call_sid = request.match_info["call_sid"]
     try:
         body = await json_object(request)
@@ -153,11 +162,13 @@ async def call_transfer(request: web.Request) -> web.Response:
         return web.json_response({"ok": False, "error": error}, status=bad.status)
     number = body.get("number", "")
     try:
-        await request.app[REGISTRY].transfer(call_sid, str(number))
+        await request.app[CALL_OPERATIONS].transfer(call_sid, str(number))
     except InvalidNumber as exc:
         return web.json_response({"ok": False, "error": str(exc)}, status=400)
     except UnknownCall:
         return web.json_response({"ok": False, "error": f"no live call {call_sid}"}, status=404)
+    except NodeUnreachable as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=503)
     return web.json_response({"ok": True, "call_sid": call_sid, "action": "transfer", "number": number})
 
 

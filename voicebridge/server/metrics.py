@@ -90,8 +90,20 @@ class Metrics:
         )
         self.cluster_unreachable = counter(
             "voicebridge_cluster_unreachable_total",
-            "Shared-state (Redis) requests that failed, by what they were for (rate_limit, heartbeat, nodes)",
+            "Shared-state (Redis) requests that failed, by what they were for "
+            "(rate_limit, heartbeat, nodes, call_facts, placement, routing)",
             ["what"],
+        )
+        # Labelled by node id: a cluster has a handful of nodes, named in its own config.
+        self.calls_placed = counter(
+            "voicebridge_calls_placed_total",
+            "New calls this node's webhooks placed, by the node chosen to serve them",
+            ["node"],
+        )
+        self.cluster_refusals = counter(
+            "voicebridge_cluster_messages_refused_total",
+            "Messages from the shared state not acted on (not of the documented shape), by reason",
+            ["reason"],
         )
         self.errors = counter("voicebridge_errors_total", "Errors, by kind", ["kind"])
         # No language label: the language comes from a business's answer, and labels must stay bounded.

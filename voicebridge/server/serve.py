@@ -18,7 +18,7 @@ from voicebridge.server import management
 from voicebridge.server.app import CannotStart, create_app
 from voicebridge.server.connection_guard import ConnectionLimits, GuardedTCPSite
 from voicebridge.server.control import ControlServer, ControlSocketError
-from voicebridge.server.keys import CAMPAIGNS, DIALER, METRICS, OUTBOX, REGISTRY, SETTINGS
+from voicebridge.server.keys import CALL_OPERATIONS, CAMPAIGNS, DIALER, METRICS, OUTBOX, REGISTRY, SETTINGS
 from voicebridge.server.logs import configure_logging
 from voicebridge.server.metrics import Metrics
 from voicebridge.server.systemd import SystemdNotifier
@@ -40,6 +40,7 @@ async def control_socket(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
         dialer=app[DIALER],
         campaigns=app.get(CAMPAIGNS),
+        calls=app[CALL_OPERATIONS],
     )
     await control.start()
     yield

@@ -23,7 +23,7 @@ from voicebridge.config.schema import Settings
 from voicebridge.outbound.status import note_status
 from voicebridge.records.callbacks import callback_key, report_key, store_callback, stream_report
 from voicebridge.server.bodies import BadInput, request_fields
-from voicebridge.server.keys import GATE, METRICS, REGISTRY
+from voicebridge.server.keys import GATE, METRICS, PLACEMENT, REGISTRY
 from voicebridge.telephony.auth import AuthFailure, check_basic, check_ip, check_token
 from voicebridge.telephony.base import StreamTranslator, Translator
 from voicebridge.telephony.context import call_context, first_values
@@ -177,10 +177,10 @@ async def exotel_incoming(request: web.Request) -> web.Response:
         count_webhook(request, "exotel_incoming", "ok")
         return web.json_response({"url": dialled})
     gate = request.app[GATE]
-    if (reason := gate.denied(call_sid)) is not None:
+    if (reason := await gate.denied(call_sid)) is not None:
         count_webhook(request, "exotel_incoming", "denied")
         raise web.HTTPForbidden(text=f"call refused: {reason}")
-    gate.register_pending(
+    await gate.register_pending(
         PendingCall(
             call_sid,
             fields.get("From") or fields.get("CallFrom", ""),
@@ -190,7 +190,7 @@ async def exotel_incoming(request: web.Request) -> web.Response:
     query = {"sample-rate": fields["sample-rate"]} if "sample-rate" in fields else {}
     query.update(flow_parameters(request))
     count_webhook(request, "exotel_incoming", "ok")
-    return web.json_response({"url": stream_url(request, base, call_sid, query)})
+    return web.json_response({"url": await stream_url(request, call_sid, query)})
 
 
 def flow_parameters(request: web.Request) -> dict[str, str]:
@@ -228,8 +228,8 @@ async def exotel_passthru(request: web.Request) -> web.Response:
             request, "exotel_passthru", "passthru", call_sid, report_key(call_sid, report), fields
         )
         return web.Response(status=200, text="ok")
-    registry = request.app[REGISTRY]
-    if reason := registry.refusal():
+    # Another node may have room when this one has none: the stream is placed there (cluster/placement.py).
+    if reason := await request.app[PLACEMENT].refusal():
         request.app[METRICS].calls_rejected.labels(reason=reason).inc()
         logger.warning(
             "passthru refused %s: %s", call_sid or "?", reason, extra={"call_sid": call_sid or "-"}

@@ -23,19 +23,25 @@ MAX_REDEEMED_TOKENS = 100_000
 class StreamTokens:
     """Short-lived per-call tokens in the stream URL the incoming webhook hands out: HMAC(sid, expiry)."""
 
-    def __init__(self, secret: bytes | None = None, ttl_s: float = STREAM_TOKEN_TTL_S) -> None:
+    def __init__(
+        self, secret: bytes | None = None, ttl_s: float = STREAM_TOKEN_TTL_S, audience: str = ""
+    ) -> None:
+        """`audience`: this node's id when nodes share the secret (`server.node_url`), so that a token
+        issued for one node's socket opens no other node's: each node remembers only its own redeemed
+        tokens, and one token must not open a stream on every node once."""
         # A random key per process when none is configured: a restart only voids unused URLs.
         self._secret = secret or os.urandom(32)
         self._ttl = ttl_s
+        self.audience = audience
         # Single use: (call sid, expiry) -> expiry, and the same keys in expiry order for pruning. The MAC is
         # a function of exactly these two, so the key names the token however it is spelt.
         self._redeemed: dict[tuple[str, int], int] = {}
         self._expiries: list[tuple[int, tuple[str, int]]] = []
 
-    def issue(self, call_sid: str, now: float | None = None) -> str:
-        """A token valid for `call_sid` for the next ttl seconds."""
+    def issue(self, call_sid: str, now: float | None = None, audience: str | None = None) -> str:
+        """A token valid for `call_sid` for the next ttl seconds, on this node or on node `audience`."""
         expires = int((now if now is not None else time.time()) + self._ttl)
-        return f"{expires}.{self._mac(call_sid, expires)}"
+        return f"{expires}.{self._mac(call_sid, expires, self.audience if audience is None else audience)}"
 
     def check(self, call_sid: str, token: str, now: float | None = None) -> int:
         """Raise AuthFailure unless `token` was issued for `call_sid` and has not expired; its expiry."""
@@ -43,7 +49,7 @@ class StreamTokens:
         if parts is None:
             raise AuthFailure("malformed stream token")
         expires = int(parts[1])
-        if not hmac.compare_digest(parts[2].encode(), self._mac(call_sid, expires).encode()):
+        if not hmac.compare_digest(parts[2].encode(), self._mac(call_sid, expires, self.audience).encode()):
             raise AuthFailure("stream token not for this call")
         if expires < (now if now is not None else time.time()):
             raise AuthFailure("stream token expired")
@@ -77,6 +83,8 @@ class StreamTokens:
         """Redeemed tokens still remembered (each until its expiry)."""
         return len(self._redeemed)
 
-    def _mac(self, call_sid: str, expires: int) -> str:
-        message = f"{call_sid}\n{expires}".encode()
+    def _mac(self, call_sid: str, expires: int, audience: str) -> str:
+        message = (
+            f"{call_sid}\n{expires}\n{audience}".encode() if audience else f"{call_sid}\n{expires}".encode()
+        )
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]

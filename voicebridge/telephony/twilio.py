@@ -26,14 +26,14 @@ from voicebridge.audio.chunker import DEFAULT_CHUNK_MS
 from voicebridge.audio.codecs import pcm16_to_ulaw, ulaw_to_pcm16
 from voicebridge.config.schema import Settings, TwilioConfig
 from voicebridge.server.bodies import FORM, parsed_body, request_fields
-from voicebridge.server.keys import GATE, METRICS, REGISTRY, SETTINGS
+from voicebridge.server.keys import GATE, METRICS, PLACEMENT, SETTINGS
 from voicebridge.telephony.auth import AuthFailure, check_ip, credential_bytes
 from voicebridge.telephony.base import StreamTranslator, Translator
 from voicebridge.telephony.context import call_context
 from voicebridge.telephony.events import Audio, ProtocolViolation, ProviderName, Start, Stop, UnknownEvent
 from voicebridge.telephony.sids import MAX_NUMBER_CHARS, path_segment
 from voicebridge.telephony.twilio_status import twilio_status
-from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_base, stream_url
+from voicebridge.telephony.webhook_common import checked_call_sid, count_webhook, stream_url
 from voicebridge.telephony.wire import payload_bytes, section, sid, start_sids, string_map, text
 
 logger = logging.getLogger("voicebridge.telephony")
@@ -123,9 +123,7 @@ async def twilio_incoming(request: web.Request) -> web.Response:
     """Twilio voice webhook: TwiML that connects the call's audio to our stream."""
     fields = await request_fields(request)
     call_sid = checked_call_sid(request, fields, "twilio_incoming", required=False)
-    base = stream_base(request)
-    registry = request.app[REGISTRY]
-    if (refusal := registry.refusal()) or not call_sid:
+    if (refusal := await request.app[PLACEMENT].refusal()) or not call_sid:
         if refusal:
             request.app[METRICS].calls_rejected.labels(reason=refusal).inc()
         count_webhook(request, "twilio_incoming", "busy" if call_sid else "bad_request")
@@ -138,12 +136,12 @@ async def twilio_incoming(request: web.Request) -> web.Response:
         return web.Response(
             text=_xml('<Response><Reject reason="rejected"/></Response>'), content_type="text/xml"
         )
-    request.app[GATE].register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
+    await request.app[GATE].register_pending(PendingCall(call_sid, from_number, to_number, provider="twilio"))
     parameters = "".join(
         f"<Parameter name={quoteattr(name)} value={quoteattr(value)}/>"
         for name, value in (("From", from_number), ("To", to_number), ("CallSid", call_sid))
     )
-    url = stream_url(request, base, call_sid, {})
+    url = await stream_url(request, call_sid, {})
     twiml = f"<Response><Connect><Stream url={quoteattr(url)}>{parameters}</Stream></Connect></Response>"
     count_webhook(request, "twilio_incoming", "ok")
     return web.Response(text=_xml(twiml), content_type="text/xml")
@@ -225,8 +223,11 @@ def check_twilio_signature(signature: str | None, auth_token: str, url: str, par
 
 
 def signed_url(request: web.Request, settings: Settings, websocket: bool = False) -> str:
-    """The URL the provider called, as it saw it (public_url when set): what Twilio signs."""
+    """The URL the provider called, as it saw it (public_url when set; for a stream, node_url when set:
+    the webhook handed out a stream URL on this node's own address): what Twilio signs."""
     public = settings.server.public_url.rstrip("/")
+    if websocket and settings.server.node_url:
+        return settings.server.node_url + request.path_qs
     if not public:
         try:
             seen = str(request.url)

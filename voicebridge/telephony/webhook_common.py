@@ -1,5 +1,6 @@
-"""What every provider's webhook handlers share: the checked CallSid, the stream URL handed out (with its
-per-call token), the per-endpoint count. The handlers themselves live in each provider's module."""
+"""What every provider's webhook handlers share: the checked CallSid, the stream URL handed out (on the
+node placement chose, with its per-call token), the per-endpoint count. The handlers themselves live in
+each provider's module."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from voicebridge.server.bodies import BadInput
-from voicebridge.server.keys import DIALER, METRICS, SETTINGS, STREAM_TOKENS
+from voicebridge.server.keys import DIALER, METRICS, PLACEMENT, SETTINGS, STREAM_TOKENS
 from voicebridge.telephony.sids import is_valid_host, is_valid_sid, path_segment
 
 
@@ -40,11 +41,19 @@ def stream_base(request: web.Request) -> str:
     return f"{'wss' if request.secure else 'ws'}://{request.host}"
 
 
-def stream_url(request: web.Request, base: str, call_sid: str, query: dict[str, str]) -> str:
-    """The wss:// URL of our audio socket for one call (`base` from `stream_base`)."""
+async def stream_url(request: web.Request, call_sid: str, query: dict[str, str]) -> str:
+    """The wss:// URL of the audio socket for one new call: on the node placement chose (cluster/
+    placement.py), else on this node's own address (`server.node_url`, else `stream_base`)."""
+    settings = request.app[SETTINGS]
+    placed = await request.app[PLACEMENT].place(call_sid)
+    if placed is not None:
+        base, audience = placed.base, placed.node_id
+    else:
+        base, audience = settings.server.node_url or stream_base(request), None
     suffix = f"?{urlencode(query)}" if query else ""
-    # The token goes in the path: Twilio allows no query string on stream URLs.
-    token = "" if request.app[SETTINGS].open_mode else f"/{request.app[STREAM_TOKENS].issue(call_sid)}"
+    # The token goes in the path: Twilio allows no query string on stream URLs. It names the node it opens.
+    tokens = request.app[STREAM_TOKENS]
+    token = "" if settings.open_mode else f"/{tokens.issue(call_sid, audience=audience)}"
     return f"{base}/ws/stream/{path_segment(call_sid)}{token}{suffix}"
 
 
