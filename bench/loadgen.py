@@ -21,6 +21,7 @@ import uuid
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -38,6 +39,7 @@ class CallerResult:
     refused: bool = False
     error: str = ""
     missed_replies: int = 0
+    stream_host: str = ""  # host:port of the stream URL the webhook handed out (which node, in a cluster)
 
 
 @dataclass(slots=True)
@@ -89,6 +91,7 @@ async def paced_caller(
     except SimulationError as exc:
         result.error = str(exc)
         return result
+    result.stream_host = urlsplit(url).netloc
     caller = SimulatedCaller(url, call_sid=call_sid, from_number=script.from_number, chunk_ms=100)
     try:
         await caller.connect()

@@ -34,6 +34,8 @@ ROUTED_OPERATIONS = ("list", "show", "hangup", "transfer")
 # A hangup on the owner is a stream closed, a transfer one provider request (5 s at most): both fit.
 ANSWER_WITHIN_S = 8.0
 MAX_MESSAGE_BYTES = 64 * 1024
+# Requests being answered at once; beyond this (no operator types that fast) the rest are refused.
+MAX_HANDLING = 64
 _REQUEST_ID = re.compile(r"[0-9a-f]{32}")
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 RECONNECT_S = 1.0
@@ -137,6 +139,8 @@ class CallRouter:
             if answer is not None and not answer.done():
                 answer.set_result(doc)
             return None
+        if len(self._handling) >= MAX_HANDLING:
+            return self._refuse("too many requests at once")
         task = asyncio.create_task(self._answer(doc))
         self._handling.add(task)
         task.add_done_callback(self._handling.discard)
