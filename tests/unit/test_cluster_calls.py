@@ -332,3 +332,11 @@ def test_a_node_address_needs_the_shared_state_and_secret(
     good = {"node_url": "wss://node-2.bot.example.com/", "stream_secret": "s"}
     settings = Settings.model_validate({"server": good, "cluster": {"redis_url": "redis://r:6379"}})
     assert settings.server.node_url == "wss://node-2.bot.example.com"
+
+
+async def test_a_refusal_outlives_the_stream_taking_the_calls_facts(redis: Redis) -> None:
+    """Review of issue 19: the stream takes the facts before it asks whether the call was refused."""
+    await facts_on(redis, "n1").deny("CA-6", "budget: no minutes left")
+    await facts_on(redis, "n2").remember_pending(PendingCall("CA-6", "+919811111111"))
+    assert await facts_on(redis, "n3").take_pending("CA-6") is not None
+    assert await facts_on(redis, "n3").denied("CA-6") == "budget: no minutes left"

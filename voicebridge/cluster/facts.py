@@ -30,6 +30,7 @@ PENDING_TTL_S = 300.0
 DECISIONS_KEPT = 1000
 # Numbers and reasons read back from Redis are cut to this: another node wrote them, but from a webhook.
 MAX_FACT_CHARS = 200
+TAKEN_FIELDS = ("from", "to", "provider", "minutes")
 V = TypeVar("V")
 
 
@@ -160,7 +161,9 @@ class SharedCallFacts:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._keys.call(call_sid))
-                pipe.delete(self._keys.call(call_sid))
+                # Everything but a refusal is used up; the refusal stays (with the hash's expiry) for
+                # the stream's own check that follows, and for any other stream with this sid.
+                pipe.hdel(self._keys.call(call_sid), *TAKEN_FIELDS)
                 # The call is here now: it counts in this node's heartbeat, no longer as one placed on it.
                 pipe.zrem(self._keys.placing(self._node_id), call_sid)
                 shared, _, _ = await pipe.execute()
